@@ -1,0 +1,117 @@
+/**
+ * The one metadata schema (drizzle): every table of the core, and the tables plugins declare, live here.
+ * Portable on purpose: integers and text only (times are epoch ms), no SQLite-only features, so the same
+ * shape maps onto Postgres for multi-node deployments. Migrations in core/db/migrations are generated from
+ * this file with `npx drizzle-kit generate` and applied at start-up.
+ */
+import { sqliteTable, text, integer, primaryKey, index } from "drizzle-orm/sqlite-core";
+
+/** Content-addressed blobs known to the store. `refCount` counts artifacts rows pointing at the blob. */
+export const blobs = sqliteTable("blobs", {
+  /** `sha256:<hex>` */
+  digest: text("digest").primaryKey(),
+  sizeBytes: integer("size_bytes").notNull(),
+  refCount: integer("ref_count").notNull().default(0),
+  /** epoch ms */
+  createdAt: integer("created_at").notNull(),
+});
+
+/**
+ * One addressable file of one repository: a cached upstream response (proxy) or an uploaded file (hosted).
+ * `status` 404 rows are negative-cache entries (no blob). Metadata documents we rewrite are stored
+ * as blobs of the rewritten bytes, so hits are served as pre-built bytes.
+ */
+export const artifacts = sqliteTable(
+  "artifacts",
+  {
+    repository: text("repository").notNull(),
+    /** Repository-relative path, including a variant suffix for negotiated documents (e.g. `simple/foo/#json`). */
+    path: text("path").notNull(),
+    /** `sha256:<hex>`; null for negative entries. */
+    blobDigest: text("blob_digest"),
+    sizeBytes: integer("size_bytes").notNull().default(0),
+    contentType: text("content_type"),
+    /** HTTP status this entry answers with: 200, or 404/410 for negative-cache entries. */
+    status: integer("status").notNull().default(200),
+    /** `artifact` (immutable) or `metadata` (mutable, revalidated after expiresAt). */
+    kind: text("kind").notNull().default("artifact"),
+    /** Validators the upstream gave us, sent back on revalidation. */
+    upstreamEtag: text("upstream_etag"),
+    upstreamLastModified: text("upstream_last_modified"),
+    /** Strong ETag we serve (derived from the stored bytes). */
+    etag: text("etag"),
+    /** Extra response headers to replay, JSON object (lower-case names). */
+    headers: text("headers"),
+    /** Upstream `Cache-Control` flags that bind us: `must-revalidate`, `no-cache`. Comma list. */
+    cacheFlags: text("cache_flags"),
+    fetchedAt: integer("fetched_at").notNull(),
+    /** epoch ms after which the entry must be revalidated; null = never (immutable). */
+    expiresAt: integer("expires_at"),
+    lastAccessAt: integer("last_access_at").notNull(),
+    hitCount: integer("hit_count").notNull().default(0),
+  },
+  (t) => [primaryKey({ columns: [t.repository, t.path] }), index("artifacts_blob_idx").on(t.blobDigest)],
+);
+
+/** People and machines that authenticate. */
+export const users = sqliteTable("users", {
+  id: integer("id").primaryKey({ autoIncrement: true }),
+  name: text("name").notNull().unique(),
+  /** `Bun.password` hash (argon2id); null for users that may only use API tokens. */
+  passwordHash: text("password_hash"),
+  isAdmin: integer("is_admin", { mode: "boolean" }).notNull().default(false),
+  disabled: integer("disabled", { mode: "boolean" }).notNull().default(false),
+  createdAt: integer("created_at").notNull(),
+});
+
+/**
+ * API tokens. The token shown once to the user is `vault_<id>_<secret>`; only a hash of the secret is stored.
+ * S3 access keys are tokens too (`kind = "s3"`): `id` is the access key id, and the secret is kept sealed
+ * because SigV4 needs it to verify signatures.
+ */
+export const apiTokens = sqliteTable(
+  "api_tokens",
+  {
+    id: text("id").primaryKey(),
+    userId: integer("user_id")
+      .notNull()
+      .references(() => users.id, { onDelete: "cascade" }),
+    name: text("name").notNull(),
+    kind: text("kind").notNull().default("api"),
+    secretHash: text("secret_hash").notNull(),
+    createdAt: integer("created_at").notNull(),
+    expiresAt: integer("expires_at"),
+    lastUsedAt: integer("last_used_at"),
+  },
+  (t) => [index("api_tokens_user_idx").on(t.userId)],
+);
+
+/** Per-repository grants. `repository` may be `*`. `actions` is a comma list of read, write, delete, admin. */
+export const permissions = sqliteTable(
+  "permissions",
+  {
+    userId: integer("user_id")
+      .notNull()
+      .references(() => users.id, { onDelete: "cascade" }),
+    repository: text("repository").notNull(),
+    actions: text("actions").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.userId, t.repository] })],
+);
+
+/** Every write and delete, by whom, from where. Never holds secrets. */
+export const auditLog = sqliteTable(
+  "audit_log",
+  {
+    id: integer("id").primaryKey({ autoIncrement: true }),
+    at: integer("at").notNull(),
+    actor: text("actor").notNull(),
+    action: text("action").notNull(),
+    repository: text("repository"),
+    path: text("path"),
+    detail: text("detail"),
+    remoteAddr: text("remote_addr"),
+    requestId: text("request_id"),
+  },
+  (t) => [index("audit_log_at_idx").on(t.at)],
+);

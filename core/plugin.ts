@@ -1,0 +1,285 @@
+/**
+ * The public, versioned plugin API: what a plugin declares (VaultPlugin) and everything the host hands it
+ * (PluginContext). A plugin imports only from this file (and core/errors.ts, re-exported here).
+ * Documented for plugin authors in docs/plugins.md.
+ */
+import type { Elysia } from "elysia";
+import type { BunSQLiteDatabase } from "drizzle-orm/bun-sqlite";
+import type { StorageDriver, PutExpect } from "./storage/driver.ts";
+import type { RepositoryConfig } from "./config/types.ts";
+import { VaultError } from "./errors.ts";
+import type * as schema from "./db/schema.ts";
+
+export { VaultError, errors } from "./errors.ts";
+export type { StorageDriver, PutExpect, ByteRange, ObjectInfo } from "./storage/driver.ts";
+export type { RepositoryConfig } from "./config/types.ts";
+
+/** The plugin API version this host implements. A plugin declaring another version is refused at boot. */
+export const PLUGIN_API_VERSION = 1 as const;
+
+/** The drizzle database handle (SQLite by default; the same schema on Postgres later). */
+export type Db = BunSQLiteDatabase<typeof schema>;
+
+/* ------------------------------------------------------------------ logging */
+
+/** Structured JSON logger. Fields are merged into the line; never pass secrets. */
+export interface Logger {
+  debug(msg: string, fields?: Record<string, unknown>): void;
+  info(msg: string, fields?: Record<string, unknown>): void;
+  warn(msg: string, fields?: Record<string, unknown>): void;
+  error(msg: string, fields?: Record<string, unknown>): void;
+  /** A logger that adds `fields` to every line (e.g. `{ repo }`, `{ reqId }`). */
+  child(fields: Record<string, unknown>): Logger;
+}
+
+/* ------------------------------------------------------------------ worker pool */
+
+/** Options of one pool task. */
+export interface TaskOptions {
+  /** Aborts the task (the worker is not killed; the result is dropped). */
+  signal?: AbortSignal;
+  /** ArrayBuffers to move (not copy) into the worker. */
+  transfer?: ArrayBuffer[];
+}
+
+/**
+ * The piscina worker pool. Task names are the exported functions of `workers/index.ts`
+ * (e.g. `sha256File`, `rewriteDocument`). Inputs/outputs are structured-cloneable.
+ */
+export interface TaskPool {
+  run<I, O>(task: string, input: I, opts?: TaskOptions): Promise<O>;
+  /** Queue length and utilisation (0..1), for metrics. */
+  stats(): { queued: number; running: number; utilization: number; threads: number };
+}
+
+/* ------------------------------------------------------------------ upstream */
+
+/** Options of one upstream request, on top of fetch's RequestInit. */
+export interface UpstreamInit extends Omit<RequestInit, "signal"> {
+  /** Milliseconds to wait for response headers (default from config, 10 s). */
+  connectTimeoutMs?: number;
+  /** Milliseconds of silence allowed between body chunks (default 30 s). */
+  readTimeoutMs?: number;
+  /** Retries for idempotent methods on connect errors / 502 / 503 / 504 (default 2). */
+  retries?: number;
+  signal?: AbortSignal;
+}
+
+/**
+ * HTTP client for upstreams, bound to one repository: adds its configured credentials to requests whose
+ * origin is the upstream's, never decompresses bodies (`decompress: false`), reuses connections, honours
+ * HTTPS_PROXY/NO_PROXY, verifies TLS. Throws VaultError VAULT_UPSTREAM_DOWN / VAULT_UPSTREAM_TIMEOUT.
+ * The returned body enforces the read timeout (errors the stream on stall).
+ */
+export interface UpstreamClient {
+  fetch(url: string | URL, init?: UpstreamInit): Promise<Response>;
+}
+
+/* ------------------------------------------------------------------ artifacts (hosted + cache entries) */
+
+/** One stored file of a repository (a row of `artifacts`), as plugins see it. */
+export interface ArtifactEntry {
+  repository: string;
+  path: string;
+  /** `sha256:<hex>`; null for negative-cache entries. */
+  blobDigest: string | null;
+  sizeBytes: number;
+  contentType: string | null;
+  status: number;
+  kind: "artifact" | "metadata";
+  /** Strong ETag we serve, quoted (`"sha256-…"`). */
+  etag: string | null;
+  upstreamEtag: string | null;
+  upstreamLastModified: string | null;
+  /** Extra headers replayed on every response from this entry. */
+  headers: Record<string, string>;
+  cacheFlags: string[];
+  /** epoch ms */
+  fetchedAt: number;
+  /** epoch ms; null = immutable */
+  expiresAt: number | null;
+  lastAccessAt: number;
+  hitCount: number;
+}
+
+/** Fields a writer sets when storing an artifact. */
+export interface ArtifactPut {
+  contentType?: string;
+  kind?: "artifact" | "metadata";
+  headers?: Record<string, string>;
+  expect?: PutExpect;
+}
+
+/**
+ * Repository-scoped file index over the content-addressed blob store: hosted uploads and the cache engine
+ * both write through it. Blobs are written first (invisible until referenced); rows are then written in one
+ * DB transaction, so a multi-file commit (`commit`) becomes visible all at once.
+ */
+export interface ArtifactStore {
+  get(path: string): Promise<ArtifactEntry | null>;
+  /** Streams `body` into the blob store (verified against `expect`) and records it at `path`, replacing any previous row. */
+  put(path: string, body: ReadableStream<Uint8Array> | Uint8Array | string, opts?: ArtifactPut): Promise<ArtifactEntry>;
+  /** Stores several files at once: all blobs first, then every row in one transaction. */
+  commit(files: { path: string; body: ReadableStream<Uint8Array> | Uint8Array | string; opts?: ArtifactPut }[]): Promise<ArtifactEntry[]>;
+  /** Removes the row (and drops the blob's refcount). Missing path is fine. */
+  delete(path: string): Promise<void>;
+  /** Rows whose path starts with `prefix`, ordered by path. */
+  list(prefix: string, opts?: { limit?: number; after?: string }): Promise<ArtifactEntry[]>;
+  /** Reads a stored file fully (for small metadata documents). Throws VAULT_NOT_FOUND. */
+  read(entry: ArtifactEntry): Promise<Uint8Array>;
+  /**
+   * Answers `req` from the entry: 200/206/304/416 with Range, HEAD, ETag, Last-Modified, If-None-Match,
+   * If-Modified-Since, If-Range (RFC 9110 §13, §14). Uses `Bun.file` (sendfile) on local drivers,
+   * `302` to a presigned URL when the repository sets `redirectDownloads` on a remote driver, else streams.
+   */
+  respond(req: Request, entry: ArtifactEntry, extraHeaders?: Record<string, string>): Promise<Response>;
+}
+
+/* ------------------------------------------------------------------ cache engine */
+
+/** How the cache treats one upstream path (DESIGN.md §4). */
+export type CacheClass = "immutable" | "mutable";
+
+/** Value of the `X-Vault-Cache` response header. */
+export type CacheStatus = "HIT" | "MISS" | "REVALIDATED" | "STALE" | "BYPASS";
+
+/** One proxied resource, described by the plugin. */
+export interface CacheRequest {
+  /** Repository-relative cache key (the artifact path); add a variant suffix for negotiated documents. */
+  key: string;
+  /** Absolute upstream URL (the plugin builds it from the configured upstream + validated components). */
+  upstreamUrl: string;
+  /** immutable: cached forever; mutable: revalidated after `ttlSeconds`. */
+  class: CacheClass;
+  /** Freshness for mutable entries, seconds (default: repository's `cache.metadataTtlSeconds`). */
+  ttlSeconds?: number;
+  /** Verified while streaming; mismatch → entry discarded, request fails / connection aborted. */
+  expect?: PutExpect;
+  /** Extra upstream request headers (Accept, auth). */
+  upstreamHeaders?: Record<string, string>;
+  /** Content-Type to store when upstream sends none. */
+  contentType?: string;
+  /**
+   * Rewrites a mutable document before it is stored (e.g. file URLs pointing at the vault). Receives the full
+   * upstream body; runs once per upstream fetch, never per hit. Large documents should be handed to `ctx.pool`.
+   */
+  transform?: (body: Uint8Array, upstream: Response) => Promise<{ body: Uint8Array | string; contentType?: string }>;
+  /** Upstream response headers to keep and replay (lower-case names). */
+  keepHeaders?: string[];
+}
+
+/**
+ * The proxy cache engine (DESIGN.md §4, specs/http-caching.md), bound to one repository: single-flight,
+ * tee to client while writing, followers tail the growing spool file, digest verification, TTL +
+ * conditional revalidation, stale-if-error, negative caching of 404/410.
+ */
+export interface CacheEngine {
+  /** Answers `req` for the resource: HIT / MISS (streamed while stored) / REVALIDATED / STALE. Throws VaultError (rendered by the plugin). */
+  serve(req: Request, spec: CacheRequest): Promise<Response>;
+  /** Ensures the resource is cached and returns its entry (for prefetch, or plugins that post-process metadata). */
+  fetch(spec: CacheRequest, opts?: { signal?: AbortSignal }): Promise<{ entry: ArtifactEntry; status: CacheStatus }>;
+  /** Drops an entry (and its negative-cache record). */
+  invalidate(key: string): Promise<void>;
+}
+
+/* ------------------------------------------------------------------ auth */
+
+/** Permission actions, each implying the ones before it in this order: read < write < delete < admin. */
+export type Action = "read" | "write" | "delete" | "admin";
+
+/** Who is making a request. `anonymous` has `name === "anonymous"` and `userId === null`. */
+export interface Principal {
+  userId: number | null;
+  name: string;
+  isAdmin: boolean;
+  /** How they authenticated. */
+  via: "anonymous" | "basic" | "bearer" | "token" | "s3";
+}
+
+/** Auth core (DESIGN.md §6), repository-scoped for `authorize`/`require`. */
+export interface AuthService {
+  /** Reads `Authorization` (Basic user:password, Basic user:token, `Bearer <token>`). Throws 401 on bad credentials; anonymous when none. */
+  authenticate(req: Request): Promise<Principal>;
+  /** Whether `principal` may do `action` on this repository. */
+  can(principal: Principal, action: Action): boolean;
+  /** authenticate + can; throws VaultError 401 (no credentials) or 403 (not allowed). */
+  require(req: Request, action: Action): Promise<Principal>;
+  /** Appends to the audit log (every write and delete). */
+  audit(entry: { principal: Principal; action: string; path?: string; detail?: Record<string, unknown>; req?: Request }): void;
+}
+
+/* ------------------------------------------------------------------ context and plugin */
+
+/** Everything a plugin may use, for one repository. */
+export interface PluginContext<C extends RepositoryConfig = RepositoryConfig> {
+  /** Name, type, and the URL prefix the routes are mounted under (`/<name>`, or `""` on its own listener). */
+  repo: { name: string; type: "proxy" | "hosted" | "group"; mount: string };
+  /** The repository's validated config entry (core keys + this plugin's keys). */
+  config: C;
+  /** Public base URL of this repository as clients see it, without trailing slash, derived per request (`server.publicUrl` or the Host header). */
+  baseUrl(req: Request): string;
+  storage: StorageDriver;
+  metadata: Db;
+  artifacts: ArtifactStore;
+  cache: CacheEngine;
+  upstream: UpstreamClient;
+  auth: AuthService;
+  pool: TaskPool;
+  log: Logger;
+  /** Other repositories' contexts by name (group members). Only repositories of the same format. */
+  member(name: string): PluginContext | undefined;
+}
+
+/** The Elysia instance a plugin adds routes to (already prefixed with the repository mount). */
+export type PluginApp = Elysia<any, any, any, any, any, any, any>;
+
+/**
+ * A plugin: one ecosystem's protocol. Built-in ones live in plugins/<format>/index.ts; third-party ones
+ * are loaded by path or npm name from `plugins:` in the config. Checked at boot: `apiVersion` must equal
+ * PLUGIN_API_VERSION, `configSchema` must compile, `format` must be unique.
+ */
+export interface VaultPlugin<C extends RepositoryConfig = RepositoryConfig> {
+  /** Format id used in `repositories[].format`, e.g. `"pypi"`. */
+  format: string;
+  /** Must equal PLUGIN_API_VERSION. */
+  apiVersion: number;
+  /** Repository types this plugin supports. */
+  types: ("proxy" | "hosted" | "group")[];
+  /**
+   * JSON Schema (draft-07, ajv) of this plugin's extra keys on a repository entry. Merged into the one config
+   * schema under `repositories[]` when `format` matches; use `additionalProperties: false`-friendly `properties`.
+   */
+  configSchema: { type: "object"; properties: Record<string, unknown>; required?: string[] };
+  /** Default upstream URL for proxy repositories that name none. */
+  defaultUpstream?: string;
+  /** Classifies a repository-relative path for the cache engine and metrics. */
+  classify?(path: string): "artifact" | "metadata" | "stream";
+  /** Adds routes for one repository. Runs once per repository at boot; throwing stops the boot. */
+  routes(app: PluginApp, ctx: PluginContext<C>): void;
+  /**
+   * Adds routes outside `/<name>/` (e.g. OCI's `/v2/` and `/token`), once per plugin with every repository of
+   * this format. Optional.
+   */
+  hostRoutes?(app: PluginApp, ctxs: PluginContext<C>[]): void;
+  /** Renders an error in the ecosystem's own format (status, headers from `err.headers`). */
+  renderError(err: VaultError, req: Request): Response;
+  /** If true the host does not check read permission before the plugin's routes (the plugin calls `ctx.auth.require`). */
+  handlesAuth?: boolean;
+  /** Called after routes are mounted, before listening. */
+  start?(ctx: PluginContext<C>): Promise<void>;
+  /** Called on shutdown, after in-flight requests finished. */
+  stop?(ctx: PluginContext<C>): Promise<void>;
+}
+
+/** Identity helper that gives a plugin object its type. */
+export function definePlugin<C extends RepositoryConfig = RepositoryConfig>(p: VaultPlugin<C>): VaultPlugin<C> {
+  return p;
+}
+
+/** Plain-text error response (pip, apt, conda, conan, http clients): status + short message, never a 200 page. */
+export function textError(err: VaultError): Response {
+  return new Response(`${err.status} ${err.message}\n`, {
+    status: err.status,
+    headers: { "content-type": "text/plain; charset=utf-8", ...err.headers },
+  });
+}
