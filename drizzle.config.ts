@@ -1,0 +1,8 @@
+/** drizzle-kit settings: generates SQLite migrations into core/db/migrations from the one schema (`npx drizzle-kit generate`). */
+import { defineConfig } from "drizzle-kit";
+
+export default defineConfig({
+  dialect: "sqlite",
+  schema: "./core/db/schema.ts",
+  out: "./core/db/migrations",
+});
