@@ -1,0 +1,61 @@
+/** Opens the metadata database: bun:sqlite in WAL mode, drizzle over the one schema, migrations applied at open. */
+import { Database } from "bun:sqlite";
+import { mkdirSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { drizzle } from "drizzle-orm/bun-sqlite";
+import { migrate } from "drizzle-orm/bun-sqlite/migrator";
+import * as schema from "./schema.ts";
+import type { Db } from "../plugin.ts";
+
+export type { Db } from "../plugin.ts";
+
+/** Folder of the drizzle-kit generated migrations, found next to this module (not relative to the cwd). */
+export const MIGRATIONS_DIR = join(import.meta.dir, "migrations");
+
+/** An open metadata database. */
+export interface OpenDb {
+  /** drizzle handle over {@link schema}; pass it (or a transaction from `db.transaction`) to the stores. */
+  db: Db;
+  /** The underlying bun:sqlite connection, for pragmas and raw statements. */
+  sqlite: Database;
+  /** Closes the connection (idempotent). */
+  close(): void;
+}
+
+/**
+ * Opens (creating when missing) the SQLite metadata database at `path` (DESIGN.md §3 "Metadata").
+ *
+ * Sets `journal_mode=WAL` (not for `:memory:`, which SQLite keeps in `memory` mode), `synchronous=NORMAL`,
+ * `foreign_keys=ON` and `busy_timeout=5000` (ms), then applies every pending migration from
+ * {@link MIGRATIONS_DIR}. Reopening an existing file applies only what is new, so it is idempotent.
+ *
+ * @param path file path (its parent directory is created) or `":memory:"`
+ * @throws Error from bun:sqlite when the file cannot be opened, or from the migrator when a migration fails
+ *   (the connection is closed before rethrowing)
+ */
+export function openDb(path: string): OpenDb {
+  const memory = path === ":memory:" || path === "";
+  if (!memory) mkdirSync(dirname(path), { recursive: true });
+  const sqlite = new Database(path, { create: true, strict: true });
+  try {
+    sqlite.exec("PRAGMA busy_timeout = 5000");
+    if (!memory) sqlite.exec("PRAGMA journal_mode = WAL");
+    sqlite.exec("PRAGMA synchronous = NORMAL");
+    sqlite.exec("PRAGMA foreign_keys = ON");
+    const db = drizzle(sqlite, { schema });
+    migrate(db, { migrationsFolder: MIGRATIONS_DIR });
+    let closed = false;
+    return {
+      db,
+      sqlite,
+      close() {
+        if (closed) return;
+        closed = true;
+        sqlite.close();
+      },
+    };
+  } catch (err) {
+    sqlite.close();
+    throw err;
+  }
+}
