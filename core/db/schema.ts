@@ -78,7 +78,13 @@ export const apiTokens = sqliteTable(
       .references(() => users.id, { onDelete: "cascade" }),
     name: text("name").notNull(),
     kind: text("kind").notNull().default("api"),
+    /** Lower-case hex sha256 of the secret part (compared in constant time). */
     secretHash: text("secret_hash").notNull(),
+    /**
+     * S3 access keys only: the secret access key sealed with AES-256-GCM (`v1.<keyId>.<base64url iv|ciphertext|tag>`,
+     * the token id as associated data), because SigV4 verification needs the secret itself. Null for API tokens.
+     */
+    sealedSecret: text("sealed_secret"),
     createdAt: integer("created_at").notNull(),
     expiresAt: integer("expires_at"),
     lastUsedAt: integer("last_used_at"),
@@ -115,3 +121,14 @@ export const auditLog = sqliteTable(
   },
   (t) => [index("audit_log_at_idx").on(t.at)],
 );
+
+/**
+ * Small key/value settings the vault generates once and shares between nodes through the database
+ * (e.g. `auth.jwt_secret`, `auth.seal_key`: base64url random keys used when `auth.tokenSecret` is not configured).
+ */
+export const settings = sqliteTable("settings", {
+  key: text("key").primaryKey(),
+  value: text("value").notNull(),
+  /** epoch ms */
+  createdAt: integer("created_at").notNull(),
+});
