@@ -1,0 +1,320 @@
+/** Upstream HTTP client of one repository: timeouts, bounded retries, manual redirects, proxy env, pinned credentials, raw bodies. */
+import type { Logger, UpstreamClient, UpstreamInit } from "../plugin.ts";
+import type { RepositoryConfig, UpstreamDefaults } from "../config/types.ts";
+import { VaultError, redactUrl } from "../errors.ts";
+import { metrics } from "../metrics.ts";
+
+/** Proxy-related environment variables (lower-case names win, as curl does). */
+export interface ProxyEnv {
+  HTTPS_PROXY?: string;
+  https_proxy?: string;
+  HTTP_PROXY?: string;
+  http_proxy?: string;
+  ALL_PROXY?: string;
+  all_proxy?: string;
+  NO_PROXY?: string;
+  no_proxy?: string;
+}
+
+/** Options of {@link createUpstreamClient}. */
+export interface UpstreamClientOptions {
+  /** The repository: `upstream` (its origin receives `upstreamAuth`), `name` (metrics label). */
+  repo: RepositoryConfig;
+  /** Global defaults (`upstream:` in the config): connect/read timeouts in seconds, retries. */
+  defaults?: UpstreamDefaults;
+  log: Logger;
+  /** Environment to read HTTPS_PROXY/HTTP_PROXY/ALL_PROXY/NO_PROXY from; default `process.env` (read once, at creation). */
+  env?: ProxyEnv;
+}
+
+const REDIRECT = new Set([301, 302, 303, 307, 308]);
+const RETRY_STATUS = new Set([502, 503, 504]);
+const NULL_BODY_STATUS = new Set([101, 103, 204, 205, 304]);
+const MAX_REDIRECTS = 10;
+
+/** Marks a VaultError raised for a connection failure (safe to retry an idempotent request). */
+const RETRYABLE = Symbol("retryable");
+
+/**
+ * Creates the upstream client of one repository (core/plugin.ts `UpstreamClient`).
+ *
+ * - Bodies are never decompressed (`decompress: false`); when the caller sets no `Accept-Encoding`,
+ *   `Accept-Encoding: identity` is sent so stored bytes equal the origin's file (specs/http-caching.md §6.6).
+ * - `connectTimeoutMs` (default `defaults.connectTimeoutSeconds` or 10 s) bounds the time to the final response
+ *   headers, redirects included; `readTimeoutMs` (default 30 s) bounds the silence while a body chunk is awaited —
+ *   a stall errors the body stream with VAULT_UPSTREAM_TIMEOUT and closes the connection.
+ * - GET/HEAD are retried (default 2 times, backoff 100 ms·2ⁿ) on connection errors and 502/503/504; the last
+ *   5xx response is returned as is (the caller decides), connection failures throw.
+ * - Redirects are followed by hand (≤ 10 hops, http/https only) so credentials never leak: the repository's
+ *   `upstreamAuth` (Basic `username:password|token`, or `Bearer token`) is added only when the hop's origin equals the
+ *   configured upstream origin and the caller set no `Authorization`; a caller's `Authorization` is dropped on a
+ *   hop to another origin. `redirect: "manual"` returns the 3xx itself. `Response.url` is the final URL.
+ * - Proxy: HTTPS_PROXY (https targets), HTTP_PROXY (http targets), ALL_PROXY as fallback; NO_PROXY entries
+ *   (`*`, `host`, `.suffix`, `host:port`) match by host suffix and connect directly. TLS is always verified.
+ * - Connections are reused by Bun's keep-alive pool.
+ * - Metrics: `vault_upstream_requests_total{repository,status}`, `vault_upstream_latency_seconds{repository}`,
+ *   `vault_upstream_errors_total{repository,kind}` (kind: connect, timeout, read_timeout, status).
+ *
+ * @throws VaultError VAULT_UPSTREAM_DOWN (503) on connection failure after retries, VAULT_UPSTREAM_TIMEOUT (504)
+ *   when no headers arrive in time, VAULT_UPSTREAM_ERROR (502) on a redirect loop or a non-http(s) redirect. URLs in
+ *   errors and logs are redacted. An abort by `init.signal` rethrows the signal's reason.
+ */
+export function createUpstreamClient(o: UpstreamClientOptions): UpstreamClient {
+  const repository = o.repo.name;
+  const log = o.log;
+  const env = o.env ?? (process.env as ProxyEnv);
+  const proxies = {
+    https: env.https_proxy || env.HTTPS_PROXY || env.all_proxy || env.ALL_PROXY || undefined,
+    http: env.http_proxy || env.HTTP_PROXY || env.all_proxy || env.ALL_PROXY || undefined,
+  };
+  const noProxy = parseNoProxy(env.no_proxy ?? env.NO_PROXY ?? "");
+  const defConnectMs = (o.defaults?.connectTimeoutSeconds ?? 10) * 1000;
+  const defReadMs = (o.defaults?.readTimeoutSeconds ?? 30) * 1000;
+  const defRetries = o.defaults?.retries ?? 2;
+  let upstreamOrigin: string | null = null;
+  try {
+    if (o.repo.upstream) upstreamOrigin = new URL(o.repo.upstream).origin;
+  } catch {
+    upstreamOrigin = null;
+  }
+  const authHeader = authorizationFor(o.repo.upstreamAuth);
+
+  function proxyFor(u: URL): string | false {
+    if (noProxyMatches(u, noProxy)) return false;
+    return (u.protocol === "https:" ? proxies.https : proxies.http) ?? false;
+  }
+
+  /** One logical request (redirects included) bounded by the connect timeout. */
+  async function once(start: URL, init: UpstreamInit, method: string): Promise<Response> {
+    const connectMs = init.connectTimeoutMs ?? defConnectMs;
+    const readMs = init.readTimeoutMs ?? defReadMs;
+    const ac = new AbortController();
+    const caller = init.signal;
+    const onCallerAbort = () => ac.abort(caller!.reason);
+    if (caller) {
+      if (caller.aborted) throw caller.reason;
+      caller.addEventListener("abort", onCallerAbort, { once: true });
+    }
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      ac.abort();
+    }, connectMs);
+    const t0 = performance.now();
+    let url = start;
+    let curMethod = method;
+    let body = init.body;
+    const startOrigin = start.origin;
+    const follow = (init.redirect ?? "follow") === "follow";
+    try {
+      for (let hop = 0; ; hop++) {
+        const headers = new Headers(init.headers);
+        if (!headers.has("accept-encoding")) headers.set("accept-encoding", "identity");
+        if (url.origin !== startOrigin) headers.delete("authorization");
+        else if (authHeader && url.origin === upstreamOrigin && !headers.has("authorization")) headers.set("authorization", authHeader);
+        const proxy = proxyFor(url);
+        const res = await fetch(url, {
+          ...init,
+          method: curMethod,
+          body,
+          headers,
+          redirect: "manual",
+          signal: ac.signal,
+          decompress: false,
+          proxy: proxy === false ? false : { url: proxy, respectNoProxy: false },
+        } as BunFetchRequestInit);
+        metrics.upstreamRequests.inc({ repository, status: res.status });
+        if (follow && REDIRECT.has(res.status) && res.headers.has("location")) {
+          void res.body?.cancel().catch(() => {});
+          if (hop >= MAX_REDIRECTS) throw new VaultError("VAULT_UPSTREAM_ERROR", 502, "too many upstream redirects", { url: redactUrl(start.href) });
+          const next = new URL(res.headers.get("location")!, url);
+          if (next.protocol !== "https:" && next.protocol !== "http:")
+            throw new VaultError("VAULT_UPSTREAM_ERROR", 502, "upstream redirected to a non-http URL", { url: redactUrl(start.href) });
+          if (res.status === 303 || ((res.status === 301 || res.status === 302) && curMethod === "POST")) {
+            if (curMethod !== "HEAD") curMethod = "GET";
+            body = undefined;
+          }
+          url = next;
+          continue;
+        }
+        clearTimeout(timer);
+        metrics.upstreamLatency.observe({ repository }, (performance.now() - t0) / 1000);
+        return guardBody(res, ac, readMs, url, curMethod, () => caller?.removeEventListener("abort", onCallerAbort));
+      }
+    } catch (e) {
+      clearTimeout(timer);
+      caller?.removeEventListener("abort", onCallerAbort);
+      if (caller?.aborted) throw caller.reason;
+      if (e instanceof VaultError) throw e;
+      if (timedOut) {
+        metrics.upstreamErrors.inc({ repository, kind: "timeout" });
+        throw new VaultError("VAULT_UPSTREAM_TIMEOUT", 504, `upstream did not answer within ${connectMs} ms`, { url: redactUrl(url.href) });
+      }
+      metrics.upstreamErrors.inc({ repository, kind: "connect" });
+      const err = new VaultError("VAULT_UPSTREAM_DOWN", 503, `upstream unreachable: ${(e as Error)?.message ?? String(e)}`, {
+        url: redactUrl(url.href),
+      });
+      (err as unknown as Record<symbol, boolean>)[RETRYABLE] = true;
+      throw err;
+    }
+  }
+
+  /** Wraps the body so a stall longer than `readMs` errors it (VAULT_UPSTREAM_TIMEOUT) and closes the connection. */
+  function guardBody(res: Response, ac: AbortController, readMs: number, url: URL, method: string, done: () => void): Response {
+    const init = { status: res.status, statusText: res.statusText, headers: res.headers };
+    let out: Response;
+    if (!res.body || method === "HEAD" || NULL_BODY_STATUS.has(res.status)) {
+      void res.body?.cancel().catch(() => {});
+      done();
+      out = new Response(null, init);
+    } else {
+      const reader = res.body.getReader();
+      let stalled = false;
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const onStall = () => {
+        stalled = true;
+        ac.abort();
+      };
+      out = new Response(
+        new ReadableStream<Uint8Array>(
+          {
+            async pull(ctrl) {
+              timer = setTimeout(onStall, readMs);
+              let r: Awaited<ReturnType<typeof reader.read>>;
+              try {
+                r = await reader.read();
+              } catch (e) {
+                clearTimeout(timer);
+                done();
+                if (stalled) {
+                  metrics.upstreamErrors.inc({ repository, kind: "read_timeout" });
+                  ctrl.error(new VaultError("VAULT_UPSTREAM_TIMEOUT", 504, `upstream body stalled for ${readMs} ms`, { url: redactUrl(url.href) }));
+                } else {
+                  metrics.upstreamErrors.inc({ repository, kind: "read" });
+                  ctrl.error(
+                    new VaultError("VAULT_UPSTREAM_DOWN", 503, `upstream body failed: ${(e as Error)?.message ?? String(e)}`, { url: redactUrl(url.href) }),
+                  );
+                }
+                return;
+              }
+              clearTimeout(timer);
+              if (r.done) {
+                done();
+                ctrl.close();
+              } else ctrl.enqueue(r.value);
+            },
+            cancel(reason) {
+              clearTimeout(timer);
+              done();
+              ac.abort();
+              return reader.cancel(reason).catch(() => {});
+            },
+          },
+          { highWaterMark: 0 },
+        ),
+        init,
+      );
+    }
+    Object.defineProperty(out, "url", { value: url.href });
+    return out;
+  }
+
+  return {
+    async fetch(input: string | URL, init: UpstreamInit = {}): Promise<Response> {
+      const url = typeof input === "string" ? new URL(input) : new URL(input.href);
+      if (url.protocol !== "https:" && url.protocol !== "http:")
+        throw new VaultError("VAULT_UPSTREAM_ERROR", 502, "upstream URL must be http(s)", { url: redactUrl(url.href) });
+      const method = (init.method ?? "GET").toUpperCase();
+      const idempotent = method === "GET" || method === "HEAD";
+      const retries = idempotent ? Math.max(0, init.retries ?? defRetries) : 0;
+      for (let attempt = 0; ; attempt++) {
+        let res: Response;
+        try {
+          res = await once(url, init, method);
+        } catch (e) {
+          if (attempt < retries && (e as Record<symbol, boolean>)?.[RETRYABLE] && !init.signal?.aborted) {
+            log.debug("upstream retry", { url: redactUrl(url.href), attempt: attempt + 1, error: (e as Error).message });
+            await backoff(attempt, init.signal);
+            continue;
+          }
+          if (e instanceof VaultError) log.warn("upstream failed", { url: e.detail.url, code: e.code, error: e.message });
+          throw e;
+        }
+        if (RETRY_STATUS.has(res.status)) {
+          metrics.upstreamErrors.inc({ repository, kind: "status" });
+          if (attempt < retries) {
+            void res.body?.cancel().catch(() => {});
+            log.debug("upstream retry", { url: redactUrl(url.href), attempt: attempt + 1, status: res.status });
+            await backoff(attempt, init.signal);
+            continue;
+          }
+        }
+        return res;
+      }
+    },
+  };
+}
+
+async function backoff(attempt: number, signal?: AbortSignal): Promise<void> {
+  const ms = 100 * 2 ** attempt + Math.floor(Math.random() * 50);
+  await new Promise<void>((resolve, reject) => {
+    const t = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    const onAbort = () => {
+      clearTimeout(t);
+      reject(signal!.reason);
+    };
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
+}
+
+/** `Authorization` value for configured upstream credentials: Basic `username:password|token`, or `Bearer token`. */
+export function authorizationFor(a: RepositoryConfig["upstreamAuth"]): string | undefined {
+  if (!a) return undefined;
+  if (a.username !== undefined) return "Basic " + Buffer.from(`${a.username}:${a.password ?? a.token ?? ""}`).toString("base64");
+  if (a.token) return `Bearer ${a.token}`;
+  return undefined;
+}
+
+/** One parsed NO_PROXY entry: `host` without leading dots (empty = `*`), optional port. */
+interface NoProxyEntry {
+  host: string;
+  port?: string;
+}
+
+/** Parses NO_PROXY (comma or space separated: `*`, `example.com`, `.example.com`, `*.example.com`, `host:8080`, `[::1]`). */
+export function parseNoProxy(value: string): NoProxyEntry[] {
+  const out: NoProxyEntry[] = [];
+  for (let raw of value.split(/[\s,]+/)) {
+    raw = raw.trim().toLowerCase();
+    if (!raw) continue;
+    if (raw === "*") {
+      out.push({ host: "" });
+      continue;
+    }
+    let port: string | undefined;
+    const m = /^(\[[^\]]+\]|[^:]+)(?::(\d+))?$/.exec(raw);
+    if (m) {
+      raw = m[1];
+      port = m[2];
+    }
+    raw = raw.replace(/^\*?\.+/, "").replace(/^\[|\]$/g, "");
+    if (raw) out.push({ host: raw, port });
+  }
+  return out;
+}
+
+/** True when `url`'s host equals an entry or ends with `.` + entry (and the port matches when the entry names one). */
+export function noProxyMatches(url: URL, entries: NoProxyEntry[]): boolean {
+  if (entries.length === 0) return false;
+  const host = url.hostname.toLowerCase().replace(/^\[|\]$/g, "");
+  const port = url.port || (url.protocol === "https:" ? "443" : "80");
+  for (const e of entries) {
+    if (e.host === "") return true;
+    if (e.port && e.port !== port) continue;
+    if (host === e.host || host.endsWith("." + e.host)) return true;
+  }
+  return false;
+}
