@@ -1,0 +1,12 @@
+/**
+ * The one worker entry of the piscina pool: every export is a task, selected by piscina's `name` option
+ * (`pool.run("sha256File", input)`). Each wraps the pure function of the same name in workers/tasks.ts.
+ * Workers never import core/.
+ */
+import { pooled } from "./transfer.ts";
+import { tasks } from "./tasks.ts";
+
+export const sha256File = pooled(tasks.sha256File);
+export const digests = pooled(tasks.digests);
+export const rewriteJson = pooled(tasks.rewriteJson);
+export const rewriteUrls = pooled(tasks.rewriteUrls);
