@@ -36,7 +36,7 @@ export interface Logger {
 
 /** Options of one pool task. */
 export interface TaskOptions {
-  /** Aborts the task (the worker is not killed; the result is dropped). */
+  /** Aborts the task: a queued task is dropped; a running one's thread is terminated (piscina starts a replacement). The promise rejects with an AbortError. */
   signal?: AbortSignal;
   /** ArrayBuffers to move (not copy) into the worker. */
   transfer?: ArrayBuffer[];
