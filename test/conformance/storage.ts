@@ -10,7 +10,7 @@ export interface DriverUnderTest {
 }
 
 /** Deterministic pseudo-random bytes (xorshift32), so failures are reproducible. */
-export function pseudoRandomBytes(n: number, seed = 0x9e3779b9): Uint8Array {
+export function pseudoRandomBytes(n: number, seed = 0x9e3779b9): Uint8Array<ArrayBuffer> {
   const out = new Uint8Array(n);
   let x = seed >>> 0 || 1;
   for (let i = 0; i < n; i++) {

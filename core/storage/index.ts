@@ -1,0 +1,30 @@
+/** Builds the configured storage driver (`storage:` in the config): fs by default; S3 arrives with issue 4. */
+import { isAbsolute, join, resolve } from "node:path";
+import type { StorageConfig } from "../config/types.ts";
+import type { StorageDriver } from "./driver.ts";
+import { createFsDriver } from "./fs.ts";
+
+export { createFsDriver } from "./fs.ts";
+export { createBlobStore, type BlobStore, type DbOrTx } from "./blobs.ts";
+export * from "./driver.ts";
+
+/**
+ * Creates the storage driver named by `cfg` (DESIGN.md §3).
+ * - `undefined` or `{ driver: "fs" }`: filesystem under `cfg.root`, default `<dataDir>/store`; a relative `root`
+ *   resolves against `dataDir`.
+ * - `{ driver: "s3" }`: not available yet.
+ *
+ * @param dataDir the data directory (`server.dataDir`, default `./data`)
+ * @throws Error when `driver` is `"s3"` (the S3 driver arrives with issue 4) or unknown
+ */
+export function createStorage(cfg: StorageConfig | undefined, dataDir: string): StorageDriver {
+  const driver = cfg?.driver ?? "fs";
+  if (driver === "fs") {
+    const root = cfg && cfg.driver === "fs" && cfg.root ? cfg.root : "store";
+    return createFsDriver({ root: isAbsolute(root) ? root : join(resolve(dataDir), root) });
+  }
+  if (driver === "s3") {
+    throw new Error('storage.driver "s3" is not available in this build yet: the S3 storage driver arrives with issue 4; use storage.driver "fs"');
+  }
+  throw new Error(`unknown storage.driver ${JSON.stringify(driver)} (expected "fs" or "s3")`);
+}
