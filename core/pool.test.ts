@@ -82,10 +82,10 @@ describe("checksum tasks", () => {
 
   test("a missing file rejects with code ENOENT through the pool; a bad algorithm with RangeError", async () => {
     const missing = join(dir, "missing.bin");
-    const e1 = await pool.run("sha256File", { path: missing }).catch((e) => e);
+    const e1: any = await pool.run("sha256File", { path: missing }).catch((e) => e);
     expect(e1).toBeInstanceOf(Error);
     expect(e1.code).toBe("ENOENT");
-    const e2 = await pool.run("digests", { path: bigFile, algorithms: ["crc32"] }).catch((e) => e);
+    const e2: any = await pool.run("digests", { path: bigFile, algorithms: ["crc32"] }).catch((e) => e);
     expect(e2).toBeInstanceOf(RangeError);
     expect(e2.message).toContain("crc32");
   });
