@@ -1,0 +1,416 @@
+/** The ArtifactStore of one repository: `artifacts` rows over the content-addressed blob store, a hot-entry map, batched hit counts. */
+import { and, asc, eq, gt, gte, lt, sql } from "drizzle-orm";
+import type { ArtifactEntry, ArtifactPut, ArtifactStore, Db, Logger } from "./plugin.ts";
+import type { RepositoryConfig } from "./config/types.ts";
+import type { BlobStore, DbOrTx } from "./storage/blobs.ts";
+import { DigestMismatchError, NotFoundError, blobKey } from "./storage/driver.ts";
+import { artifacts } from "./db/schema.ts";
+import { VaultError, errors } from "./errors.ts";
+import { etagForDigest, respondEntry } from "./http/respond.ts";
+import { metrics } from "./metrics.ts";
+
+type Row = typeof artifacts.$inferSelect;
+
+/** A row to record for a blob that is already in the blob store (or a negative entry without blob). */
+export interface ArtifactRecord {
+  path: string;
+  /** `sha256:<hex>`; null for negative-cache rows. */
+  blobDigest: string | null;
+  sizeBytes: number;
+  contentType?: string | null;
+  /** 200, or 404/410 for negative rows. Default 200. */
+  status?: number;
+  kind?: "artifact" | "metadata";
+  /** Served ETag (quoted); default derived from the digest. */
+  etag?: string | null;
+  upstreamEtag?: string | null;
+  upstreamLastModified?: string | null;
+  headers?: Record<string, string>;
+  cacheFlags?: string[];
+  /** epoch ms; default now. */
+  fetchedAt?: number;
+  /** epoch ms; null = never expires. */
+  expiresAt?: number | null;
+}
+
+/** Freshness fields a successful revalidation (upstream 304) updates (RFC 9111 §4.3.4). */
+export interface ArtifactRefresh {
+  /** epoch ms; null = never. */
+  expiresAt: number | null;
+  /** epoch ms of the revalidation (becomes `fetchedAt`, the base of `Age`). */
+  fetchedAt: number;
+  upstreamEtag?: string | null;
+  upstreamLastModified?: string | null;
+  /** Replayed headers merged over the stored ones. */
+  headers?: Record<string, string>;
+  cacheFlags?: string[];
+}
+
+/**
+ * What {@link createArtifactStore} returns: the plugin-facing ArtifactStore plus the operations the cache engine
+ * and the host need (recording rows for blobs already stored, refreshing freshness, flushing hit counts).
+ */
+export interface VaultArtifactStore extends ArtifactStore {
+  readonly repository: string;
+  readonly blobs: BlobStore;
+  /**
+   * Records rows for blobs that are already in the blob store (e.g. adopted spool files), in ONE transaction with the
+   * blob reference counts (a replaced row releases its old blob). Visible all at once.
+   * @throws VaultError VAULT_STORAGE when a blob is being swept at that very moment
+   */
+  record(rows: ArtifactRecord[]): ArtifactEntry[];
+  /** Applies a revalidation result to a stored row; returns the updated entry, or null when the row is gone. */
+  refresh(path: string, f: ArtifactRefresh): ArtifactEntry | null;
+  /** Writes the batched hit counts / last-access times now (one transaction). */
+  flush(): void;
+  /** Flushes and stops the flush timer. */
+  close(): void;
+}
+
+/** Options of {@link createArtifactStore}. */
+export interface ArtifactStoreOptions {
+  db: Db;
+  blobs: BlobStore;
+  repo: RepositoryConfig;
+  log: Logger;
+  /** Entries kept in the in-memory hot map (default 10 000). */
+  hotEntries?: number;
+  /** How long a hot entry is trusted before it is re-read from the database, ms (default 5000; other processes may write). */
+  hotTtlMs?: number;
+  /** Hit-count flush period, ms (default 1000). */
+  flushIntervalMs?: number;
+  /** Lifetime of presigned redirect URLs, seconds (default 300). */
+  presignTtlSeconds?: number;
+}
+
+const MAX_KEY = "\u{10ffff}";
+
+/** Raw row → plugin-facing entry. */
+function toEntry(r: Row): ArtifactEntry {
+  return {
+    repository: r.repository,
+    path: r.path,
+    blobDigest: r.blobDigest,
+    sizeBytes: r.sizeBytes,
+    contentType: r.contentType,
+    status: r.status,
+    kind: r.kind === "metadata" ? "metadata" : "artifact",
+    etag: r.etag,
+    upstreamEtag: r.upstreamEtag,
+    upstreamLastModified: r.upstreamLastModified,
+    headers: r.headers ? (JSON.parse(r.headers) as Record<string, string>) : {},
+    cacheFlags: r.cacheFlags ? r.cacheFlags.split(",").filter(Boolean) : [],
+    fetchedAt: r.fetchedAt,
+    expiresAt: r.expiresAt,
+    lastAccessAt: r.lastAccessAt,
+    hitCount: r.hitCount,
+  };
+}
+
+/** Fields whose change means the stored response changed (hit counters do not). */
+function sameVersion(a: ArtifactEntry, r: Row): boolean {
+  return (
+    a.blobDigest === r.blobDigest &&
+    a.fetchedAt === r.fetchedAt &&
+    a.expiresAt === r.expiresAt &&
+    a.status === r.status &&
+    a.etag === r.etag &&
+    a.contentType === r.contentType &&
+    a.upstreamEtag === r.upstreamEtag &&
+    a.upstreamLastModified === r.upstreamLastModified
+  );
+}
+
+function toBody(body: ReadableStream<Uint8Array> | Uint8Array | string): ReadableStream<Uint8Array> {
+  if (body instanceof ReadableStream) return body;
+  return new Blob([body as BlobPart]).stream();
+}
+
+/**
+ * Creates the artifact store of one repository (core/plugin.ts `ArtifactStore`, DESIGN.md §3).
+ *
+ * - Writes: blobs first (`blobs.putStream`, verified against `expect`), then rows in ONE drizzle transaction together
+ *   with the blob reference counts (a replaced or deleted row releases its old blob), so `commit` is all-or-nothing.
+ * - Reads: a bounded in-memory map of hot entries (FIFO-evicted, `hotEntries`) answers `get` without SQLite; an entry is
+ *   re-read after `hotTtlMs` so writes by other processes show up; writes through this store update it at once.
+ * - Hits: `respond` counts hits and last-access in memory; a timer (unref'd, so it never keeps the process alive)
+ *   writes them every `flushIntervalMs` in one transaction; `flush()`/`close()` write them at once.
+ * - `respond` answers with `Bun.file` on local drivers, a 302 to a presigned URL when the repository sets
+ *   `redirectDownloads` and the driver can presign, else the driver's stream.
+ */
+export function createArtifactStore(o: ArtifactStoreOptions): VaultArtifactStore {
+  const { db, blobs, log } = o;
+  const repository = o.repo.name;
+  const maxHot = o.hotEntries ?? 10_000;
+  const hotTtlMs = o.hotTtlMs ?? 5000;
+  const flushMs = o.flushIntervalMs ?? 1000;
+  const presignTtl = o.presignTtlSeconds ?? 300;
+  const redirect = o.repo.redirectDownloads === true && typeof blobs.driver.presignGet === "function";
+  const hot = new Map<string, { entry: ArtifactEntry; loadedAt: number }>();
+  const pending = new Map<string, { hits: number; at: number }>();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const bytesLabels = { repository };
+
+  const selectOne = db
+    .select()
+    .from(artifacts)
+    .where(and(eq(artifacts.repository, sql.placeholder("repository")), eq(artifacts.path, sql.placeholder("path"))))
+    .prepare();
+  const bumpHits = db
+    .update(artifacts)
+    .set({
+      hitCount: sql`${artifacts.hitCount} + ${sql.placeholder("hits")}`,
+      lastAccessAt: sql`max(${artifacts.lastAccessAt}, ${sql.placeholder("at")})`,
+    })
+    .where(and(eq(artifacts.repository, sql.placeholder("repository")), eq(artifacts.path, sql.placeholder("path"))))
+    .prepare();
+
+  function remember(entry: ArtifactEntry, now = Date.now()): void {
+    if (!hot.has(entry.path) && hot.size >= maxHot) {
+      const oldest = hot.keys().next().value;
+      if (oldest !== undefined) hot.delete(oldest);
+    }
+    hot.set(entry.path, { entry, loadedAt: now });
+  }
+
+  function load(path: string): ArtifactEntry | null {
+    const now = Date.now();
+    const h = hot.get(path);
+    if (h && now - h.loadedAt < hotTtlMs) return h.entry;
+    const row = selectOne.get({ repository, path });
+    if (!row) {
+      if (h) hot.delete(path);
+      return null;
+    }
+    if (h && sameVersion(h.entry, row)) {
+      h.loadedAt = now;
+      return h.entry;
+    }
+    const e = toEntry(row);
+    remember(e, now);
+    return e;
+  }
+
+  function writeRows(tx: DbOrTx, recs: ArtifactRecord[], now: number): ArtifactEntry[] {
+    const out: ArtifactEntry[] = [];
+    for (const r of recs) {
+      const old = tx
+        .select({ blobDigest: artifacts.blobDigest, sizeBytes: artifacts.sizeBytes })
+        .from(artifacts)
+        .where(and(eq(artifacts.repository, repository), eq(artifacts.path, r.path)))
+        .all()[0];
+      const row: Row = {
+        repository,
+        path: r.path,
+        blobDigest: r.blobDigest,
+        sizeBytes: r.sizeBytes,
+        contentType: r.contentType ?? null,
+        status: r.status ?? 200,
+        kind: r.kind ?? "artifact",
+        upstreamEtag: r.upstreamEtag ?? null,
+        upstreamLastModified: r.upstreamLastModified ?? null,
+        etag: r.etag ?? (r.blobDigest ? etagForDigest(r.blobDigest) : null),
+        headers: r.headers && Object.keys(r.headers).length ? JSON.stringify(r.headers) : null,
+        cacheFlags: r.cacheFlags?.length ? r.cacheFlags.join(",") : null,
+        fetchedAt: r.fetchedAt ?? now,
+        expiresAt: r.expiresAt ?? null,
+        lastAccessAt: now,
+        hitCount: 0,
+      };
+      if (r.blobDigest) blobs.ref(tx, r.blobDigest, r.sizeBytes, +1);
+      if (old?.blobDigest) blobs.ref(tx, old.blobDigest, old.sizeBytes, -1);
+      const { repository: _r, path: _p, ...set } = row;
+      tx.insert(artifacts).values(row).onConflictDoUpdate({ target: [artifacts.repository, artifacts.path], set }).run();
+      out.push(toEntry(row));
+    }
+    return out;
+  }
+
+  function record(recs: ArtifactRecord[]): ArtifactEntry[] {
+    const now = Date.now();
+    const out = db.transaction((tx) => writeRows(tx, recs, now));
+    for (const e of out) {
+      pending.delete(e.path);
+      remember(e, now);
+    }
+    return out;
+  }
+
+  async function storeBody(body: ReadableStream<Uint8Array> | Uint8Array | string, opts: ArtifactPut | undefined, path: string) {
+    try {
+      return await blobs.putStream(toBody(body), opts?.expect);
+    } catch (e) {
+      if (e instanceof DigestMismatchError)
+        throw new VaultError("VAULT_DIGEST_MISMATCH", 400, `content of ${path} does not match the expected digest or size`, {
+          path,
+          expected: e.expected,
+          actual: e.actual,
+        });
+      throw e;
+    }
+  }
+
+  function putRecord(path: string, stored: { digest: string; sizeBytes: number }, opts?: ArtifactPut): ArtifactRecord {
+    return {
+      path,
+      blobDigest: stored.digest,
+      sizeBytes: stored.sizeBytes,
+      contentType: opts?.contentType ?? null,
+      kind: opts?.kind ?? "artifact",
+      headers: opts?.headers,
+      expiresAt: null,
+    };
+  }
+
+  function flush(): void {
+    if (timer) {
+      clearTimeout(timer);
+      timer = undefined;
+    }
+    if (pending.size === 0) return;
+    const batch = [...pending];
+    pending.clear();
+    try {
+      db.transaction(() => {
+        for (const [path, p] of batch) bumpHits.run({ repository, path, hits: p.hits, at: p.at });
+      });
+    } catch (e) {
+      log.warn("hit count flush failed", { error: (e as Error).message, paths: batch.length });
+    }
+  }
+
+  function countHit(path: string): void {
+    const p = pending.get(path);
+    const now = Date.now();
+    if (p) {
+      p.hits++;
+      p.at = now;
+    } else pending.set(path, { hits: 1, at: now });
+    if (!timer) {
+      timer = setTimeout(flush, flushMs);
+      timer.unref?.();
+    }
+  }
+
+  return {
+    repository,
+    blobs,
+
+    async get(path) {
+      return load(path);
+    },
+
+    async put(path, body, opts) {
+      const stored = await storeBody(body, opts, path);
+      return record([putRecord(path, stored, opts)])[0];
+    },
+
+    async commit(files) {
+      const recs: ArtifactRecord[] = [];
+      for (const f of files) recs.push(putRecord(f.path, await storeBody(f.body, f.opts, f.path), f.opts));
+      return record(recs);
+    },
+
+    async delete(path) {
+      db.transaction((tx) => {
+        const old = tx
+          .delete(artifacts)
+          .where(and(eq(artifacts.repository, repository), eq(artifacts.path, path)))
+          .returning({ blobDigest: artifacts.blobDigest, sizeBytes: artifacts.sizeBytes })
+          .all()[0];
+        if (old?.blobDigest) blobs.ref(tx, old.blobDigest, old.sizeBytes, -1);
+      });
+      hot.delete(path);
+      pending.delete(path);
+    },
+
+    async list(prefix, opts) {
+      const conds = [eq(artifacts.repository, repository), gte(artifacts.path, prefix), lt(artifacts.path, prefix + MAX_KEY)];
+      if (opts?.after !== undefined) conds.push(gt(artifacts.path, opts.after));
+      const q = db.select().from(artifacts).where(and(...conds)).orderBy(asc(artifacts.path));
+      const rows = opts?.limit !== undefined ? q.limit(opts.limit).all() : q.all();
+      return rows.map(toEntry);
+    },
+
+    async read(entry) {
+      if (!entry.blobDigest || entry.status >= 400) throw errors.notFound(entry.path);
+      const local = blobs.localPath(entry.blobDigest);
+      try {
+        if (local) return await Bun.file(local).bytes();
+        return await new Response(await blobs.open(entry.blobDigest)).bytes();
+      } catch (e) {
+        if (e instanceof NotFoundError || (e as NodeJS.ErrnoException)?.code === "ENOENT") throw errors.notFound(entry.path);
+        throw e;
+      }
+    },
+
+    async respond(req, entry, extraHeaders) {
+      const res = await (redirect ? respondRedirect(req, entry, extraHeaders) : respondEntry(req, entry, blobs, { extraHeaders }));
+      const s = res.status;
+      if (s === 200 || s === 206 || s === 302) {
+        countHit(entry.path);
+        if (req.method === "GET" && s !== 302) {
+          let n = entry.sizeBytes;
+          if (s === 206) {
+            const m = /^bytes (\d+)-(\d+)\//.exec(res.headers.get("content-range") ?? "");
+            if (m) n = Number(m[2]) - Number(m[1]) + 1;
+          }
+          metrics.bytesServed.inc(bytesLabels, n);
+        }
+      }
+      return res;
+    },
+
+    record,
+
+    refresh(path, f) {
+      const cur = load(path);
+      if (!cur) return null;
+      const headers = f.headers ? { ...cur.headers, ...f.headers } : cur.headers;
+      const flags = f.cacheFlags ?? cur.cacheFlags;
+      const set = {
+        expiresAt: f.expiresAt,
+        fetchedAt: f.fetchedAt,
+        upstreamEtag: f.upstreamEtag !== undefined ? f.upstreamEtag : cur.upstreamEtag,
+        upstreamLastModified: f.upstreamLastModified !== undefined ? f.upstreamLastModified : cur.upstreamLastModified,
+        headers: Object.keys(headers).length ? JSON.stringify(headers) : null,
+        cacheFlags: flags.length ? flags.join(",") : null,
+      };
+      const rows = db
+        .update(artifacts)
+        .set(set)
+        .where(and(eq(artifacts.repository, repository), eq(artifacts.path, path)))
+        .returning()
+        .all();
+      if (rows.length === 0) {
+        hot.delete(path);
+        return null;
+      }
+      const e = toEntry(rows[0]);
+      remember(e);
+      return e;
+    },
+
+    flush,
+
+    close() {
+      flush();
+    },
+  };
+
+  /** `redirectDownloads` on a remote driver: 302 to a presigned GET URL (conditionals are still answered here). */
+  async function respondRedirect(req: Request, entry: ArtifactEntry, extra?: Record<string, string>): Promise<Response> {
+    if (blobs.localPath(entry.blobDigest ?? "") !== undefined || !entry.blobDigest || entry.status >= 400 || req.method !== "GET")
+      return respondEntry(req, entry, blobs, { extraHeaders: extra });
+    // Let respond.ts answer 304/412/416 from metadata; only a full or partial body becomes a redirect.
+    const h = req.headers;
+    if (h.has("if-none-match") || h.has("if-modified-since") || h.has("if-match") || h.has("if-unmodified-since")) {
+      const probe = await respondEntry(new Request(req.url, { method: "HEAD", headers: h }), entry, blobs, { extraHeaders: extra });
+      if (probe.status !== 200) return probe;
+    }
+    const url = await blobs.driver.presignGet!(blobKey(entry.blobDigest), presignTtl, {
+      contentType: entry.contentType ?? undefined,
+    });
+    return new Response(null, { status: 302, headers: { location: url, "cache-control": "no-store", ...extra } });
+  }
+}
