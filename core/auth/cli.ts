@@ -1,0 +1,149 @@
+/** Shared plumbing of the `vault user` and `vault token` commands: open the auth core from --config/--data, read secrets, print tables. */
+import { userInfo } from "node:os";
+import { isAbsolute, join, resolve } from "node:path";
+import { openDb } from "../db/index.ts";
+import { loadConfig, findConfigFile } from "../config/load.ts";
+import type { VaultConfig } from "../config/types.ts";
+import { createLogger } from "../log.ts";
+import { VaultError } from "../errors.ts";
+import { createAuthCore, type AuthCore } from "./index.ts";
+
+/** parseArgs options every auth command accepts. */
+export const COMMON_OPTIONS = {
+  config: { type: "string" },
+  data: { type: "string" },
+  json: { type: "boolean" },
+  help: { type: "boolean", short: "h" },
+} as const;
+
+/** An opened auth core for one CLI invocation. */
+export interface CliAuth {
+  auth: AuthCore;
+  /** Absolute path of the SQLite file. */
+  dbPath: string;
+  close(): void;
+}
+
+/**
+ * Opens the metadata database and the auth core the way `vault serve` does: the config from `--config FILE`
+ * (else `vault.config.*` in the cwd when present; none is fine), `server.dataDir` resolved against the config's
+ * directory, `--data DIR` (against the cwd) overriding it; the SQLite file is `metadata.path` or `<dataDir>/vault.db`.
+ * The config's `auth` section matters: with `auth.tokenSecret` set, S3 secrets are sealed under a key derived from it.
+ * @throws ConfigError (bad or missing config file, unset `${VAR}`), VaultError VAULT_CONFIG (postgres metadata)
+ */
+export async function openCliAuth(o: { config?: string; data?: string }, cwd = process.cwd()): Promise<CliAuth> {
+  let config: VaultConfig = {};
+  let configDir = cwd;
+  let file = o.config;
+  if (file === undefined) {
+    try {
+      file = findConfigFile(undefined, cwd);
+    } catch {
+      file = undefined; // no config file in the cwd: defaults
+    }
+  }
+  if (file !== undefined) {
+    const loaded = await loadConfig(file, { cwd });
+    config = loaded.config;
+    configDir = loaded.configDir;
+  }
+  const dataDir = o.data !== undefined ? resolve(cwd, o.data) : resolve(configDir, config.server?.dataDir ?? "./data");
+  const md = config.metadata;
+  if (md && md.driver !== "sqlite") throw new VaultError("VAULT_CONFIG", 500, `metadata driver ${md.driver} is not supported by this command yet`);
+  const dbPath = md?.path ? (isAbsolute(md.path) ? md.path : resolve(configDir, md.path)) : join(dataDir, "vault.db");
+  const opened = openDb(dbPath);
+  const auth = createAuthCore({ db: opened.db, config: config.auth, log: createLogger("warn") });
+  return {
+    auth,
+    dbPath,
+    close() {
+      auth.flush();
+      opened.close();
+    },
+  };
+}
+
+/** The actor written to the audit log for CLI changes: `cli:<os user>`. */
+export function cliActor(): string {
+  try {
+    return `cli:${userInfo().username}`;
+  } catch {
+    return "cli";
+  }
+}
+
+/**
+ * Gets a password: `--password P`; the first line of stdin with `--password-stdin` or when stdin is not a
+ * terminal; otherwise prompts twice on the terminal without echo.
+ * @throws VaultError VAULT_BAD_REQUEST (400) when stdin has no line or the two prompted entries differ
+ */
+export async function readPassword(o: { password?: string; stdin?: boolean; prompt: string }): Promise<string> {
+  if (o.password !== undefined) return o.password;
+  if (o.stdin || !process.stdin.isTTY) {
+    const text = await Bun.stdin.text();
+    const line = text.split(/\r?\n/, 1)[0] ?? "";
+    if (line === "") throw new VaultError("VAULT_BAD_REQUEST", 400, "no password on stdin");
+    return line;
+  }
+  const a = await promptHidden(`${o.prompt}: `);
+  const b = await promptHidden(`${o.prompt} (again): `);
+  if (a !== b) throw new VaultError("VAULT_BAD_REQUEST", 400, "passwords do not match");
+  return a;
+}
+
+/** Reads one line from the terminal without echoing it (raw mode). */
+function promptHidden(question: string): Promise<string> {
+  return new Promise((resolvePromise, reject) => {
+    const stdin = process.stdin;
+    process.stderr.write(question);
+    let buf = "";
+    stdin.setRawMode(true);
+    stdin.resume();
+    stdin.setEncoding("utf8");
+    const done = (err?: Error) => {
+      stdin.setRawMode(false);
+      stdin.pause();
+      stdin.off("data", onData);
+      process.stderr.write("\n");
+      if (err) reject(err);
+      else resolvePromise(buf);
+    };
+    const onData = (chunk: string) => {
+      for (const ch of chunk) {
+        if (ch === "\r" || ch === "\n" || ch === "\u0004") return done();
+        if (ch === "\u0003") return done(new VaultError("VAULT_BAD_REQUEST", 400, "interrupted"));
+        if (ch === "\u007f" || ch === "\b") buf = buf.slice(0, -1);
+        else buf += ch;
+      }
+    };
+    stdin.on("data", onData);
+  });
+}
+
+/** Formats epoch ms as an ISO date-time (seconds precision), or `-`. */
+export function formatTime(ms: number | null | undefined): string {
+  return ms === null || ms === undefined ? "-" : new Date(ms).toISOString().replace(/\.\d{3}Z$/, "Z");
+}
+
+/** Renders rows as left-aligned columns separated by two spaces (first row = header). */
+export function table(rows: string[][]): string {
+  const widths: number[] = [];
+  for (const r of rows) r.forEach((c, i) => (widths[i] = Math.max(widths[i] ?? 0, c.length)));
+  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]))).join("  ")).join("\n") + "\n";
+}
+
+/** Prints an error of command `cmd` to stderr and returns the exit code (2 usage, 1 otherwise). */
+export function reportError(cmd: string, e: unknown): number {
+  if (e instanceof VaultError) {
+    process.stderr.write(`vault ${cmd}: ${e.message}\n`);
+    return e.status === 400 ? 2 : 1;
+  }
+  if (e instanceof Error && (e as { code?: string }).code?.startsWith("ERR_PARSE_ARGS")) {
+    process.stderr.write(`vault ${cmd}: ${e.message}\n`);
+    return 2;
+  }
+  const msg = e instanceof Error ? e.message : String(e);
+  const errs = (e as { errors?: unknown }).errors;
+  process.stderr.write(`vault ${cmd}: ${Array.isArray(errs) && errs.length ? errs.join("\n  ") : msg}\n`);
+  return 1;
+}
