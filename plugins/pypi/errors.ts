@@ -1,0 +1,33 @@
+/** Errors the pypi plugin raises (codes from core/errors.ts; rendered as status + short text/plain by renderError). */
+import { VaultError } from "../../core/plugin.ts";
+
+/** 406: no simple-API content type acceptable to the client (PEP 691 recommends 406 over 300). */
+export function notAcceptable(): VaultError {
+  return new VaultError(
+    "VAULT_NOT_ACCEPTABLE",
+    406,
+    "none of application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html, text/html is acceptable",
+    {},
+    { vary: "Accept" },
+  );
+}
+
+/** 405 for methods a proxy repository does not take. */
+export function methodNotAllowed(method: string): VaultError {
+  return new VaultError("VAULT_METHOD_NOT_ALLOWED", 405, `method ${method} not allowed`, { method }, { allow: "GET, HEAD" });
+}
+
+/** 404 for a `files/…` path that no cached project page links to (the vault is never an open proxy). */
+export function fileNotListed(path: string): VaultError {
+  return new VaultError("VAULT_NOT_FOUND", 404, "file not listed on any project page", { path });
+}
+
+/** 404 for paths outside the simple API, files and JSON API layout. */
+export function noRoute(path: string): VaultError {
+  return new VaultError("VAULT_NOT_FOUND", 404, "not found", { path });
+}
+
+/** 502 for an upstream page the vault cannot use (malformed JSON, unsupported api-version). */
+export function badUpstreamPage(url: string, why: string): VaultError {
+  return new VaultError("VAULT_UPSTREAM_ERROR", 502, `upstream page unusable: ${why}`, { url });
+}

@@ -1,0 +1,373 @@
+/**
+ * PyPI proxy repository: simple index (PEP 503 HTML / PEP 691 JSON, negotiated), files and `.metadata` through the
+ * cache with sha256 verification, and Warehouse's JSON API, all read through an upstream PEP 503 index.
+ *
+ * Layout under the repository mount (`simplePrefix` = `simple/` natively, `""` for seed-style `backends:`):
+ * ```
+ * <simplePrefix>                     root index            cache key simple/           (+ #json, #html, #text-html)
+ * <simplePrefix><project>/           project page          cache key simple/<project>/ (+ #json, #html, #text-html)
+ * files/<upstream file URL path>     wheel / sdist         cache key files/<path>      (immutable, sha256-verified)
+ * files/<…>.metadata, files/<…>.asc  PEP 658 metadata, signature (only when the page advertised them)
+ * pypi/<project>[/<version>]/json    Warehouse JSON API    cache key pypi/<…>/json#<public-URL hash>
+ * ```
+ * The snapshot entry (`simple/<project>/`) holds the parsed upstream page; each representation is rendered from it
+ * once per snapshot and stored as pre-built bytes, tagged with the snapshot's digest.
+ */
+import {
+  VaultError,
+  errors,
+  type CacheRequest,
+  type ArtifactEntry,
+  type PluginContext,
+  type RepositoryConfig,
+} from "../../core/plugin.ts";
+import { isNormalized, isValidName, isValidVersion, normalizeName, projectCandidates } from "./names.ts";
+import { CONTENT_TYPES, negotiate, type Representation } from "./negotiate.ts";
+import { pathProblem } from "./paths.ts";
+import { SNAPSHOT_CONTENT_TYPE, SimpleParseError, UPSTREAM_ACCEPT, type FileLink } from "./simple.ts";
+import { pypiSimple, type PypiTaskInput, type PypiTaskOutput } from "./task.ts";
+import { badUpstreamPage, fileNotListed, methodNotAllowed, noRoute, notAcceptable } from "./errors.ts";
+
+/** Keys a pypi repository entry may carry besides the core ones (validated by the plugin's configSchema). */
+export interface PypiRepoConfig extends RepositoryConfig {
+  /**
+   * Path of the simple index below the mount: `simple/` (default; pip's index URL is `/<name>/simple/`) or `""`
+   * (seed layout: `GET /<prefix>/<project>/`).
+   */
+  simplePrefix?: string;
+  /** Origins whose file links are rewritten to the vault and may be fetched through it (default: the upstream's origin, plus files.pythonhosted.org for pypi.org). */
+  fileHosts?: string[];
+  /** Base URL of Warehouse's JSON API (default: the upstream with its trailing `simple/` replaced by `pypi/`; none otherwise). */
+  jsonApiUrl?: string;
+  /** Freshness of the root project list, seconds (default 86400: it is huge upstream and rarely needed). */
+  indexTtlSeconds?: number;
+}
+
+/** Default upstream index. */
+export const PYPI_DEFAULT_UPSTREAM = "https://pypi.org/simple/";
+
+/** Documents larger than this (bytes) are parsed/rendered in the worker pool (the pool's default threshold). */
+export const OFFLOAD_THRESHOLD_BYTES = 1024 * 1024;
+
+/** Most file links remembered in memory per repository (older ones are found again through the snapshots). */
+const MAX_LINKS = 200_000;
+
+/** The effective settings of one pypi proxy repository. */
+export interface ResolvedPypiConfig {
+  /** Upstream simple index URL, with trailing slash. */
+  upstreamBase: string;
+  /** `simple/` or `""` (always ends with `/` when non-empty). */
+  simplePrefix: string;
+  /** Allowed file origins (`https://host[:port]`). */
+  fileOrigins: string[];
+  /** Warehouse JSON API base with trailing slash, or undefined. */
+  jsonApiBase?: string;
+  /** Project page freshness, seconds (undefined ⇒ the engine's default from the cache policy). */
+  ttlSeconds?: number;
+  indexTtlSeconds: number;
+}
+
+/** Applies defaults to a repository entry (see {@link PypiRepoConfig}). */
+export function resolvePypiConfig(c: PypiRepoConfig): ResolvedPypiConfig {
+  let upstreamBase = c.upstream ?? PYPI_DEFAULT_UPSTREAM;
+  if (!upstreamBase.endsWith("/")) upstreamBase += "/";
+  const up = new URL(upstreamBase);
+  let sp = c.simplePrefix ?? "simple/";
+  sp = sp.replace(/^\/+/, "");
+  if (sp !== "" && !sp.endsWith("/")) sp += "/";
+  const origins = c.fileHosts?.length
+    ? c.fileHosts.map((h) => new URL(h).origin)
+    : up.hostname === "pypi.org"
+      ? [up.origin, "https://files.pythonhosted.org"]
+      : [up.origin];
+  let jsonApiBase = c.jsonApiUrl;
+  if (jsonApiBase === undefined && /\/simple\/$/.test(up.pathname)) jsonApiBase = new URL("../pypi/", upstreamBase).href;
+  if (jsonApiBase !== undefined && !jsonApiBase.endsWith("/")) jsonApiBase += "/";
+  return {
+    upstreamBase,
+    simplePrefix: sp,
+    fileOrigins: [...new Set(origins)],
+    jsonApiBase,
+    ttlSeconds: c.cache?.metadataTtlSeconds,
+    indexTtlSeconds: c.indexTtlSeconds ?? 86_400,
+  };
+}
+
+/** URL without userinfo, for error details. */
+function safeUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    u.username = "";
+    u.password = "";
+    return u.href;
+  } catch {
+    return "<invalid url>";
+  }
+}
+
+/** Bounded in-memory map vault file path → upstream link (insertion-ordered; oldest dropped first). */
+class LinkTable {
+  private m = new Map<string, FileLink>();
+  constructor(private max: number) {}
+  get(path: string): FileLink | undefined {
+    return this.m.get(path);
+  }
+  addAll(links: [string, FileLink][]): void {
+    for (const [p, l] of links) {
+      this.m.delete(p);
+      this.m.set(p, l);
+    }
+    while (this.m.size > this.max) this.m.delete(this.m.keys().next().value!);
+  }
+}
+
+/** One simple-index document to serve: where its snapshot comes from and how to render it. */
+interface DocumentSpec {
+  /** Snapshot cache key: `simple/` or `simple/<project>/`. */
+  key: string;
+  upstreamUrl: string;
+  kind: "project" | "index";
+  project?: string;
+  ttlSeconds?: number;
+  /** From the page URL to the repository root (`../../` for `/<repo>/simple/<p>/`). */
+  rootHref: string;
+}
+
+/** A pypi proxy bound to one repository: `handle(req)` answers every request under the mount. */
+export interface PypiProxy {
+  handle(req: Request): Promise<Response>;
+  readonly config: ResolvedPypiConfig;
+}
+
+/**
+ * Creates the request handler of one pypi proxy repository.
+ * Errors are thrown as VaultError (the plugin's renderError answers status + text/plain):
+ * 400 VAULT_BAD_PATH, 404 VAULT_NOT_FOUND, 405, 406 VAULT_NOT_ACCEPTABLE, 502/503/504 from upstream.
+ */
+export function createPypiProxy(ctx: PluginContext<PypiRepoConfig>): PypiProxy {
+  const c = resolvePypiConfig(ctx.config);
+  const sp = c.simplePrefix;
+  const spDepth = sp === "" ? 0 : sp.split("/").length - 1;
+  const projectRootHref = "../".repeat(spDepth + 1);
+  const allowedOrigins = new Set(c.fileOrigins);
+  const links = new LinkTable(MAX_LINKS);
+  const mount = ctx.repo.mount;
+
+  /** Runs a pypi document task inline, or in the pool when the document is big. */
+  async function task(input: PypiTaskInput, sizeBytes: number, signal?: AbortSignal): Promise<PypiTaskOutput> {
+    if (sizeBytes > OFFLOAD_THRESHOLD_BYTES) return ctx.pool.run<PypiTaskInput, PypiTaskOutput>("pypiSimple", input, { signal });
+    return pypiSimple(input);
+  }
+
+  function redirect(location: string): Response {
+    return new Response(null, { status: 301, headers: { location, "content-length": "0" } });
+  }
+
+  function snapshotSpec(d: DocumentSpec): CacheRequest {
+    return {
+      key: d.key,
+      upstreamUrl: d.upstreamUrl,
+      class: "mutable",
+      ttlSeconds: d.ttlSeconds,
+      upstreamHeaders: { accept: UPSTREAM_ACCEPT },
+      contentType: SNAPSHOT_CONTENT_TYPE,
+      transform: async (body, upstream) => {
+        try {
+          const out = await task(
+            {
+              op: "build",
+              body,
+              contentType: upstream.headers.get("content-type"),
+              pageUrl: upstream.url || d.upstreamUrl,
+              kind: d.kind,
+              project: d.project,
+              fileOrigins: c.fileOrigins,
+            },
+            body.byteLength,
+          );
+          return { body: out.body!, contentType: SNAPSHOT_CONTENT_TYPE };
+        } catch (e) {
+          if (e instanceof SimpleParseError || (e instanceof Error && e.name === "SimpleParseError"))
+            throw badUpstreamPage(safeUrl(d.upstreamUrl), e.message);
+          throw e;
+        }
+      },
+    };
+  }
+
+  /** The snapshot entry of a document (fresh, revalidated, or stale when upstream fails). Throws 404 when upstream has none. */
+  async function snapshot(d: DocumentSpec, signal?: AbortSignal) {
+    const r = await ctx.cache.fetch(snapshotSpec(d), { signal });
+    if (r.entry.status !== 200 || !r.entry.blobDigest) throw errors.notFound(d.kind === "index" ? "simple index" : `project ${d.project}`);
+    return r;
+  }
+
+  /** Serves one representation of a simple document: stored bytes when rendered from the current snapshot, else rendered once and stored. */
+  async function serveDocument(req: Request, d: DocumentSpec, rep: Representation): Promise<Response> {
+    const { entry: snap, status } = await snapshot(d, req.signal);
+    const vkey = `${d.key}#${rep}`;
+    let v: ArtifactEntry | null = await ctx.artifacts.get(vkey);
+    if (!v || v.status !== 200 || v.headers["x-vault-snapshot"] !== snap.blobDigest) {
+      const bytes = await ctx.artifacts.read(snap);
+      const out = await task({ op: "render", snapshot: bytes, representation: rep, rootHref: d.rootHref }, bytes.byteLength, req.signal);
+      links.addAll(out.links);
+      v = await ctx.artifacts.put(vkey, out.body!, {
+        contentType: CONTENT_TYPES[rep],
+        kind: "metadata",
+        headers: { vary: "Accept", "x-vault-snapshot": snap.blobDigest! },
+      });
+    }
+    const maxAge = snap.expiresAt === null ? 0 : Math.max(0, Math.floor((snap.expiresAt - Date.now()) / 1000));
+    return ctx.artifacts.respond(req, v, {
+      "content-type": CONTENT_TYPES[rep],
+      vary: "Accept",
+      "cache-control": `max-age=${maxAge}, public`,
+      "x-vault-cache": status,
+    });
+  }
+
+  function projectDoc(name: string): DocumentSpec {
+    return { key: `simple/${name}/`, upstreamUrl: c.upstreamBase + name + "/", kind: "project", project: name, ttlSeconds: c.ttlSeconds, rootHref: projectRootHref };
+  }
+
+  function chooseRepresentation(req: Request, url: URL): Representation {
+    const rep = negotiate(req.headers.get("accept"), url.searchParams.get("format"));
+    if (!rep) throw notAcceptable();
+    return rep;
+  }
+
+  async function projectPage(req: Request, url: URL, raw: string, slash: boolean): Promise<Response> {
+    if (!isValidName(raw)) throw errors.notFound("project");
+    const name = normalizeName(raw);
+    if (!slash || !isNormalized(raw)) return redirect(`${mount}/${sp}${name}/${url.search}`);
+    return serveDocument(req, projectDoc(name), chooseRepresentation(req, url));
+  }
+
+  async function rootIndex(req: Request, url: URL): Promise<Response> {
+    const rep = chooseRepresentation(req, url);
+    return serveDocument(req, { key: "simple/", upstreamUrl: c.upstreamBase, kind: "index", ttlSeconds: c.indexTtlSeconds, rootHref: "../" }, rep);
+  }
+
+  /** Finds the upstream link of a `files/…` path through the cached project pages (and, when none lists it, the page of the likeliest project). */
+  async function findLink(path: string, signal?: AbortSignal): Promise<FileLink | undefined> {
+    const seg = path.slice(path.lastIndexOf("/") + 1);
+    let filename: string;
+    try {
+      filename = decodeURIComponent(seg);
+    } catch {
+      return undefined;
+    }
+    const cands = projectCandidates(filename);
+    const uncached: string[] = [];
+    for (const p of cands) {
+      const e = await ctx.artifacts.get(`simple/${p}/`);
+      if (!e || e.status !== 200 || !e.blobDigest) {
+        uncached.push(p);
+        continue;
+      }
+      const bytes = await ctx.artifacts.read(e);
+      links.addAll((await task({ op: "links", snapshot: bytes }, bytes.byteLength, signal)).links);
+      const l = links.get(path);
+      if (l) return l;
+    }
+    for (const p of uncached.slice(0, 2)) {
+      let r;
+      try {
+        r = await snapshot(projectDoc(p), signal);
+      } catch (e) {
+        if (e instanceof VaultError && e.status === 404) continue;
+        throw e;
+      }
+      const bytes = await ctx.artifacts.read(r.entry);
+      links.addAll((await task({ op: "links", snapshot: bytes }, bytes.byteLength, signal)).links);
+      const l = links.get(path);
+      if (l) return l;
+    }
+    return undefined;
+  }
+
+  async function serveFile(req: Request, rel: string): Promise<Response> {
+    const why = pathProblem(rel);
+    if (why) throw errors.badPath(rel, why);
+    const kind = rel.endsWith(".metadata") ? "metadata" : rel.endsWith(".asc") ? "asc" : "file";
+    const base = kind === "metadata" ? rel.slice(0, -9) : kind === "asc" ? rel.slice(0, -4) : rel;
+    let link = links.get(base);
+    if (!link) {
+      const cached = await ctx.artifacts.get(rel);
+      if (cached && cached.status === 200 && cached.blobDigest) return ctx.artifacts.respond(req, cached, { "x-vault-cache": "HIT" });
+      link = await findLink(base, req.signal);
+    }
+    if (!link || (kind === "metadata" && !link.coreMetadata) || (kind === "asc" && !link.gpgSig)) throw fileNotListed(rel);
+    if (!allowedOrigins.has(new URL(link.url).origin)) throw fileNotListed(rel);
+    const spec: CacheRequest = { key: rel, upstreamUrl: link.url, class: "immutable", contentType: "application/octet-stream" };
+    if (kind === "file") {
+      spec.expect = {};
+      if (link.sha256) spec.expect.sha256 = link.sha256;
+      if (link.sizeBytes !== undefined) spec.expect.sizeBytes = link.sizeBytes;
+    } else {
+      const u = new URL(link.url);
+      u.pathname += kind === "metadata" ? ".metadata" : ".asc";
+      spec.upstreamUrl = u.href;
+      if (kind === "metadata" && link.coreMetadata !== true && link.coreMetadata?.sha256) spec.expect = { sha256: link.coreMetadata.sha256 };
+      spec.contentType = kind === "metadata" ? "text/plain; charset=utf-8" : "application/pgp-signature";
+    }
+    return ctx.cache.serve(req, spec);
+  }
+
+  async function jsonApi(req: Request, url: URL, raw: string, version: string | undefined): Promise<Response> {
+    if (!c.jsonApiBase || !isValidName(raw) || (version !== undefined && !isValidVersion(version))) throw errors.notFound("project");
+    const name = normalizeName(raw);
+    const tail = version !== undefined ? `${version}/json` : "json";
+    if (!isNormalized(raw)) return redirect(`${mount}/pypi/${name}/${tail}${url.search}`);
+    const repoUrl = ctx.baseUrl(req) + "/";
+    const tag = new Bun.CryptoHasher("sha256").update(repoUrl).digest("hex").slice(0, 12);
+    const upstreamUrl = `${c.jsonApiBase}${name}/${version !== undefined ? encodeURIComponent(version) + "/" : ""}json`;
+    return ctx.cache.serve(req, {
+      key: `pypi/${name}/${tail}#${tag}`,
+      upstreamUrl,
+      class: "mutable",
+      ttlSeconds: c.ttlSeconds,
+      upstreamHeaders: { accept: "application/json" },
+      contentType: "application/json",
+      transform: async (body, upstream) => {
+        let out: PypiTaskOutput;
+        try {
+          out = await task({ op: "jsonapi", body, pageUrl: upstream.url || upstreamUrl, fileOrigins: c.fileOrigins, repoUrl }, body.byteLength);
+        } catch (e) {
+          throw badUpstreamPage(safeUrl(upstreamUrl), e instanceof Error ? e.message : String(e));
+        }
+        links.addAll(out.links);
+        return { body: out.body!, contentType: "application/json" };
+      },
+    });
+  }
+
+  async function handle(req: Request): Promise<Response> {
+    if (req.method !== "GET" && req.method !== "HEAD") throw methodNotAllowed(req.method);
+    const url = new URL(req.url);
+    const pathname = url.pathname;
+    if (!pathname.startsWith(mount)) throw noRoute(pathname);
+    let rest = pathname.slice(mount.length);
+    if (rest === "") return redirect(`${mount}/${url.search}`);
+    if (!rest.startsWith("/")) throw noRoute(pathname);
+    rest = rest.slice(1);
+    if (rest !== "") {
+      const why = pathProblem(rest, true);
+      if (why) throw errors.badPath(pathname, why);
+    }
+    if (rest === sp) return rootIndex(req, url);
+    if (sp !== "" && rest === sp.slice(0, -1)) return redirect(`${mount}/${sp}${url.search}`);
+    const segs = rest.split("/");
+    if (segs[0] === "files" && segs.length >= 2 && segs[segs.length - 1] !== "") return serveFile(req, rest);
+    if (segs[0] === "pypi" && segs.length === 3 && segs[2] === "json") return jsonApi(req, url, segs[1], undefined);
+    if (segs[0] === "pypi" && segs.length === 4 && segs[3] === "json") return jsonApi(req, url, segs[1], decodeURIComponent(segs[2]));
+    if (rest.startsWith(sp)) {
+      const p = rest.slice(sp.length).split("/");
+      if (p.length === 2 && p[1] === "") return projectPage(req, url, p[0], true);
+      if (p.length === 1) return projectPage(req, url, p[0], false);
+    }
+    throw noRoute(pathname);
+  }
+
+  return { handle, config: c };
+}

@@ -1,0 +1,44 @@
+/**
+ * The pypi plugin's one worker-pool task, `pypiSimple`: builds snapshots, renders representations, lists a
+ * snapshot's links, rewrites Warehouse JSON. Pure and structured-cloneable, so the same function runs inline for
+ * small documents and in the pool (workers/index.ts) above the offload threshold.
+ */
+import { buildSnapshot, linksOf, readSnapshot, renderSnapshot, type BuildSnapshotInput, type FileLink, type RenderInput } from "./simple.ts";
+import { rewriteJsonApi, type JsonApiInput } from "./jsonapi.ts";
+
+/** Input of {@link pypiSimple}: one operation. */
+export type PypiTaskInput =
+  | ({ op: "build" } & BuildSnapshotInput)
+  | ({ op: "render" } & RenderInput)
+  | { op: "links"; snapshot: Uint8Array }
+  | ({ op: "jsonapi" } & JsonApiInput);
+
+/** Output of {@link pypiSimple}: `body` (build → snapshot, render → page bytes, jsonapi → document) and the file links it holds. */
+export interface PypiTaskOutput {
+  body?: Uint8Array;
+  links: [string, FileLink][];
+}
+
+/**
+ * Runs one pypi document operation.
+ * - `build`: upstream page → snapshot bytes (throws SimpleParseError on unusable upstream documents)
+ * - `render`: snapshot → JSON/HTML bytes, plus the snapshot's links
+ * - `links`: snapshot → its links only
+ * - `jsonapi`: Warehouse JSON → rewritten JSON + links (throws SyntaxError on bad JSON)
+ */
+export function pypiSimple(i: PypiTaskInput): PypiTaskOutput {
+  switch (i.op) {
+    case "build":
+      return { body: buildSnapshot(i), links: [] };
+    case "render": {
+      const s = readSnapshot(i.snapshot);
+      return { body: renderSnapshot(i, s), links: s.kind === "project" ? linksOf(s.page) : [] };
+    }
+    case "links": {
+      const s = readSnapshot(i.snapshot);
+      return { links: s.kind === "project" ? linksOf(s.page) : [] };
+    }
+    case "jsonapi":
+      return rewriteJsonApi(i);
+  }
+}
