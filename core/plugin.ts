@@ -206,6 +206,44 @@ export interface AuthService {
   require(req: Request, action: Action): Promise<Principal>;
   /** Appends to the audit log (every write and delete). */
   audit(entry: { principal: Principal; action: string; path?: string; detail?: Record<string, unknown>; req?: Request }): void;
+
+  /*
+   * Login flows of the ecosystems (npm adduser/logout, docker token endpoint, Conan authenticate, S3 SigV4).
+   * The host's implementation (core/auth) always provides these; they are optional only so that a test double
+   * of AuthService need not implement them.
+   */
+
+  /** Checks a user name + password given in a request body (npm adduser). Throws VaultError 401. */
+  verifyPassword?(name: string, password: string): Promise<Principal>;
+  /**
+   * Issues an API token (`vault_<id>_<secret>`) for an authenticated user (npm login); the plaintext is returned
+   * once. `expiresAt` epoch ms or null. Throws VaultError 401 for the anonymous principal.
+   */
+  createToken?(principal: Principal, o?: { name?: string; expiresInSeconds?: number }): Promise<{ id: string; token: string; expiresAt: number | null }>;
+  /** Revokes an API token given in plaintext when it belongs to `principal` (or `principal` is an admin) (npm logout). */
+  revokeToken?(principal: Principal, token: string): Promise<boolean>;
+  /** Signs a registry token (HS256 JWT) valid `ttlSeconds` (docker token flow, Conan authenticate). */
+  signToken?(claims: RegistryTokenClaims, ttlSeconds: number): string;
+  /** Verifies a registry token made by `signToken`. Throws VaultError 401 (invalid, expired). */
+  verifyToken?(jwt: string): RegistryTokenClaims;
+  /** The owner and secret of an S3 access key, for SigV4 verification; null when unknown, expired or disabled. */
+  lookupAccessKey?(accessKeyId: string): { principal: Principal; secret: string } | null;
+}
+
+/**
+ * Claims of a registry token. `sub` is the user name (`""` or `anonymous` for anonymous pull tokens); `access` the
+ * granted OCI scopes (distribution token spec). `iat`/`nbf`/`exp` are epoch **seconds**, filled in by `signToken`.
+ */
+export interface RegistryTokenClaims {
+  sub: string;
+  access?: { type: string; name: string; actions: string[] }[];
+  iss?: string;
+  aud?: string | string[];
+  iat?: number;
+  nbf?: number;
+  exp?: number;
+  jti?: string;
+  [claim: string]: unknown;
 }
 
 /* ------------------------------------------------------------------ context and plugin */

@@ -334,6 +334,38 @@ describe("users", () => {
   });
 });
 
+describe("login flows through the repository AuthService (contract's optional members)", () => {
+  test("npm adduser: verifyPassword → createToken → Bearer; logout revokes only one's own token", async () => {
+    await auth.addUser({ name: "alice", password: "pw-alice" });
+    await auth.addUser({ name: "bob", password: "pw-bob" });
+    const svc = auth.forRepository(repo("npm-local"));
+    const alice = await svc.verifyPassword("alice", "pw-alice");
+    const t = await svc.createToken(alice, { name: "npm" });
+    expect((await svc.authenticate(bearer(t.token))).name).toBe("alice");
+    await expectStatus(svc.createToken(ANONYMOUS), 401);
+    const bob = await svc.verifyPassword("bob", "pw-bob");
+    expect(await svc.revokeToken(bob, t.token)).toBe(false);
+    expect(await svc.revokeToken(alice, `vault_${t.id}_${"C".repeat(43)}`)).toBe(false);
+    expect(await svc.revokeToken(alice, "garbage")).toBe(false);
+    expect((await svc.authenticate(bearer(t.token))).name).toBe("alice");
+    expect(await svc.revokeToken(alice, t.token)).toBe(true);
+    await expectStatus(svc.authenticate(bearer(t.token)), 401);
+    const rows = opened.db.select().from(auditLog).all();
+    expect(rows.filter((r) => r.action === "token.create" || r.action === "token.revoke").map((r) => r.actor)).toEqual(["alice", "alice"]);
+  });
+
+  test("docker/Conan token: authenticate Basic → signToken; the JWT authenticates; S3 lookup via the service", async () => {
+    await auth.addUser({ name: "alice", password: "pw-alice" });
+    const svc = auth.forRepository(repo("docker"));
+    const p = await svc.authenticate(basic("alice", "pw-alice"));
+    const jwt = svc.signToken({ sub: p.name, access: [{ type: "repository", name: "docker/app", actions: ["pull"] }] }, 120);
+    expect(svc.verifyToken(jwt).access).toEqual([{ type: "repository", name: "docker/app", actions: ["pull"] }]);
+    expect((await svc.authenticate(bearer(jwt))).via).toBe("bearer");
+    const k = await auth.createAccessKey("alice");
+    expect(svc.lookupAccessKey(k.accessKeyId)!.secret).toBe(k.secretAccessKey);
+  });
+});
+
 describe("bootstrap", () => {
   test("admin from env, idempotent (no rehash on an unchanged password)", async () => {
     const a = makeAuth(undefined, { VAULT_ADMIN_USER: "boss", VAULT_ADMIN_PASSWORD: "env-password" });

@@ -75,12 +75,18 @@ export interface NewTokenOptions {
   by?: string;
 }
 
-/** The AuthService of one repository, plus what the login flows of later plugins use. */
+/** The AuthService of one repository, with the login-flow members (optional in the contract) always present. */
 export interface RepositoryAuth extends AuthService {
   /** The repository name grants are matched against (besides `*`). */
   readonly repository: string;
   /** Whether anonymous principals may read this repository. */
   readonly anonymousRead: boolean;
+  verifyPassword(name: string, password: string): Promise<Principal>;
+  createToken(principal: Principal, o?: { name?: string; expiresInSeconds?: number }): Promise<{ id: string; token: string; expiresAt: number | null }>;
+  revokeToken(principal: Principal, token: string): Promise<boolean>;
+  signToken(claims: RegistryClaims, ttlSeconds: number): string;
+  verifyToken(jwt: string): RegistryClaims;
+  lookupAccessKey(accessKeyId: string): { principal: Principal; secret: string } | null;
 }
 
 /** Everything the server, plugins (through `forRepository`) and the CLI use. */
@@ -483,6 +489,22 @@ export function createAuthCore(o: AuthCoreOptions): AuthCore {
         audit(e) {
           auditWriter.write({ actor: e.principal.name, action: e.action, repository, path: e.path, detail: e.detail, req: e.req });
         },
+        verifyPassword,
+        async createToken(principal, t) {
+          if (principal.userId === null) throw unauthorized("authentication required");
+          return core.createToken(principal.name, { name: t?.name, expiresInSeconds: t?.expiresInSeconds, by: principal.name });
+        },
+        async revokeToken(principal, token) {
+          const t = parseToken(token);
+          if (!t || principal.userId === null) return false;
+          const row = qTokenById.get({ id: t.id });
+          if (!row || row.kind !== "api" || !secretMatches(t.secret, row.secretHash)) return false;
+          if (row.userId !== principal.userId && !principal.isAdmin) return false;
+          return core.revokeToken(t.id, principal.name);
+        },
+        signToken: (claims, ttlSeconds) => signJwt(ring, claims, ttlSeconds),
+        verifyToken: verifyRegistryJwt,
+        lookupAccessKey: (id) => core.lookupAccessKey(id),
       };
     },
 

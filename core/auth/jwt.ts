@@ -1,33 +1,14 @@
 /** Registry tokens: compact HS256 JWTs (RFC 7519 / RFC 7515) over node:crypto HMAC, signed with the auth key ring. */
 import crypto from "node:crypto";
 import { VaultError } from "../errors.ts";
+import type { RegistryTokenClaims } from "../plugin.ts";
 import { bytesEqual, type KeyRing } from "./secrets.ts";
 
 /** One granted scope of an OCI registry token (distribution token spec: `access` claim). */
-export interface RegistryAccess {
-  /** `repository`, `registry`, … */
-  type: string;
-  /** e.g. `docker/library/alpine`, `catalog` */
-  name: string;
-  /** e.g. `["pull", "push"]` */
-  actions: string[];
-}
+export type RegistryAccess = NonNullable<RegistryTokenClaims["access"]>[number];
 
-/**
- * Claims of a registry token. `sub` is the user name (`anonymous` or empty for an anonymous pull token).
- * `iat`, `nbf`, `exp` are epoch **seconds** (JWT NumericDate); `signToken` fills them in.
- */
-export interface RegistryClaims {
-  sub: string;
-  iss?: string;
-  aud?: string | string[];
-  iat?: number;
-  nbf?: number;
-  exp?: number;
-  jti?: string;
-  access?: RegistryAccess[];
-  [claim: string]: unknown;
-}
+/** Claims of a registry token (see core/plugin.ts RegistryTokenClaims). */
+export type RegistryClaims = RegistryTokenClaims;
 
 /** Issuer written into every token we sign. */
 export const TOKEN_ISSUER = "artifact-vault";
