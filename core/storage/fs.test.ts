@@ -199,12 +199,15 @@ describe("fs driver specifics", () => {
     expect(await filesUnder(base)).toEqual([]);
   });
 
-  test("createStorage: fs under <dataDir>/store by default, s3 refused with a clear message", async () => {
+  test("createStorage: fs under <dataDir>/store by default, s3 when configured", async () => {
     const dataDir = await tmpDataDir();
     const d = createStorage(undefined, dataDir);
     expect(d.name).toBe("fs");
     expect(d.spoolDir()).toBe(join(dataDir, "store", FS_TEMP_DIR));
     expect(createStorage({ driver: "fs", root: "elsewhere" }, dataDir).spoolDir()).toBe(join(dataDir, "elsewhere", FS_TEMP_DIR));
-    expect(() => createStorage({ driver: "s3", bucket: "b" }, dataDir)).toThrow(/issue 4/);
+    const s3 = createStorage({ driver: "s3", bucket: "b", endpoint: "http://127.0.0.1:9" }, dataDir);
+    expect(s3.name).toBe("s3");
+    expect(s3.spoolDir()).toBe(join(dataDir, "tmp"));
+    await s3.close?.();
   });
 });

@@ -3,8 +3,10 @@ import { isAbsolute, join, resolve } from "node:path";
 import type { StorageConfig } from "../config/types.ts";
 import type { StorageDriver } from "./driver.ts";
 import { createFsDriver } from "./fs.ts";
+import { createS3Driver } from "./s3.ts";
 
 export { createFsDriver } from "./fs.ts";
+export { createS3Driver, type S3DriverOptions } from "./s3.ts";
 export { createBlobStore, type BlobStore, type DbOrTx } from "./blobs.ts";
 export * from "./driver.ts";
 
@@ -12,10 +14,10 @@ export * from "./driver.ts";
  * Creates the storage driver named by `cfg` (DESIGN.md §3).
  * - `undefined` or `{ driver: "fs" }`: filesystem under `cfg.root`, default `<dataDir>/store`; a relative `root`
  *   resolves against `dataDir`.
- * - `{ driver: "s3" }`: not available yet.
+ * - `{ driver: "s3" }`: the S3 driver (core/storage/s3.ts) over `bucket` at `endpoint`; spool files in `<dataDir>/tmp`.
  *
  * @param dataDir the data directory (`server.dataDir`, default `./data`)
- * @throws Error when `driver` is `"s3"` (the S3 driver arrives with issue 4) or unknown
+ * @throws Error when `driver` is unknown
  */
 export function createStorage(cfg: StorageConfig | undefined, dataDir: string): StorageDriver {
   const driver = cfg?.driver ?? "fs";
@@ -23,8 +25,8 @@ export function createStorage(cfg: StorageConfig | undefined, dataDir: string): 
     const root = cfg && cfg.driver === "fs" && cfg.root ? cfg.root : "store";
     return createFsDriver({ root: isAbsolute(root) ? root : join(resolve(dataDir), root) });
   }
-  if (driver === "s3") {
-    throw new Error('storage.driver "s3" is not available in this build yet: the S3 storage driver arrives with issue 4; use storage.driver "fs"');
+  if (cfg && cfg.driver === "s3") {
+    return createS3Driver({ ...cfg, spoolDir: join(resolve(dataDir), "tmp") });
   }
   throw new Error(`unknown storage.driver ${JSON.stringify(driver)} (expected "fs" or "s3")`);
 }
