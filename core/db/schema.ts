@@ -132,3 +132,66 @@ export const settings = sqliteTable("settings", {
   /** epoch ms */
   createdAt: integer("created_at").notNull(),
 });
+
+/* ------------------------------------------------------------------ s3 plugin (plugins/s3) */
+
+/**
+ * Buckets of an `s3` repository. Objects themselves are `artifacts` rows at path `<bucket>/<key>` (so they live in
+ * the content-addressed blob store with reference counts); their S3 metadata (ETag, user metadata, checksums) is
+ * kept in the row's `headers`.
+ */
+export const s3Buckets = sqliteTable(
+  "s3_buckets",
+  {
+    repository: text("repository").notNull(),
+    name: text("name").notNull(),
+    /** User name of the creator (the bucket owner shown in listings and ACLs). */
+    owner: text("owner").notNull(),
+    /** LocationConstraint given at creation ("" = us-east-1). */
+    region: text("region").notNull().default(""),
+    /** epoch ms */
+    createdAt: integer("created_at").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.repository, t.name] })],
+);
+
+/** Multipart uploads in progress (CreateMultipartUpload … Complete/Abort). */
+export const s3Uploads = sqliteTable(
+  "s3_uploads",
+  {
+    uploadId: text("upload_id").primaryKey(),
+    repository: text("repository").notNull(),
+    bucket: text("bucket").notNull(),
+    key: text("key").notNull(),
+    owner: text("owner").notNull(),
+    contentType: text("content_type"),
+    /** Object headers given at creation (user metadata, content-disposition, …), JSON object. */
+    headers: text("headers").notNull().default("{}"),
+    /** `crc32` | `crc32c` | `sha1` | `sha256` when the client asked for per-part checksums. */
+    checksumAlgorithm: text("checksum_algorithm"),
+    /** epoch ms */
+    initiatedAt: integer("initiated_at").notNull(),
+  },
+  (t) => [index("s3_uploads_bucket_idx").on(t.repository, t.bucket, t.key)],
+);
+
+/** Uploaded parts of a multipart upload; the bytes are a storage key under `uploads/`. */
+export const s3Parts = sqliteTable(
+  "s3_parts",
+  {
+    uploadId: text("upload_id")
+      .notNull()
+      .references(() => s3Uploads.uploadId, { onDelete: "cascade" }),
+    partNumber: integer("part_number").notNull(),
+    /** Storage key of the part's bytes (`uploads/s3/<uploadId>/<part>-<random>`). */
+    storageKey: text("storage_key").notNull(),
+    sizeBytes: integer("size_bytes").notNull(),
+    /** Hex md5 of the part (its ETag without quotes). */
+    md5: text("md5").notNull(),
+    /** base64 checksum of the part in the upload's algorithm, when any. */
+    checksum: text("checksum"),
+    /** epoch ms */
+    modifiedAt: integer("modified_at").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.uploadId, t.partNumber] })],
+);
