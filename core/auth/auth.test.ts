@@ -212,6 +212,21 @@ describe("password cache", () => {
     expect(v2.argonRuns).toBe(2);
   });
 
+  test("argon2 runs are bounded: at most maxConcurrent at once, a full queue fails fast without caching", async () => {
+    const h = await Bun.password.hash("right", { algorithm: "argon2id" });
+    const v = new PasswordVerifier({ maxConcurrent: 2 });
+    const rs = await Promise.all(Array.from({ length: 8 }, (_, i) => v.verify("alice", i === 7 ? "right" : `guess-${i}`, h)));
+    expect(rs.filter(Boolean)).toHaveLength(1);
+    expect(v.argonRuns).toBe(8);
+    expect(v.peakRunning).toBe(2);
+    const tiny = new PasswordVerifier({ maxConcurrent: 1, maxQueued: 1 });
+    const r3 = await Promise.all([tiny.verify("a", "g1", h), tiny.verify("a", "g2", h), tiny.verify("a", "right", h)]);
+    expect(r3).toEqual([false, false, false]);
+    expect(tiny.argonRuns).toBe(2);
+    // the refused check was not cached as a failure
+    expect(await tiny.verify("a", "right", h)).toBe(true);
+  });
+
   test("stored passwords are argon2id PHC strings", async () => {
     await auth.addUser({ name: "alice", password: "pw-alice-1" });
     const row = opened.db.select().from(users).where(eq(users.name, "alice")).get()!;
@@ -401,6 +416,12 @@ describe("bootstrap", () => {
     opened = await freshDb();
     await makeAuth(undefined, {}).bootstrap();
     expect(opened.db.select().from(users).all()).toEqual([]);
+  });
+
+  test("two nodes bootstrapping the same admin at once end with one admin and no error", async () => {
+    const env = { VAULT_ADMIN_PASSWORD: "race-password" };
+    await Promise.all([makeAuth(undefined, env).bootstrap(), makeAuth(undefined, env).bootstrap()]);
+    expect(opened.db.select({ n: users.name, a: users.isAdmin }).from(users).all()).toEqual([{ n: "admin", a: true }]);
   });
 
   test("declared S3 access keys are created (with their user) and are idempotent", async () => {

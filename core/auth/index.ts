@@ -419,13 +419,22 @@ export function createAuthCore(o: AuthCoreOptions): AuthCore {
       if (admin) {
         if (!admin.user || !admin.password) throw new VaultError("VAULT_CONFIG", 500, "auth.admin needs a user and a non-empty password");
         checkUserName(admin.user);
-        const u = qUserByName.get({ name: admin.user });
+        let u = qUserByName.get({ name: admin.user });
         if (!u) {
           const passwordHash = await hashPassword(admin.password);
-          db.insert(users).values({ name: admin.user, passwordHash, isAdmin: true, createdAt: Date.now() }).run();
-          log.info("admin user created", { user: admin.user });
-          auditWriter.write({ actor: "bootstrap", action: "user.add", detail: { user: admin.user, admin: true } });
-        } else {
+          // another node sharing the database may be bootstrapping the same admin right now
+          const created = db
+            .insert(users)
+            .values({ name: admin.user, passwordHash, isAdmin: true, createdAt: Date.now() })
+            .onConflictDoNothing()
+            .returning({ id: users.id })
+            .all();
+          if (created.length > 0) {
+            log.info("admin user created", { user: admin.user });
+            auditWriter.write({ actor: "bootstrap", action: "user.add", detail: { user: admin.user, admin: true } });
+          } else u = qUserByName.get({ name: admin.user });
+        }
+        if (u) {
           const same = u.passwordHash !== null && (await Bun.password.verify(admin.password, u.passwordHash).catch(() => false));
           if (!same || !u.isAdmin || u.disabled) {
             const passwordHash = same ? u.passwordHash : await hashPassword(admin.password);
@@ -442,7 +451,7 @@ export function createAuthCore(o: AuthCoreOptions): AuthCore {
         checkUserName(k.user);
         let u = qUserByName.get({ name: k.user });
         if (!u) {
-          db.insert(users).values({ name: k.user, passwordHash: null, isAdmin: false, createdAt: Date.now() }).run();
+          db.insert(users).values({ name: k.user, passwordHash: null, isAdmin: false, createdAt: Date.now() }).onConflictDoNothing().run();
           u = qUserByName.get({ name: k.user })!;
           log.info("user created for access key", { user: k.user, keyId: k.id });
         }

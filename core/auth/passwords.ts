@@ -34,6 +34,10 @@ export interface PasswordVerifierOptions {
   failTtlMs?: number;
   /** Most entries kept (oldest dropped first). Default 10 000. */
   maxEntries?: number;
+  /** argon2 verifications run at once (each takes ~64 MiB); further ones queue. Default 4. */
+  maxConcurrent?: number;
+  /** Verifications allowed to wait; beyond this they fail at once (a flood of guesses must not exhaust memory). Default 1 000. */
+  maxQueued?: number;
 }
 
 /**
@@ -51,13 +55,21 @@ export class PasswordVerifier {
   private readonly okTtlMs: number;
   private readonly failTtlMs: number;
   private readonly maxEntries: number;
+  private readonly maxConcurrent: number;
+  private readonly maxQueued: number;
+  private running = 0;
+  private readonly queue: (() => void)[] = [];
   /** Number of argon2 verifications actually run (for tests and metrics). */
   argonRuns = 0;
+  /** Most argon2 verifications seen running at once. */
+  peakRunning = 0;
 
   constructor(o: PasswordVerifierOptions = {}) {
     this.okTtlMs = o.okTtlMs ?? 60_000;
     this.failTtlMs = o.failTtlMs ?? 5_000;
     this.maxEntries = o.maxEntries ?? 10_000;
+    this.maxConcurrent = o.maxConcurrent ?? 4;
+    this.maxQueued = o.maxQueued ?? 1_000;
   }
 
   /**
@@ -75,6 +87,7 @@ export class PasswordVerifier {
     if (running) return running;
     const p = this.run(password, storedHash)
       .then((ok) => {
+        if (ok === null) return false;
         this.entries.delete(k);
         if (this.entries.size >= this.maxEntries) {
           const oldest = this.entries.keys().next();
@@ -93,8 +106,26 @@ export class PasswordVerifier {
     this.entries.clear();
   }
 
-  private async run(password: string, storedHash: string | null): Promise<boolean> {
+  /** Runs one argon2 check within the concurrency limit; null when the queue is full (overloaded, not cached). */
+  private async run(password: string, storedHash: string | null): Promise<boolean | null> {
+    if (this.running >= this.maxConcurrent) {
+      if (this.queue.length >= this.maxQueued) return null;
+      await new Promise<void>((resolve) => this.queue.push(resolve)); // the finishing run hands its slot over
+    } else {
+      this.running++;
+    }
+    try {
+      return await this.argon(password, storedHash);
+    } finally {
+      const next = this.queue.shift();
+      if (next) next();
+      else this.running--;
+    }
+  }
+
+  private async argon(password: string, storedHash: string | null): Promise<boolean> {
     this.argonRuns++;
+    this.peakRunning = Math.max(this.peakRunning, this.running);
     if (storedHash === null) {
       this.dummyHash ??= Bun.password.hash(crypto.randomBytes(16).toString("hex"), { algorithm: "argon2id" });
       await Bun.password.verify(password, await this.dummyHash).catch(() => false);
