@@ -1,0 +1,783 @@
+/** The proxy cache engine of one repository: single-flight fills streamed while stored, revalidation, stale-if-error, negative cache. */
+import type { ArtifactEntry, CacheEngine, CacheRequest, CacheStatus, Logger, UpstreamClient } from "../plugin.ts";
+import type { RepositoryConfig } from "../config/types.ts";
+import type { BlobStore } from "../storage/blobs.ts";
+import type { VaultArtifactStore } from "../artifacts.ts";
+import { tempName } from "../storage/fs.ts";
+import { VaultError, errors, redactUrl, toVaultError } from "../errors.ts";
+import { metrics } from "../metrics.ts";
+import { parseRange } from "../http/respond.ts";
+import { NegativeCache } from "./negative.ts";
+import { POLICY_DEFAULTS, decideStore, requestDirectives, type StoreDecision } from "./policy.ts";
+import { Spool } from "./spool.ts";
+import { mkdir } from "node:fs/promises";
+
+/** Options of {@link createCacheEngine}. */
+export interface CacheEngineOptions {
+  /** The proxy repository: `name` (metrics), `cache` policy (TTLs, stale cap, lock timeout). */
+  repo: RepositoryConfig;
+  /** The repository's artifact store (from core/artifacts.ts `createArtifactStore`). */
+  artifacts: VaultArtifactStore;
+  blobs: BlobStore;
+  upstream: UpstreamClient;
+  log: Logger;
+  /** Most keys in the negative cache (default 10 000). */
+  negativeEntries?: number;
+}
+
+/** The cache engine plus graceful shutdown. */
+export interface VaultCacheEngine extends CacheEngine {
+  /**
+   * Waits up to `timeoutMs` for in-flight downloads to finish into the cache, then aborts the rest (their spool
+   * files are deleted, no entry is created, their clients' responses end abnormally).
+   */
+  drain(timeoutMs: number): Promise<void>;
+  /** Number of downloads in flight. */
+  inflight(): number;
+}
+
+/** Upstream response headers always kept with an entry and replayed (bytes are stored as sent). */
+const ALWAYS_KEEP = ["content-encoding", "content-disposition", "content-language"];
+/** Upstream request headers a plugin may not set (the engine owns conditionals and ranges). */
+const DROP_UPSTREAM = new Set(["range", "if-range", "if-none-match", "if-modified-since", "if-match", "if-unmodified-since"]);
+/** Consecutive upstream failures that open the circuit breaker, and how long it stays open (ms). */
+const BREAKER_THRESHOLD = 5;
+const BREAKER_OPEN_MS = 10_000;
+
+const STALE_WARNING = '110 - "Response is Stale"';
+
+/** How clients of a flight are answered once the upstream replied. */
+type FlightHead =
+  /** Streaming fill: clients tail the spool. */
+  | { kind: "stream"; headers: Record<string, string>; size: number | undefined; spool: Spool }
+  /** Answer from a stored entry (revalidated 304, or a buffered/transformed document now stored). */
+  | { kind: "entry"; entry: ArtifactEntry; status: CacheStatus }
+  /** A buffered document that must not be stored (no-store + transform). */
+  | { kind: "bytes"; body: Uint8Array; headers: Record<string, string> };
+
+interface Flight {
+  key: string;
+  ac: AbortController;
+  /** Settles when the upstream answered: resolves how to answer, rejects (VaultError) if nothing can be streamed. */
+  head: Promise<FlightHead>;
+  /** Settles when the flight is over: the stored entry, null when not stored; rejects on failure. */
+  done: Promise<ArtifactEntry | null>;
+  /** True once `head` settled. */
+  headSettled: boolean;
+}
+
+class LockTimeout extends Error {}
+
+function deferred<T>() {
+  let resolve!: (v: T) => void;
+  let reject!: (e: unknown) => void;
+  const promise = new Promise<T>((a, b) => {
+    resolve = a;
+    reject = b;
+  });
+  promise.catch(() => {});
+  return { promise, resolve, reject };
+}
+
+/** Bare lower-case hex of an expected sha256 (`sha256:` prefix allowed). */
+function expectHex(v: string | undefined): string | undefined {
+  if (!v) return undefined;
+  const s = v.toLowerCase();
+  return s.startsWith("sha256:") ? s.slice(7) : s;
+}
+
+/**
+ * Creates the cache engine of one proxy repository (core/plugin.ts `CacheEngine`; DESIGN.md §4;
+ * specs/http-caching.md §2–§9). Behaviour, per request for `spec.key`:
+ *
+ * - **Negative cache** (§9): an upstream 404/410 is remembered in a bounded in-memory map for
+ *   `cache.negativeTtlSeconds` (default 60, 0 = off; not when the 404 says `no-store`) and answered as
+ *   VAULT_NOT_FOUND without asking upstream. Never for 401/403/429/5xx/timeouts.
+ * - **HIT**: a stored entry that is fresh (immutable, or `now < expiresAt`) is answered by the artifact store
+ *   (Bun.file, Range, conditionals). Mutable hits carry `Age`.
+ * - **MISS** (single flight, §6–§7): the first request inserts one flight per key before any await; the flight fetches
+ *   upstream once, appends to a spool file in `driver.spoolDir()` while hashing (sha256) and counting, and every client —
+ *   the first one and all followers — streams from that spool as bytes arrive (see core/cache/spool.ts). A client
+ *   leaving never cancels the download. At the end: byte count = Content-Length (when sent), digest and size = `expect`;
+ *   then the file is adopted by the blob store and the row recorded. On upstream abort, stall, short body or mismatch the
+ *   spool is deleted, no entry is created and every streaming response is errored (the connection is cut, never a clean
+ *   short 200). Before any byte is sent a failure answers 502/503/504, or stale.
+ * - **Followers** wait for the upstream's answer at most `cache.lockTimeoutSeconds` (default 30); then they fetch
+ *   directly without caching (`X-Vault-Cache: BYPASS`).
+ * - **Revalidation** (§3, §7): a mutable entry past `expiresAt`, or any mutable entry when the client sends
+ *   `Cache-Control: no-cache`/`max-age=0` (unless marked `immutable` and fresh), is checked with ONE coalesced conditional
+ *   request (If-None-Match / If-Modified-Since from the stored validators): 304 → REVALIDATED (expiry, validators and kept
+ *   headers merged, no body transferred); 200 → the entry is replaced (streamed as a MISS); 404/410 → evicted, 404.
+ * - **Stale** (§8): on connection error, timeout or an upstream error status, a stored entry is answered with
+ *   `X-Vault-Cache: STALE`, `Warning: 110` and `Age`, if it went stale less than `cache.maxStaleSeconds` ago (default
+ *   7 days) and is not marked `must-revalidate`/`no-cache` (then 504). After 5 consecutive failures the upstream is skipped
+ *   for 10 s (stale answered directly, misses fail fast).
+ * - **Freshness and storage** per core/cache/policy.ts `decideStore` (no-store/private not stored; upstream lifetime may
+ *   shorten the configured TTL; no-cache; must-revalidate; immutable).
+ * - **transform** (mutable documents): the body is buffered (gzip/deflate/br content-encoding decoded first), verified,
+ *   transformed once per upstream fetch and the rewritten bytes stored; clients are answered from the stored entry.
+ * - **HEAD on a miss** is forwarded upstream as HEAD without creating an entry (a fill when the spec has a `transform`,
+ *   since the stored document differs from upstream's); a HEAD joining a running flight is answered from its headers.
+ * - **Range on a miss**: the whole object is fetched; when upstream sent Content-Length the client gets `206` for its
+ *   slice as those bytes arrive, otherwise `200` with the whole body. An upstream `206` is never stored.
+ * - Every response carries `X-Vault-Cache: HIT|MISS|REVALIDATED|STALE|BYPASS`; errors thrown carry it in `headers`.
+ * - Metrics: `vault_cache_results_total{repository,result}` (HIT, MISS, REVALIDATED, STALE, NEGATIVE, BYPASS),
+ *   `vault_inflight_downloads{repository}`, `vault_bytes_served_total{repository}` (streamed misses; hits are counted by
+ *   the artifact store).
+ *
+ * A process killed mid-download leaves only `*.part-*` spool files (removed by `driver.cleanTemp` at start-up): rows are
+ * written only after their blob is in place.
+ */
+export function createCacheEngine(o: CacheEngineOptions): VaultCacheEngine {
+  const { artifacts, blobs, upstream, log } = o;
+  const repository = o.repo.name;
+  const policy = o.repo.cache;
+  const negativeTtlMs = (policy?.negativeTtlSeconds ?? POLICY_DEFAULTS.negativeTtlSeconds) * 1000;
+  const maxStaleMs = (policy?.maxStaleSeconds ?? POLICY_DEFAULTS.maxStaleSeconds) * 1000;
+  const lockTimeoutMs = (policy?.lockTimeoutSeconds ?? POLICY_DEFAULTS.lockTimeoutSeconds) * 1000;
+  const negative = new NegativeCache(o.negativeEntries);
+  const flights = new Map<string, Flight>();
+  let failures = 0;
+  let breakerUntil = 0;
+
+  const L = (result: string) => ({ repository, result });
+  const labels = { HIT: L("HIT"), MISS: L("MISS"), REVALIDATED: L("REVALIDATED"), STALE: L("STALE"), NEGATIVE: L("NEGATIVE"), BYPASS: L("BYPASS") };
+  const repoLabel = { repository };
+  const HIT_HEADERS = Object.freeze({ "x-vault-cache": "HIT" });
+  const count = (s: keyof typeof labels) => metrics.cache.inc(labels[s]);
+  const gauge = () => metrics.inflight.set(repoLabel, flights.size);
+  const onBytes = (n: number) => {
+    if (n > 0) metrics.bytesServed.inc(repoLabel, n);
+  };
+
+  function notFound(key: string, cacheStatus: CacheStatus): VaultError {
+    return new VaultError("VAULT_NOT_FOUND", 404, `${key} not found`, {}, { "x-vault-cache": cacheStatus });
+  }
+  function withCacheHeader(e: unknown, status: CacheStatus): VaultError {
+    const v = toVaultError(e);
+    if (!v.headers["x-vault-cache"]) v.headers["x-vault-cache"] = status;
+    return v;
+  }
+
+  function succeeded(): void {
+    failures = 0;
+  }
+  function failed(): void {
+    if (++failures >= BREAKER_THRESHOLD) {
+      breakerUntil = Date.now() + BREAKER_OPEN_MS;
+      failures = 0;
+      log.warn("upstream failing, skipping it for a while", { seconds: BREAKER_OPEN_MS / 1000 });
+    }
+  }
+
+  const ageOf = (e: ArtifactEntry, now: number) => String(Math.max(0, Math.floor((now - e.fetchedAt) / 1000)));
+
+  function isFresh(e: ArtifactEntry, now: number): boolean {
+    return e.expiresAt === null || now < e.expiresAt;
+  }
+
+  function canServeStale(e: ArtifactEntry, now: number): boolean {
+    if (e.status >= 400 || !e.blobDigest) return false;
+    if (mustRevalidate(e)) return false;
+    return now - (e.expiresAt ?? now) <= maxStaleMs;
+  }
+
+  /** Stale answer after an upstream failure, or the error to throw. */
+  function staleOrThrow(req: Request, e: ArtifactEntry | null, err: unknown, now: number): Promise<Response> {
+    const v = toVaultError(err);
+    if (e && v.code !== "VAULT_NOT_FOUND") {
+      if (canServeStale(e, now)) {
+        count("STALE");
+        log.info("serving stale", { key: e.path, error: v.message });
+        return artifacts.respond(req, e, { "x-vault-cache": "STALE", warning: STALE_WARNING, age: ageOf(e, now) });
+      }
+      if (mustRevalidate(e)) throw gatewayTimeout(v);
+    }
+    throw withCacheHeader(v, "MISS");
+  }
+
+  function mustRevalidate(e: ArtifactEntry): boolean {
+    return e.cacheFlags.includes("must-revalidate") || e.cacheFlags.includes("no-cache");
+  }
+
+  /** RFC 9111 §5.2.2.2: a must-revalidate entry that cannot be revalidated answers 504. */
+  function gatewayTimeout(v: VaultError): VaultError {
+    return new VaultError("VAULT_UPSTREAM_TIMEOUT", 504, `stored copy must be revalidated and upstream failed: ${v.message}`, v.detail, {
+      "x-vault-cache": "MISS",
+    });
+  }
+
+  /* ---------------------------------------------------------------- flights */
+
+  function startFlight(spec: CacheRequest, stale: ArtifactEntry | null, noStore: boolean): Flight {
+    const head = deferred<FlightHead>();
+    const done = deferred<ArtifactEntry | null>();
+    const f: Flight = { key: spec.key, ac: new AbortController(), head: head.promise, done: done.promise, headSettled: false };
+    flights.set(spec.key, f);
+    gauge();
+    const settleHead = {
+      ok: (h: FlightHead) => {
+        f.headSettled = true;
+        head.resolve(h);
+      },
+      fail: (e: unknown) => {
+        f.headSettled = true;
+        head.reject(e);
+      },
+    };
+    void runFlight(f, spec, stale, noStore, settleHead, done).then(
+      (ok) => {
+        // Keep a successful flight visible for one more macrotask so a request that looked the key up just
+        // before the row was recorded joins it (and is answered from the entry) instead of fetching again.
+        const drop = () => {
+          if (flights.get(spec.key) === f) flights.delete(spec.key);
+          gauge();
+        };
+        if (ok) setImmediate(drop);
+        else drop();
+      },
+      (e) => {
+        log.error("cache flight crashed", { key: spec.key, error: (e as Error)?.message });
+        if (flights.get(spec.key) === f) flights.delete(spec.key);
+        gauge();
+      },
+    );
+    return f;
+  }
+
+  /** One upstream fetch for a key. Returns true when it ended with a stored or served response. */
+  async function runFlight(
+    f: Flight,
+    spec: CacheRequest,
+    stale: ArtifactEntry | null,
+    noStore: boolean,
+    head: { ok: (h: FlightHead) => void; fail: (e: unknown) => void },
+    done: ReturnType<typeof deferred<ArtifactEntry | null>>,
+  ): Promise<boolean> {
+    const fail = (e: unknown) => {
+      const v = withCacheHeader(e, "MISS");
+      if (!f.headSettled) head.fail(v);
+      done.reject(v);
+      return false;
+    };
+    const headers: Record<string, string> = {};
+    if (spec.upstreamHeaders) for (const [k, v] of Object.entries(spec.upstreamHeaders)) if (!DROP_UPSTREAM.has(k.toLowerCase())) headers[k] = v;
+    if (stale?.upstreamEtag) headers["if-none-match"] = stale.upstreamEtag;
+    if (stale?.upstreamLastModified) headers["if-modified-since"] = stale.upstreamLastModified;
+
+    let res: Response;
+    try {
+      res = await upstream.fetch(spec.upstreamUrl, { headers, signal: f.ac.signal });
+    } catch (e) {
+      failed();
+      return fail(e);
+    }
+    const now = Date.now();
+    const status = res.status;
+
+    if (status === 304 && stale) {
+      succeeded();
+      void res.body?.cancel().catch(() => {});
+      const d = decideStore(spec, policy, res.headers, now);
+      const entry =
+        artifacts.refresh(spec.key, {
+          expiresAt: d.expiresAt,
+          fetchedAt: now,
+          upstreamEtag: res.headers.get("etag") ?? undefined,
+          upstreamLastModified: res.headers.get("last-modified") ?? undefined,
+          headers: keptHeaders(res.headers, spec),
+          cacheFlags: d.flags,
+        }) ?? stale;
+      head.ok({ kind: "entry", entry, status: "REVALIDATED" });
+      done.resolve(entry);
+      return true;
+    }
+    if (status === 404 || status === 410) {
+      succeeded();
+      void res.body?.cancel().catch(() => {});
+      if (stale) await artifacts.delete(spec.key).catch((e) => log.warn("evict failed", { key: spec.key, error: (e as Error).message }));
+      const cc = res.headers.get("cache-control") ?? "";
+      if (negativeTtlMs > 0 && !/no-store/i.test(cc)) negative.set(spec.key, now + negativeTtlMs);
+      return fail(notFound(spec.key, "MISS"));
+    }
+    if (status !== 200) {
+      void res.body?.cancel().catch(() => {});
+      if (status >= 500 || status === 429) failed();
+      return fail(errors.upstream(status, spec.upstreamUrl));
+    }
+    succeeded();
+    negative.delete(spec.key);
+    const d = decideStore(spec, policy, res.headers, now);
+    if (noStore) d.store = false;
+    if (spec.transform) return buffered(f, spec, res, d, now, head, done);
+    return pump(f, spec, res, d, now, head, done, fail);
+  }
+
+  /** Streams the upstream body into a spool file that every client tails; verifies; stores. */
+  async function pump(
+    f: Flight,
+    spec: CacheRequest,
+    res: Response,
+    d: StoreDecision,
+    now: number,
+    head: { ok: (h: FlightHead) => void },
+    done: ReturnType<typeof deferred<ArtifactEntry | null>>,
+    fail: (e: unknown) => boolean,
+  ): Promise<boolean> {
+    const url = redactUrl(spec.upstreamUrl);
+    const cl = res.headers.get("content-length");
+    const contentLength = cl !== null && /^\d+$/.test(cl) ? Number(cl) : undefined;
+    const wantHex = expectHex(spec.expect?.sha256);
+    const wantSize = spec.expect?.sizeBytes;
+    if (contentLength !== undefined && wantSize !== undefined && contentLength !== wantSize) {
+      void res.body?.cancel().catch(() => {});
+      return fail(new VaultError("VAULT_SIZE_MISMATCH", 502, "upstream size differs from the expected size", { url, expected: wantSize, actual: contentLength }));
+    }
+    let spool: Spool;
+    try {
+      const dir = blobs.driver.spoolDir();
+      await mkdir(dir, { recursive: true });
+      spool = await Spool.create(tempName(dir, "cache"));
+    } catch (e) {
+      void res.body?.cancel().catch(() => {});
+      log.error("cannot create spool file", { error: (e as Error).message });
+      return fail(new VaultError("VAULT_STORAGE", 500, "cannot create spool file"));
+    }
+    const hdrs = responseHeaders(res.headers, spec);
+    hdrs["x-vault-cache"] = "MISS";
+    head.ok({ kind: "stream", headers: hdrs, size: contentLength, spool });
+
+    const hasher = new Bun.CryptoHasher("sha256");
+    const reader = res.body ? res.body.getReader() : null;
+    try {
+      if (reader) {
+        for (;;) {
+          const { done: end, value } = await reader.read();
+          if (end) break;
+          if (!value || value.byteLength === 0) continue;
+          const total = spool.bytesWritten + value.byteLength;
+          if ((wantSize !== undefined && total > wantSize) || (contentLength !== undefined && total > contentLength))
+            throw new VaultError("VAULT_SIZE_MISMATCH", 502, "upstream sent more bytes than announced", { url });
+          hasher.update(value);
+          await spool.write(value);
+        }
+      }
+      const size = spool.bytesWritten;
+      if (contentLength !== undefined && size !== contentLength)
+        throw new VaultError("VAULT_SIZE_MISMATCH", 502, "upstream body shorter than Content-Length", { url, expected: contentLength, actual: size });
+      if (wantSize !== undefined && size !== wantSize)
+        throw new VaultError("VAULT_SIZE_MISMATCH", 502, "upstream size differs from the expected size", { url, expected: wantSize, actual: size });
+      const hex = hasher.digest("hex");
+      if (wantHex !== undefined && hex !== wantHex)
+        throw new VaultError("VAULT_DIGEST_MISMATCH", 502, "upstream bytes do not match the expected digest", { url, expected: wantHex, actual: hex });
+      await spool.closeWriter();
+      spool.finish();
+      let entry: ArtifactEntry | null = null;
+      if (d.store) {
+        try {
+          await blobs.putFile(spool.path, `sha256:${hex}`, size);
+          entry = artifacts.record([
+            {
+              path: spec.key,
+              blobDigest: `sha256:${hex}`,
+              sizeBytes: size,
+              contentType: res.headers.get("content-type") ?? spec.contentType ?? null,
+              kind: spec.class === "immutable" ? "artifact" : "metadata",
+              upstreamEtag: res.headers.get("etag"),
+              upstreamLastModified: res.headers.get("last-modified"),
+              headers: keptHeaders(res.headers, spec),
+              cacheFlags: d.flags,
+              fetchedAt: now,
+              expiresAt: d.expiresAt,
+            },
+          ])[0];
+        } catch (e) {
+          log.error("storing a verified download failed", { key: spec.key, error: (e as Error).message });
+          await spool.remove();
+        }
+      } else await spool.remove();
+      spool.end();
+      done.resolve(entry);
+      return true;
+    } catch (e) {
+      const v = toVaultError(e);
+      if (!f.ac.signal.aborted && v.code !== "VAULT_DIGEST_MISMATCH" && v.code !== "VAULT_SIZE_MISMATCH") failed();
+      log.warn("upstream download failed; nothing stored", { key: spec.key, url, code: v.code, error: v.message, bytes: spool.bytesWritten });
+      spool.fail(v);
+      void reader?.cancel().catch(() => {});
+      await spool.remove();
+      spool.end();
+      fail(v);
+      return false;
+    }
+  }
+
+  /** Buffers a document, applies `transform` once, stores the rewritten bytes; clients are answered from the entry. */
+  async function buffered(
+    f: Flight,
+    spec: CacheRequest,
+    res: Response,
+    d: StoreDecision,
+    now: number,
+    head: { ok: (h: FlightHead) => void; fail: (e: unknown) => void },
+    done: ReturnType<typeof deferred<ArtifactEntry | null>>,
+  ): Promise<boolean> {
+    const url = redactUrl(spec.upstreamUrl);
+    try {
+      let raw = new Uint8Array(await res.arrayBuffer());
+      const cl = res.headers.get("content-length");
+      if (cl !== null && /^\d+$/.test(cl) && Number(cl) !== raw.byteLength)
+        throw new VaultError("VAULT_SIZE_MISMATCH", 502, "upstream body shorter than Content-Length", { url });
+      const wantHex = expectHex(spec.expect?.sha256);
+      if (spec.expect?.sizeBytes !== undefined && spec.expect.sizeBytes !== raw.byteLength)
+        throw new VaultError("VAULT_SIZE_MISMATCH", 502, "upstream size differs from the expected size", { url });
+      if (wantHex !== undefined && new Bun.CryptoHasher("sha256").update(raw).digest("hex") !== wantHex)
+        throw new VaultError("VAULT_DIGEST_MISMATCH", 502, "upstream bytes do not match the expected digest", { url });
+      const enc = (res.headers.get("content-encoding") ?? "identity").toLowerCase().trim();
+      if (enc === "gzip" || enc === "x-gzip") raw = Bun.gunzipSync(raw);
+      else if (enc === "deflate") raw = Bun.inflateSync(raw);
+      else if (enc === "br") raw = new Uint8Array(require("node:zlib").brotliDecompressSync(raw));
+      else if (enc !== "identity" && enc !== "") throw new VaultError("VAULT_UPSTREAM_ERROR", 502, `unsupported content-encoding ${enc}`, { url });
+      const out = await spec.transform!(raw, res);
+      const body = typeof out.body === "string" ? new TextEncoder().encode(out.body) : out.body;
+      const contentType = out.contentType ?? res.headers.get("content-type") ?? spec.contentType ?? null;
+      const kept = keptHeaders(res.headers, spec);
+      delete kept["content-encoding"];
+      if (!d.store) {
+        const headers: Record<string, string> = { ...kept, "content-type": contentType ?? "application/octet-stream", "x-vault-cache": "MISS" };
+        head.ok({ kind: "bytes", body, headers });
+        done.resolve(null);
+        return true;
+      }
+      const stored = await blobs.putStream(new Blob([body as BlobPart]).stream());
+      const entry = artifacts.record([
+        {
+          path: spec.key,
+          blobDigest: stored.digest,
+          sizeBytes: stored.sizeBytes,
+          contentType,
+          kind: spec.class === "immutable" ? "artifact" : "metadata",
+          upstreamEtag: res.headers.get("etag"),
+          upstreamLastModified: res.headers.get("last-modified"),
+          headers: kept,
+          cacheFlags: d.flags,
+          fetchedAt: now,
+          expiresAt: d.expiresAt,
+        },
+      ])[0];
+      head.ok({ kind: "entry", entry, status: "MISS" });
+      done.resolve(entry);
+      return true;
+    } catch (e) {
+      const v = withCacheHeader(e, "MISS");
+      if (!f.ac.signal.aborted && (v.code === "VAULT_UPSTREAM_DOWN" || v.code === "VAULT_UPSTREAM_TIMEOUT")) failed();
+      log.warn("document fetch failed; nothing stored", { key: spec.key, url, code: v.code, error: v.message });
+      head.fail(v);
+      done.reject(v);
+      return false;
+    }
+  }
+
+  /** Upstream headers replayed from the entry: content-encoding & co. plus `spec.keepHeaders`. */
+  function keptHeaders(h: Headers, spec: CacheRequest): Record<string, string> {
+    const out: Record<string, string> = {};
+    for (const k of ALWAYS_KEEP) {
+      const v = h.get(k);
+      if (v !== null) out[k] = v;
+    }
+    if (spec.keepHeaders)
+      for (const k of spec.keepHeaders) {
+        const v = h.get(k);
+        if (v !== null) out[k.toLowerCase()] = v;
+      }
+    return out;
+  }
+
+  /** Headers of a streamed MISS (no ETag: ours is known only once the digest is). */
+  function responseHeaders(h: Headers, spec: CacheRequest): Record<string, string> {
+    const out = keptHeaders(h, spec);
+    out["content-type"] = h.get("content-type") ?? spec.contentType ?? "application/octet-stream";
+    const lm = h.get("last-modified");
+    if (lm) out["last-modified"] = lm;
+    if (!out["content-disposition"]) out["content-disposition"] = "inline";
+    return out;
+  }
+
+  /* ---------------------------------------------------------------- answering */
+
+  /** Answers a client from a flight (leader or follower). */
+  async function fromFlight(req: Request, spec: CacheRequest, stale: ArtifactEntry | null, noStore: boolean): Promise<Response> {
+    let f = flights.get(spec.key);
+    const leader = !f;
+    if (!f) f = startFlight(spec, stale, noStore);
+    let h: FlightHead;
+    try {
+      h = leader || f.headSettled ? await f.head : await withTimeout(f.head, lockTimeoutMs);
+    } catch (e) {
+      if (e instanceof LockTimeout) return bypass(req, spec);
+      return staleOrThrow(req, stale, e, Date.now());
+    }
+    if (h.kind === "entry") {
+      count(h.status as keyof typeof labels);
+      return artifacts.respond(req, h.entry, { "x-vault-cache": h.status, age: ageOf(h.entry, Date.now()) });
+    }
+    count("MISS");
+    if (h.kind === "bytes") {
+      return new Response(req.method === "HEAD" ? null : (h.body as Uint8Array<ArrayBuffer>), { headers: { ...h.headers, "content-length": String(h.body.byteLength) } });
+    }
+    return streamFrom(req, spec, f, h);
+  }
+
+  /** A client of a streaming flight: HEAD from the headers; Range as 206 when the size is known; else the whole body. */
+  async function streamFrom(req: Request, spec: CacheRequest, f: Flight, h: Extract<FlightHead, { kind: "stream" }>): Promise<Response> {
+    if (req.method === "HEAD") {
+      const headers = { ...h.headers };
+      if (h.size !== undefined) headers["content-length"] = String(h.size);
+      return new Response(null, { headers });
+    }
+    let start = 0;
+    let end: number | undefined;
+    let status = 200;
+    const headers = { ...h.headers };
+    const range = req.headers.get("range");
+    if (range !== null && h.size !== undefined && req.headers.get("if-range") === null) {
+      const r = parseRange(range, h.size);
+      if (r === "unsatisfiable")
+        throw new VaultError("VAULT_RANGE_NOT_SATISFIABLE", 416, "range not satisfiable", { size: h.size }, { "content-range": `bytes */${h.size}`, "x-vault-cache": "MISS" });
+      if (r) {
+        start = r.start;
+        end = r.end + 1;
+        status = 206;
+        headers["content-range"] = `bytes ${r.start}-${r.end}/${h.size}`;
+        headers["content-length"] = String(end - start);
+      }
+    } else if (h.size !== undefined) headers["content-length"] = String(h.size);
+    const body = h.spool.reader(start, end, onBytes);
+    if (!body) {
+      // The flight ended and its spool closed between lookup and now: answer from what it stored.
+      const entry = await f.done.catch(() => null);
+      if (entry) return artifacts.respond(req, entry, { "x-vault-cache": "MISS" });
+      return fromFlight(req, spec, null, false);
+    }
+    return new Response(body, { status, headers });
+  }
+
+  /** Direct upstream fetch without caching (follower wait cap exceeded). */
+  async function bypass(req: Request, spec: CacheRequest): Promise<Response> {
+    count("BYPASS");
+    const headers: Record<string, string> = {};
+    if (spec.upstreamHeaders) for (const [k, v] of Object.entries(spec.upstreamHeaders)) if (!DROP_UPSTREAM.has(k.toLowerCase())) headers[k] = v;
+    const res = await upstream.fetch(spec.upstreamUrl, { method: req.method === "HEAD" ? "HEAD" : "GET", headers }).catch((e) => {
+      throw withCacheHeader(e, "BYPASS");
+    });
+    if (res.status === 404 || res.status === 410) {
+      void res.body?.cancel().catch(() => {});
+      throw notFound(spec.key, "BYPASS");
+    }
+    if (res.status !== 200) {
+      void res.body?.cancel().catch(() => {});
+      throw withCacheHeader(errors.upstream(res.status, spec.upstreamUrl), "BYPASS");
+    }
+    const out = responseHeaders(res.headers, spec);
+    out["x-vault-cache"] = "BYPASS";
+    const cl = res.headers.get("content-length");
+    if (cl) out["content-length"] = cl;
+    return new Response(req.method === "HEAD" ? null : res.body, { headers: out });
+  }
+
+  /** HEAD on a miss: forwarded upstream as HEAD, nothing stored. */
+  async function headMiss(spec: CacheRequest): Promise<Response> {
+    const headers: Record<string, string> = {};
+    if (spec.upstreamHeaders) for (const [k, v] of Object.entries(spec.upstreamHeaders)) if (!DROP_UPSTREAM.has(k.toLowerCase())) headers[k] = v;
+    let res: Response;
+    try {
+      res = await upstream.fetch(spec.upstreamUrl, { method: "HEAD", headers });
+    } catch (e) {
+      failed();
+      throw withCacheHeader(e, "MISS");
+    }
+    const now = Date.now();
+    if (res.status === 404 || res.status === 410) {
+      succeeded();
+      if (negativeTtlMs > 0 && !/no-store/i.test(res.headers.get("cache-control") ?? "")) negative.set(spec.key, now + negativeTtlMs);
+      throw notFound(spec.key, "MISS");
+    }
+    if (res.status !== 200) {
+      if (res.status >= 500 || res.status === 429) failed();
+      throw withCacheHeader(errors.upstream(res.status, spec.upstreamUrl), "MISS");
+    }
+    succeeded();
+    count("MISS");
+    const out = responseHeaders(res.headers, spec);
+    out["x-vault-cache"] = "MISS";
+    const cl = res.headers.get("content-length");
+    if (cl) out["content-length"] = cl;
+    return new Response(null, { headers: out });
+  }
+
+  async function serve(req: Request, spec: CacheRequest): Promise<Response> {
+    const method = req.method;
+    if (method !== "GET" && method !== "HEAD")
+      throw new VaultError("VAULT_METHOD_NOT_ALLOWED", 405, `${method} not allowed`, {}, { allow: "GET, HEAD" });
+    const key = spec.key;
+    const now = Date.now();
+    if (negative.has(key, now)) {
+      count("NEGATIVE");
+      throw notFound(key, "HIT");
+    }
+    const entry = await artifacts.get(key);
+    let stale: ArtifactEntry | null = null;
+    if (entry) {
+      if (entry.status >= 400 || !entry.blobDigest) {
+        if (isFresh(entry, now)) {
+          count("NEGATIVE");
+          throw notFound(key, "HIT");
+        }
+      } else {
+        if (entry.expiresAt === null) {
+          count("HIT");
+          return artifacts.respond(req, entry, HIT_HEADERS);
+        }
+        const rd = requestDirectives(req.headers);
+        const fresh = now < entry.expiresAt;
+        if (fresh && (!rd.revalidate || entry.cacheFlags.includes("immutable"))) {
+          count("HIT");
+          return artifacts.respond(req, entry, { "x-vault-cache": "HIT", age: ageOf(entry, now) });
+        }
+        if (rd.onlyIfCached) {
+          count("STALE");
+          return artifacts.respond(req, entry, { "x-vault-cache": "STALE", warning: STALE_WARNING, age: ageOf(entry, now) });
+        }
+        stale = entry;
+        if (now < breakerUntil && !flights.has(key)) return staleOrThrow(req, stale, errors.upstreamDown(spec.upstreamUrl, "upstream skipped after repeated failures"), now);
+        return fromFlight(req, spec, stale, rd.noStore);
+      }
+    }
+    const rd = requestDirectives(req.headers);
+    if (rd.onlyIfCached) throw new VaultError("VAULT_NOT_CACHED", 504, `${key} is not cached`, {}, { "x-vault-cache": "MISS" });
+    if (now < breakerUntil && !flights.has(key))
+      throw withCacheHeader(errors.upstreamDown(spec.upstreamUrl, "upstream skipped after repeated failures"), "MISS");
+    if (method === "HEAD" && !spec.transform) {
+      const f = flights.get(key);
+      if (!f) return headMiss(spec);
+    }
+    return fromFlight(req, spec, null, rd.noStore);
+  }
+
+  async function fetchEntry(spec: CacheRequest, opts?: { signal?: AbortSignal }): Promise<{ entry: ArtifactEntry; status: CacheStatus }> {
+    const key = spec.key;
+    const now = Date.now();
+    if (negative.has(key, now)) {
+      count("NEGATIVE");
+      throw notFound(key, "HIT");
+    }
+    const entry = await artifacts.get(key);
+    let stale: ArtifactEntry | null = null;
+    if (entry) {
+      if (entry.status >= 400 || !entry.blobDigest) {
+        if (isFresh(entry, now)) throw notFound(key, "HIT");
+      } else if (isFresh(entry, now)) {
+        count("HIT");
+        return { entry, status: "HIT" };
+      } else stale = entry;
+    }
+    const fallback = (e: unknown): { entry: ArtifactEntry; status: CacheStatus } => {
+      const v = toVaultError(e);
+      if (stale && v.code !== "VAULT_NOT_FOUND") {
+        if (canServeStale(stale, Date.now())) {
+          count("STALE");
+          return { entry: stale, status: "STALE" };
+        }
+        if (mustRevalidate(stale)) throw gatewayTimeout(v);
+      }
+      throw withCacheHeader(v, "MISS");
+    };
+    if (now < breakerUntil && !flights.has(key)) return fallback(errors.upstreamDown(spec.upstreamUrl, "upstream skipped after repeated failures"));
+    const f = flights.get(key) ?? startFlight(spec, stale, false);
+    let h: FlightHead;
+    try {
+      h = await abortable(f.head, opts?.signal);
+    } catch (e) {
+      if (opts?.signal?.aborted) throw e;
+      return fallback(e);
+    }
+    if (h.kind === "entry") {
+      count(h.status as keyof typeof labels);
+      return { entry: h.entry, status: h.status };
+    }
+    let stored: ArtifactEntry | null;
+    try {
+      stored = await abortable(f.done, opts?.signal);
+    } catch (e) {
+      if (opts?.signal?.aborted) throw e;
+      return fallback(e);
+    }
+    if (!stored) throw new VaultError("VAULT_NOT_CACHED", 504, `${key}: upstream forbids storing it (no-store/private)`);
+    count("MISS");
+    return { entry: stored, status: "MISS" };
+  }
+
+  return {
+    serve,
+    fetch: fetchEntry,
+
+    async invalidate(key) {
+      negative.delete(key);
+      await artifacts.delete(key);
+    },
+
+    inflight: () => flights.size,
+
+    async drain(timeoutMs) {
+      const pending = () => [...flights.values()].map((f) => f.done.then(() => {}, () => {}));
+      let list = pending();
+      if (list.length === 0) return;
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const timedOut = await Promise.race([
+        Promise.all(list).then(() => false),
+        new Promise<boolean>((r) => (timer = setTimeout(() => r(true), Math.max(0, timeoutMs)))),
+      ]);
+      clearTimeout(timer);
+      if (!timedOut) return;
+      list = pending();
+      log.warn("aborting downloads still in flight at shutdown", { count: list.length });
+      for (const f of flights.values()) f.ac.abort(new VaultError("VAULT_UPSTREAM_DOWN", 503, "shutting down"));
+      await Promise.all(list);
+    },
+  };
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const t = setTimeout(() => reject(new LockTimeout()), ms);
+    p.then(
+      (v) => {
+        clearTimeout(t);
+        resolve(v);
+      },
+      (e) => {
+        clearTimeout(t);
+        reject(e);
+      },
+    );
+  });
+}
+
+function abortable<T>(p: Promise<T>, signal?: AbortSignal): Promise<T> {
+  if (!signal) return p;
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(v);
+      },
+      (e) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(e);
+      },
+    );
+  });
+}
