@@ -11,6 +11,7 @@ import { VaultError } from "./errors.ts";
 import type * as schema from "./db/schema.ts";
 
 export { VaultError, errors } from "./errors.ts";
+export { checkRequestPath, checkPathComponent, pathProblem, type PathCheckOptions } from "./http/path.ts";
 export type { StorageDriver, PutExpect, ByteRange, ObjectInfo } from "./storage/driver.ts";
 export type { RepositoryConfig } from "./config/types.ts";
 
@@ -303,6 +304,11 @@ export interface VaultPlugin<C extends RepositoryConfig = RepositoryConfig> {
   renderError(err: VaultError, req: Request): Response;
   /** If true the host does not check read permission before the plugin's routes (the plugin calls `ctx.auth.require`). */
   handlesAuth?: boolean;
+  /**
+   * If true the host's path check (core/http/path.ts) lets `%2F` through for this plugin's mounts (npm scoped names
+   * `@scope%2fname`); the plugin must then parse such segments itself. Default false: `%2F` is refused with 400.
+   */
+  allowEncodedSlash?: boolean;
   /** Called after routes are mounted, before listening. */
   start?(ctx: PluginContext<C>): Promise<void>;
   /** Called on shutdown, after in-flight requests finished. */
