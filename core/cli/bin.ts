@@ -1,0 +1,69 @@
+#!/usr/bin/env bun
+/** The `vault` command line: dispatches `vault <command> ...` to core/cli/commands/<command>.ts (`run(args): Promise<exit code>`). */
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { pathToFileURL } from "node:url";
+
+/** Commands, in the order `vault --help` lists them. Some arrive with later issues; asking for one that is missing says so. */
+export const COMMANDS: Record<string, string> = {
+  serve: "serve every configured repository (vault serve --help)",
+  config: "check a config file, or print the assembled JSON Schema",
+  user: "manage users and their per-repository grants",
+  token: "create, list and revoke API tokens and S3 access keys",
+  prefetch: "warm the cache of a running vault from a list of paths or URLs",
+  gc: "remove unreferenced blobs and orphan temp files",
+  export: "write a set of artifacts to one archive (air-gap)",
+  import: "import an archive written by vault export",
+  conda: "conda channel tools (mirror, pull-cache, push-cache)",
+};
+
+const USAGE = `usage: vault <command> [options]
+
+commands:
+${Object.entries(COMMANDS)
+  .map(([k, v]) => `  ${k.padEnd(10)}${v}`)
+  .join("\n")}
+
+Every command accepts --config FILE and --data DIR; "vault <command> --help" describes the rest.
+`;
+
+/**
+ * Runs the CLI with `argv` (the arguments after the program name).
+ * @returns exit code (0 ok, 1 failure, 2 usage or invalid config)
+ */
+export async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  if (cmd === undefined || cmd === "help" || cmd === "--help" || cmd === "-h") {
+    (cmd === undefined ? process.stderr : process.stdout).write(USAGE);
+    return cmd === undefined ? 2 : 0;
+  }
+  if (cmd === "--version" || cmd === "-v") {
+    const pkg = (await import("../../package.json")) as { default?: { version?: string }; version?: string };
+    process.stdout.write(`vault ${pkg.default?.version ?? pkg.version ?? "?"} (bun ${Bun.version})\n`);
+    return 0;
+  }
+  if (!/^[a-z][a-z0-9-]*$/.test(cmd)) {
+    process.stderr.write(`vault: unknown command ${JSON.stringify(cmd)}\n${USAGE}`);
+    return 2;
+  }
+  const file = join(import.meta.dir, "commands", `${cmd}.ts`);
+  if (!existsSync(file)) {
+    process.stderr.write(
+      COMMANDS[cmd]
+        ? `vault: the "${cmd}" command is not available in this build yet (core/cli/commands/${cmd}.ts is missing)\n`
+        : `vault: unknown command ${JSON.stringify(cmd)}\n${USAGE}`,
+    );
+    return 2;
+  }
+  const mod = (await import(pathToFileURL(file).href)) as { run?: (args: string[]) => Promise<number> };
+  if (typeof mod.run !== "function") {
+    process.stderr.write(`vault: core/cli/commands/${cmd}.ts does not export run(args)\n`);
+    return 1;
+  }
+  return mod.run(rest);
+}
+
+if (import.meta.main) {
+  const code = await main(process.argv.slice(2));
+  process.exit(code);
+}

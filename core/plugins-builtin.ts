@@ -1,0 +1,6 @@
+/**
+ * Built-in plugins, imported through static specifiers so `bun build --compile` embeds them. One line per
+ * plugins/<format>/index.ts; plugins/<dir>/index.ts files not listed here are still found by core/loader.ts
+ * scanning the plugins directory (when running from source).
+ */
+export const BUILTIN_PLUGINS: Record<string, () => Promise<{ default?: unknown }>> = {};

@@ -1,0 +1,548 @@
+/** The host: createVault(config) opens metadata, storage, pool and auth, mounts one Elysia app per repository, serves ops endpoints, shuts down gracefully. */
+import { Elysia } from "elysia";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import type { Server } from "bun";
+import type { VaultConfig } from "./config/types.ts";
+import { resolveConfig, mountOf, type ResolvedConfig, type ResolvedRepository } from "./config/schema.ts";
+import { loadPlugins, PluginLoadError } from "./loader.ts";
+import { errors, toVaultError, VaultError } from "./errors.ts";
+import { createLogger } from "./log.ts";
+import { metrics, renderMetrics } from "./metrics.ts";
+import { textError, type Logger, type PluginApp, type PluginContext, type VaultPlugin } from "./plugin.ts";
+import { openDb, type OpenDb } from "./db/index.ts";
+import { createStorage, createBlobStore, type StorageDriver } from "./storage/index.ts";
+import { createPool, updatePoolMetrics, type VaultPool } from "./pool.ts";
+import { createAuthCore, setRemoteAddress, type AuthCore, type RepositoryAuth } from "./auth/index.ts";
+import { createArtifactStore, type VaultArtifactStore } from "./artifacts.ts";
+import { createUpstreamClient } from "./upstream/client.ts";
+import { createCacheEngine } from "./cache/engine.ts";
+import { pathOf, pathProblem } from "./http/path.ts";
+
+/** A running (or ready to listen) vault. */
+export interface Vault {
+  /** Answers one request as the main listener would (ops endpoints, repository mounts, plugin host routes). URLs must be `http://`. */
+  fetch(req: Request): Promise<Response>;
+  /**
+   * Starts the main listener (`server.host`:`server.port`, 0 = any free port) and one listener per repository with a
+   * `port:` (that repository at the root path). Resolves with every listener, main first.
+   * @throws VaultError VAULT_CONFIG when a port cannot be bound (the message names host and port)
+   */
+  listen(): Promise<Listener[]>;
+  /**
+   * Graceful shutdown: `/-/ready` answers 503, listeners stop accepting, in-flight downloads finish into the cache
+   * (`cache.drain`) for at most `graceSeconds` (default `server.shutdownGraceSeconds`), remaining connections are
+   * closed, plugins' `stop` hooks run, batched counters are flushed, pool and database closed. Idempotent.
+   */
+  stop(graceSeconds?: number): Promise<void>;
+  /** The validated configuration with defaults. */
+  readonly config: ResolvedConfig;
+  readonly plugins: Map<string, VaultPlugin>;
+  /** Plugin contexts of every repository (main mount), by name. */
+  readonly repositories: Map<string, PluginContext>;
+}
+
+/** One bound listener. */
+export interface Listener {
+  /** `http://host:port` (no trailing slash); a wildcard bind address is shown as the loopback address. */
+  url: string;
+  port: number;
+  /** Set for a repository's own listener (`port:`). */
+  repository?: string;
+}
+
+/** Options of {@link createVault}. */
+export interface CreateVaultOptions {
+  /** Directory relative paths in the config are resolved against (`plugins:`, `server.dataDir`). */
+  configDir: string;
+  /** Plugins already loaded (else {@link loadPlugins} runs with the config's `plugins:`). */
+  plugins?: Map<string, VaultPlugin>;
+  /** Application logger (default: JSON lines on stderr at `server.logLevel`). */
+  log?: Logger;
+  /** Receives one JSON line per request (default: stderr, batched per event-loop turn; off when `server.logLevel` is above info). */
+  accessLog?: ((line: string) => void) | false;
+}
+
+/** Per-mount state on the hot path. */
+interface Mount {
+  name: string;
+  mount: string;
+  plugin: VaultPlugin;
+  ctx: PluginContext;
+  /** The compiled Elysia handler of this mount. */
+  handle: (req: Request) => Response | Promise<Response>;
+  auth: RepositoryAuth;
+  /** Host checks read permission before the plugin's routes (GET/HEAD) unless the plugin handles auth. */
+  checkRead: boolean;
+  allowEncodedSlash: boolean;
+  /** status → requests since the last scrape (folded into vault_http_requests_total on /-/metrics). */
+  counts: Record<number, number>;
+}
+
+type BunServer = Server<unknown>;
+
+const NO_ROUTE = "x-vault-no-route";
+const OPS_JSON = { "content-type": "application/json" };
+const READ_METHODS = new Set(["GET", "HEAD"]);
+
+/** Request ids: `<process prefix>-<counter>` unless the client sent a sane `x-request-id`. */
+const ID_PREFIX = Math.floor(Math.random() * 0xffffff)
+  .toString(36)
+  .padStart(5, "0");
+let idCounter = 0;
+const SANE_ID = /^[\x21-\x7e]{1,128}$/;
+
+/** `http://host:port/path` → `http://host:port` (no URL object). */
+function originOf(url: string): string {
+  const i = url.indexOf("/", url.indexOf("//") + 2);
+  return i === -1 ? url : url.slice(0, i);
+}
+
+function displayHost(host: string): string {
+  if (host === "0.0.0.0" || host === "") return "127.0.0.1";
+  if (host === "::" || host === "[::]") return "[::1]";
+  return host.includes(":") && !host.startsWith("[") ? `[${host}]` : host;
+}
+
+/** The plain 404 of paths no repository or plugin claims. */
+function notFound(): Response {
+  return new Response("404 not found\n", { status: 404, headers: { "content-type": "text/plain; charset=utf-8" } });
+}
+
+/** Renders with the plugin's renderError, falling back to plain text if that throws. */
+function render(plugin: VaultPlugin | undefined, err: VaultError, req: Request): Response {
+  if (plugin) {
+    try {
+      return plugin.renderError(err, req);
+    } catch {
+      // fall through
+    }
+  }
+  return textError(err);
+}
+
+/**
+ * Creates a vault from a config object (native keys and/or the seed's `backends:`): validates it against the one
+ * schema (core + plugins), opens the metadata DB (`<dataDir>/vault.db` or `metadata.path`), the storage driver
+ * (orphan temp files removed: `cleanTemp(0)`), the blob store, the worker pool and the auth core (bootstrap), builds
+ * every repository's PluginContext and mounts its routes (`/<name>` or `prefix`), then runs plugins' `start` hooks.
+ * Does not listen: call {@link Vault.listen}, or use {@link Vault.fetch} in-process.
+ *
+ * @throws ConfigError every config error (`repositories[2].upstream: must be an absolute http(s) URL`)
+ * @throws PluginLoadError a plugin failed to load, or its `routes`/`hostRoutes`/`start` threw (names plugin and repository)
+ */
+export async function createVault(rawConfig: VaultConfig, o: CreateVaultOptions): Promise<Vault> {
+  const plugins = o.plugins ?? (await loadPlugins(rawConfig, o.configDir));
+  const config = resolveConfig(rawConfig, plugins, { configDir: o.configDir });
+  const log = o.log ?? createLogger(config.server.logLevel);
+  const dataDir = config.server.dataDir;
+  mkdirSync(dataDir, { recursive: true });
+
+  const closers: (() => unknown)[] = [];
+  const cleanup = async () => {
+    for (const c of closers.reverse()) {
+      try {
+        await c();
+      } catch (e) {
+        log.warn("cleanup failed", { error: e instanceof Error ? e.message : String(e) });
+      }
+    }
+    closers.length = 0;
+  };
+
+  let opened: OpenDb;
+  let storage: StorageDriver;
+  let pool: VaultPool;
+  let authCore: AuthCore;
+  const artifactsByRepo: VaultArtifactStore[] = [];
+  const caches: { name: string; drain(timeoutMs: number): Promise<void> }[] = [];
+  const contexts = new Map<string, PluginContext>();
+  const mounts: Mount[] = [];
+  const hostApps: { plugin: VaultPlugin; handle: (req: Request) => Response | Promise<Response> }[] = [];
+  const started: { plugin: VaultPlugin; ctx: PluginContext }[] = [];
+
+  try {
+    opened = openDb(config.metadata.driver === "sqlite" && config.metadata.path ? config.metadata.path : join(dataDir, "vault.db"));
+    closers.push(() => opened.close());
+    storage = createStorage(config.storage, dataDir);
+    closers.push(() => storage.close?.());
+    const removed = await storage.cleanTemp(0);
+    if (removed > 0) log.info("removed orphan temp files", { count: removed });
+    const blobs = createBlobStore(opened.db, storage);
+    pool = createPool(config.pool);
+    closers.push(() => pool.close());
+    authCore = createAuthCore({ db: opened.db, config: config.auth, log });
+    closers.push(() => authCore.flush());
+    await authCore.bootstrap();
+
+    // 1. one context per repository (main mount)
+    for (const repo of config.repositories) {
+      const plugin = plugins.get(repo.format)!;
+      const rlog = log.child({ repo: repo.name });
+      const artifacts = createArtifactStore({ db: opened.db, blobs, repo, log: rlog });
+      artifactsByRepo.push(artifacts);
+      closers.push(() => artifacts.close());
+      const upstream = createUpstreamClient({ repo, defaults: config.upstream, log: rlog });
+      const cache = createCacheEngine({ repo, artifacts, blobs, upstream, log: rlog });
+      caches.push({ name: repo.name, drain: (ms) => cache.drain(ms) });
+      const mount = mountOf(repo);
+      const publicBase = config.server.publicUrl ? config.server.publicUrl + mount : undefined;
+      const ctx: PluginContext = {
+        repo: { name: repo.name, type: repo.type, mount },
+        config: repo,
+        baseUrl: publicBase ? () => publicBase : (req) => originOf(req.url) + mount,
+        storage,
+        metadata: opened.db,
+        artifacts,
+        cache,
+        upstream,
+        auth: authCore.forRepository(repo),
+        pool,
+        log: rlog,
+        member: (name) => {
+          const c = contexts.get(name);
+          return c && c.config.format === repo.format ? c : undefined;
+        },
+      };
+      contexts.set(repo.name, ctx);
+    }
+
+    // 2. mount routes: the main mount, plus the repository at "/" on its own listener when it has a port
+    const buildMount = (repo: ResolvedRepository, ctx: PluginContext): Mount => {
+      const plugin = plugins.get(repo.format)!;
+      const elysia = new Elysia({ prefix: ctx.repo.mount, handler: { standardHostname: false } });
+      const app = elysia as unknown as PluginApp;
+      elysia.onError(({ code, error, request }) => {
+        let err: VaultError;
+        if (code === "NOT_FOUND") err = errors.notFound(pathOf(request.url));
+        else if (code === "PARSE" || code === "VALIDATION") err = new VaultError("VAULT_BAD_REQUEST", 400, error instanceof Error ? error.message : "bad request");
+        else err = toVaultError(error);
+        if (err.status >= 500) ctx.log.error("request failed", { code: err.code, error: err.message, detail: err.detail, path: pathOf(request.url) });
+        return render(plugin, err, request);
+      });
+      try {
+        plugin.routes(app, ctx);
+      } catch (e) {
+        throw new PluginLoadError([`plugin "${plugin.format}" failed in routes() for repository "${repo.name}": ${e instanceof Error ? e.message : String(e)}`]);
+      }
+      const auth = ctx.auth as RepositoryAuth;
+      return {
+        name: repo.name,
+        mount: ctx.repo.mount,
+        plugin,
+        ctx,
+        handle: elysia.fetch,
+        auth,
+        checkRead: !plugin.handlesAuth,
+        allowEncodedSlash: plugin.allowEncodedSlash === true,
+        counts: {},
+      };
+    };
+    const portMounts: { repo: ResolvedRepository; m: Mount }[] = [];
+    for (const repo of config.repositories) {
+      const ctx = contexts.get(repo.name)!;
+      mounts.push(buildMount(repo, ctx));
+      if (repo.port !== undefined) {
+        const rootCtx: PluginContext = { ...ctx, repo: { ...ctx.repo, mount: "" }, baseUrl: (req) => originOf(req.url) };
+        const m = buildMount(repo, rootCtx);
+        m.counts = mounts[mounts.length - 1].counts;
+        portMounts.push({ repo, m });
+      }
+    }
+    for (const plugin of plugins.values()) {
+      if (!plugin.hostRoutes) continue;
+      const ctxs = config.repositories.filter((r) => r.format === plugin.format).map((r) => contexts.get(r.name)!);
+      if (ctxs.length === 0) continue;
+      const elysia = new Elysia({ handler: { standardHostname: false } });
+      const app = elysia as unknown as PluginApp;
+      elysia.onError(({ code, error, request }) => {
+        if (code === "NOT_FOUND") return new Response(null, { status: 404, headers: { [NO_ROUTE]: "1" } });
+        const err = toVaultError(error);
+        if (err.status >= 500) log.error("request failed", { plugin: plugin.format, code: err.code, error: err.message, detail: err.detail, path: pathOf(request.url) });
+        return render(plugin, err, request);
+      });
+      try {
+        plugin.hostRoutes(app, ctxs);
+      } catch (e) {
+        throw new PluginLoadError([`plugin "${plugin.format}" failed in hostRoutes(): ${e instanceof Error ? e.message : String(e)}`]);
+      }
+      hostApps.push({ plugin, handle: elysia.fetch });
+    }
+
+    // 3. start hooks
+    for (const repo of config.repositories) {
+      const plugin = plugins.get(repo.format)!;
+      const ctx = contexts.get(repo.name)!;
+      if (!plugin.start) continue;
+      try {
+        await plugin.start(ctx);
+      } catch (e) {
+        throw new PluginLoadError([`plugin "${plugin.format}" failed in start() for repository "${repo.name}": ${e instanceof Error ? e.message : String(e)}`]);
+      }
+      started.push({ plugin, ctx });
+    }
+
+    return makeVault({
+      config,
+      plugins,
+      log,
+      accessLog: o.accessLog,
+      contexts,
+      mounts,
+      portMounts,
+      hostApps,
+      started,
+      caches,
+      artifacts: artifactsByRepo,
+      opened,
+      pool,
+      authCore,
+      cleanup,
+    });
+  } catch (e) {
+    for (const s of started.reverse()) await s.plugin.stop?.(s.ctx).catch(() => {});
+    await cleanup();
+    throw e;
+  }
+}
+
+interface VaultParts {
+  config: ResolvedConfig;
+  plugins: Map<string, VaultPlugin>;
+  log: Logger;
+  accessLog: CreateVaultOptions["accessLog"];
+  contexts: Map<string, PluginContext>;
+  mounts: Mount[];
+  portMounts: { repo: ResolvedRepository; m: Mount }[];
+  hostApps: { plugin: VaultPlugin; handle: (req: Request) => Response | Promise<Response> }[];
+  started: { plugin: VaultPlugin; ctx: PluginContext }[];
+  caches: { name: string; drain(timeoutMs: number): Promise<void> }[];
+  artifacts: VaultArtifactStore[];
+  opened: OpenDb;
+  pool: VaultPool;
+  authCore: AuthCore;
+  cleanup: () => Promise<void>;
+}
+
+function makeVault(p: VaultParts): Vault {
+  const { config, log, mounts, hostApps, opened, pool } = p;
+  let state: "ready" | "stopping" | "stopped" = "ready";
+  let stopping: Promise<void> | undefined;
+  const servers: BunServer[] = [];
+  const otherCounts: Record<number, number> = {};
+
+  // mount lookup: single-segment mounts by map, deeper prefixes by scan (longest first)
+  const bySegment = new Map<string, Mount>();
+  const deep: Mount[] = [];
+  for (const m of mounts) {
+    if (m.mount.indexOf("/", 1) === -1) bySegment.set(m.mount, m);
+    else deep.push(m);
+  }
+  deep.sort((a, b) => b.mount.length - a.mount.length);
+  const findMount = (path: string): Mount | undefined => {
+    const end = path.indexOf("/", 1);
+    const hit = bySegment.get(end === -1 ? path : path.slice(0, end));
+    if (hit) return hit;
+    for (const m of deep) if (path === m.mount || path.startsWith(m.mount + "/")) return m;
+    return undefined;
+  };
+
+  // access log: one JSON line per request, batched into one write per event-loop turn
+  const logRequests = p.accessLog !== false && (config.server.logLevel === "debug" || config.server.logLevel === "info");
+  let sink: (line: string) => void;
+  let pending: string[] = [];
+  let scheduled = false;
+  const flushAccess = () => {
+    scheduled = false;
+    if (pending.length === 0) return;
+    const out = pending.join("\n") + "\n";
+    pending = [];
+    process.stderr.write(out);
+  };
+  if (typeof p.accessLog === "function") sink = p.accessLog;
+  else
+    sink = (line) => {
+      pending.push(line);
+      if (!scheduled) {
+        scheduled = true;
+        setImmediate(flushAccess);
+      }
+    };
+
+  const finish = (req: Request, res: Response, repo: string | undefined, counts: Record<number, number>, t0: number, path: string): Response => {
+    const status = res.status;
+    counts[status] = (counts[status] ?? 0) + 1;
+    let id = req.headers.get("x-request-id");
+    if (id === null || !SANE_ID.test(id)) id = `${ID_PREFIX}-${(++idCounter).toString(36)}`;
+    try {
+      res.headers.set("x-request-id", id);
+    } catch {
+      res = new Response(res.body, res);
+      res.headers.set("x-request-id", id);
+    }
+    if (logRequests) {
+      const bytes = res.headers.get("content-length");
+      sink(
+        `{"time":"${new Date().toISOString()}","level":"info","msg":"request","reqId":${JSON.stringify(id)},"method":"${req.method}","path":${JSON.stringify(path)},"status":${status},"bytes":${bytes === null ? null : Number(bytes)},"durationMs":${Math.round((performance.now() - t0) * 1000) / 1000}${repo === undefined ? "" : `,"repo":"${repo}"`}}`,
+      );
+    }
+    return res;
+  };
+
+  const serveMount = async (m: Mount, req: Request, path: string, server: BunServer | undefined): Promise<Response> => {
+    const why = pathProblem(path, m.allowEncodedSlash ? { allowEncodedSlash: true } : undefined);
+    if (why) return render(m.plugin, errors.badPath(path, why), req);
+    const method = req.method;
+    const read = READ_METHODS.has(method);
+    if (!read || req.headers.has("authorization")) {
+      if (server) setRemoteAddress(req, server.requestIP(req)?.address);
+      if (!read && !req.headers.has("x-request-id")) req.headers.set("x-request-id", `${ID_PREFIX}-${(++idCounter).toString(36)}`);
+    }
+    if (read && m.checkRead && !(m.auth.anonymousRead && !req.headers.has("authorization"))) {
+      try {
+        await m.auth.require(req, "read");
+      } catch (e) {
+        return render(m.plugin, toVaultError(e), req);
+      }
+    }
+    return m.handle(req);
+  };
+
+  const ops = async (path: string): Promise<Response> => {
+    if (path === "/-/health") return new Response('{"status":"ok"}', { headers: OPS_JSON });
+    if (path === "/-/ready") {
+      if (state !== "ready") return new Response(`{"status":"${state}"}`, { status: 503, headers: OPS_JSON });
+      try {
+        opened.sqlite.query("SELECT 1").get();
+      } catch (e) {
+        return new Response(JSON.stringify({ status: "database unavailable", error: e instanceof Error ? e.message : String(e) }), { status: 503, headers: OPS_JSON });
+      }
+      return new Response('{"status":"ready"}', { headers: OPS_JSON });
+    }
+    if (path === "/-/metrics") {
+      foldCounts();
+      updatePoolMetrics(pool);
+      return new Response(renderMetrics(), { headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" } });
+    }
+    return notFound();
+  };
+
+  const foldCounts = () => {
+    const fold = (repository: string, counts: Record<number, number>) => {
+      for (const k in counts) {
+        metrics.requests.inc({ repository, status: k }, counts[k]);
+        delete counts[k];
+      }
+    };
+    for (const m of mounts) fold(m.name, m.counts);
+    fold("-", otherCounts);
+  };
+
+  const handle = async (req: Request, server: BunServer | undefined): Promise<Response> => {
+    const t0 = performance.now();
+    const path = pathOf(req.url);
+    let m: Mount | undefined;
+    let res: Response;
+    try {
+      if (path.startsWith("/-/")) res = await ops(path);
+      else if ((m = findMount(path))) res = await serveMount(m, req, path, server);
+      else res = await serveHost(req, path);
+    } catch (e) {
+      const err = toVaultError(e);
+      log.error("request failed", { code: err.code, error: err.message, detail: err.detail, path });
+      res = render(m?.plugin, err, req);
+    }
+    return finish(req, res, m?.name, m ? m.counts : otherCounts, t0, path);
+  };
+
+  const serveHost = async (req: Request, path: string): Promise<Response> => {
+    if (hostApps.length === 0) return notFound();
+    const why = pathProblem(path, hostApps.every((h) => h.plugin.allowEncodedSlash) ? { allowEncodedSlash: true } : undefined);
+    if (why) return render(hostApps.length === 1 ? hostApps[0].plugin : undefined, errors.badPath(path, why), req);
+    for (const h of hostApps) {
+      const res = await h.handle(req);
+      if (res.headers.get(NO_ROUTE) === null) return res;
+    }
+    return notFound();
+  };
+
+  const handlePort = (m: Mount) => async (req: Request, server: BunServer): Promise<Response> => {
+    const t0 = performance.now();
+    const path = pathOf(req.url);
+    let res: Response;
+    try {
+      res = await serveMount(m, req, path, server);
+    } catch (e) {
+      const err = toVaultError(e);
+      log.error("request failed", { code: err.code, error: err.message, detail: err.detail, path });
+      res = render(m.plugin, err, req);
+    }
+    return finish(req, res, m.name, m.counts, t0, path);
+  };
+
+  const serveOptions = {
+    hostname: config.server.host,
+    // long downloads from slow upstreams must not be cut by Bun's 10 s default; uploads can be large (plugins bound them)
+    idleTimeout: 255,
+    maxRequestBodySize: Number.MAX_SAFE_INTEGER,
+    development: false,
+  };
+  const bind = (port: number, fetch: (req: Request, server: BunServer) => Promise<Response>): BunServer => {
+    try {
+      return Bun.serve({ ...serveOptions, port, fetch }) as BunServer;
+    } catch (e) {
+      throw new VaultError("VAULT_CONFIG", 500, `cannot listen on ${config.server.host}:${port}: ${e instanceof Error ? e.message : String(e)}`);
+    }
+  };
+
+  return {
+    config,
+    plugins: p.plugins,
+    repositories: p.contexts,
+    fetch: (req) => handle(req, undefined),
+    async listen() {
+      if (state !== "ready") throw new VaultError("VAULT_INTERNAL", 500, "vault is stopped");
+      if (servers.length > 0) throw new VaultError("VAULT_INTERNAL", 500, "vault is already listening");
+      const out: Listener[] = [];
+      try {
+        const main = bind(config.server.port, handle);
+        servers.push(main);
+        out.push({ url: `http://${displayHost(config.server.host)}:${main.port}`, port: main.port! });
+        for (const { repo, m } of p.portMounts) {
+          const s = bind(repo.port!, handlePort(m));
+          servers.push(s);
+          out.push({ url: `http://${displayHost(config.server.host)}:${s.port}`, port: s.port!, repository: repo.name });
+        }
+      } catch (e) {
+        for (const s of servers.splice(0)) s.stop(true);
+        throw e;
+      }
+      return out;
+    },
+    stop(graceSeconds) {
+      return (stopping ??= (async () => {
+        state = "stopping";
+        const graceMs = Math.max(0, (graceSeconds ?? config.server.shutdownGraceSeconds) * 1000);
+        const deadline = Date.now() + graceMs;
+        const left = () => Math.max(0, deadline - Date.now());
+        // stop accepting; in-flight requests continue
+        const closing = servers.map((s) => s.stop(false));
+        await Promise.all(p.caches.map((c) => c.drain(left()).catch((e) => log.warn("drain failed", { repo: c.name, error: String(e) }))));
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        await Promise.race([Promise.allSettled(closing), new Promise<void>((r) => (timer = setTimeout(r, left())))]);
+        clearTimeout(timer);
+        for (const s of servers) s.stop(true);
+        for (const s of p.started.reverse()) {
+          try {
+            await s.plugin.stop?.(s.ctx);
+          } catch (e) {
+            log.warn("plugin stop failed", { plugin: s.plugin.format, repo: s.ctx.repo.name, error: e instanceof Error ? e.message : String(e) });
+          }
+        }
+        flushAccess();
+        await p.cleanup();
+        state = "stopped";
+      })());
+    },
+  };
+}
