@@ -1,0 +1,34 @@
+/**
+ * The example configuration `npm start` serves (docs/configuration.md is the full reference).
+ * Strings may use `${ENV_VAR}` and `${ENV_VAR:-default}`; `$${` is a literal `${`.
+ */
+import { defineConfig } from "./core/config/types.ts";
+import type { RepositoryConfig } from "./core/config/types.ts";
+
+/** Optional repositories whose upstream comes only from the environment (no host is written here). */
+const optional: RepositoryConfig[] = [];
+if (process.env.VAULT_NPM_UPSTREAM) {
+  // e.g. VAULT_NPM_UPSTREAM="$(npm config get registry)" — needs the npm plugin
+  optional.push({ name: "npm", format: "npm", type: "proxy", upstream: "${VAULT_NPM_UPSTREAM}" });
+}
+if (process.env.VAULT_APT_UPSTREAM) {
+  // a Debian/Ubuntu archive root, e.g. the one in /etc/apt/sources.list — needs the apt plugin
+  optional.push({ name: "debian", format: "apt", type: "proxy", upstream: "${VAULT_APT_UPSTREAM}" });
+}
+
+export default defineConfig({
+  // vault serve --port/--host/--data/--log-level override these
+  server: { host: "127.0.0.1", port: 8080, dataDir: "./data", logLevel: "info", shutdownGraceSeconds: 30 },
+  storage: { driver: "fs" },
+  metadata: { driver: "sqlite" },
+  auth: { anonymousRead: true },
+  // Third-party plugins by path (relative to this file) or npm package name, e.g.:
+  // plugins: ["./test/fixtures/example-plugin/index.ts"],
+  repositories: [
+    // pip install --index-url http://127.0.0.1:8080/pypi/simple/ requests
+    { name: "pypi", format: "pypi", type: "proxy", upstream: "https://pypi.org/simple/" },
+    // curl http://127.0.0.1:8080/apache/httpd/KEYS  →  <upstream>httpd/KEYS, cached
+    { name: "apache", format: "http", type: "proxy", upstream: "${VAULT_APACHE_UPSTREAM:-https://archive.apache.org/dist/}" },
+    ...optional,
+  ],
+});
