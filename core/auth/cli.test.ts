@@ -204,3 +204,47 @@ describe("--config", () => {
     expect((await vault(["user", "list", "--config", "nope.yaml"], { cwd: dir })).code).toBe(1);
   });
 });
+
+describe("with a running vault", () => {
+  test("users and tokens made by the CLI authenticate over HTTP; 401 + challenge for anonymous, 403 without the grant", async () => {
+    const { startUpstream } = await import("../../test/helpers/upstream.ts");
+    const { startVault } = await import("../../test/helpers/vault.ts");
+    const dir = await tmpDataDir("vault-cli-e2e-");
+    const dd = ["--data", dir];
+    expect((await vault(["user", "add", "dora", "--password-stdin", "--grant", "files:read", ...dd], { stdin: "dora-pw\n" })).code).toBe(0);
+    expect((await vault(["user", "add", "eve", "--password", "eve-pw", ...dd])).code).toBe(0);
+    const tok = (await vault(["token", "create", "--user", "dora", ...dd])).stdout.trim();
+    const up = await startUpstream({ handler: () => new Response("hello\n") });
+    const v = await startVault({
+      dataDir: dir,
+      config: { repositories: [{ name: "files", format: "http", type: "proxy", upstream: up.url + "/", anonymousRead: false }] },
+    });
+    try {
+      const get = (authorization?: string) => fetch(`${v.url}/files/a.txt`, { headers: authorization ? { authorization } : {} });
+      const anon = await get();
+      expect(anon.status).toBe(401);
+      expect(anon.headers.get("www-authenticate")).toBe('Basic realm="vault"');
+      await anon.text();
+      const ok = await get("Basic " + btoa("dora:dora-pw"));
+      expect(ok.status).toBe(200);
+      expect(await ok.text()).toBe("hello\n");
+      const byToken = await get("Bearer " + tok);
+      expect(byToken.status).toBe(200);
+      await byToken.text();
+      const wrong = await get("Basic " + btoa("dora:nope"));
+      expect(wrong.status).toBe(401);
+      await wrong.text();
+      const noGrant = await get("Basic " + btoa("eve:eve-pw"));
+      expect(noGrant.status).toBe(403);
+      await noGrant.text();
+      // revoked while the server runs: refused on the next request
+      expect((await vault(["token", "revoke", tok.split("_")[1], ...dd])).code).toBe(0);
+      const revoked = await get("Bearer " + tok);
+      expect(revoked.status).toBe(401);
+      await revoked.text();
+    } finally {
+      await v.stop();
+      await up.stop();
+    }
+  });
+});
