@@ -3,6 +3,8 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { join, resolve } from "node:path";
 import { parseList, prefetch, resolveItems, type ProgressStream } from "./prefetch.ts";
 import { tmpDataDir } from "../../../test/helpers/tmp.ts";
+import { startUpstream } from "../../../test/helpers/upstream.ts";
+import { startVault } from "../../../test/helpers/vault.ts";
 
 const ROOT = resolve(import.meta.dir, "../../..");
 const BIG = new Uint8Array(1024 * 1024 + 3).fill(7);
@@ -184,5 +186,47 @@ describe("CLI (bun scripts/prefetch.ts)", () => {
     const help = await cli(["--help"]);
     expect(help.code).toBe(0);
     expect(help.stdout).toContain("usage: vault prefetch");
+  });
+});
+
+describe("against a real vault (http proxy repository)", () => {
+  test("prefetched artifacts are cached: a second run is all hits and upstream saw one request each", async () => {
+    const root = await tmpDataDir("vault-prefetch-up-");
+    await Bun.write(join(root, "a.bin"), BIG);
+    await Bun.write(join(root, "dir/b.txt"), "bee\n");
+    const up = await startUpstream({ root });
+    const config = { repositories: [{ name: "files", format: "http", type: "proxy" as const, upstream: up.url + "/" }] };
+    const vault = await startVault({ config });
+    try {
+      const lines = ["files/a.bin", `${up.url}/dir/b.txt`, "files/missing.bin"];
+      const first = await prefetch({ url: vault.url, lines, config, out: sink(false) });
+      expect(first.results.map((r) => [r.entry, r.ok, r.status])).toEqual([
+        ["files/a.bin", true, 200],
+        [`${up.url}/dir/b.txt`, true, 200],
+        ["files/missing.bin", false, 404],
+      ]);
+      expect(first.hits).toBe(0);
+      // A miss is committed just after its body ends; until then the engine answers from the finished flight
+      // (labelled MISS, no upstream request). Wait, bounded, for both entries to be answerable from the cache alone.
+      for (const p of ["a.bin", "dir/b.txt"])
+        for (let i = 0; ; i++) {
+          const r = await fetch(`${vault.url}/files/${p}`, { method: "HEAD", headers: { "cache-control": "only-if-cached" } });
+          if (r.status === 200) break;
+          if (i > 100) throw new Error(`${p} never became a cache hit (last status ${r.status})`);
+          await Bun.sleep(20);
+        }
+      const second = await prefetch({ url: vault.url, lines: lines.slice(0, 2), config, out: sink(false) });
+      expect(second.failed).toBe(0);
+      expect(second.hits).toBe(2);
+      expect(second.sizeBytes).toBe(BIG.length + 4);
+      expect(up.count("/a.bin")).toBe(1);
+      expect(up.count("/dir/b.txt")).toBe(1);
+      const res = await fetch(`${vault.url}/files/a.bin`);
+      expect(res.headers.get("x-vault-cache")).toBe("HIT");
+      expect(new Uint8Array(await res.arrayBuffer())).toEqual(BIG);
+    } finally {
+      await vault.stop();
+      await up.stop();
+    }
   });
 });
