@@ -269,7 +269,7 @@ export function createCacheEngine(o: CacheEngineOptions): VaultCacheEngine {
     try {
       res = await upstream.fetch(spec.upstreamUrl, { headers, signal: f.ac.signal });
     } catch (e) {
-      failed();
+      if (!f.ac.signal.aborted) failed();
       return fail(e);
     }
     const now = Date.now();
@@ -345,7 +345,13 @@ export function createCacheEngine(o: CacheEngineOptions): VaultCacheEngine {
     }
     const hdrs = responseHeaders(res.headers, spec);
     hdrs["x-vault-cache"] = "MISS";
-    head.ok({ kind: "stream", headers: hdrs, size: contentLength, spool });
+    // Clients get their response (status line and headers) once the first byte is in the spool: a failure before
+    // that is still answered properly (502/503/504 or stale) instead of with a cut 200.
+    let announced = false;
+    const announce = () => {
+      announced = true;
+      head.ok({ kind: "stream", headers: hdrs, size: contentLength, spool });
+    };
 
     const hasher = new Bun.CryptoHasher("sha256");
     const reader = res.body ? res.body.getReader() : null;
@@ -360,6 +366,7 @@ export function createCacheEngine(o: CacheEngineOptions): VaultCacheEngine {
             throw new VaultError("VAULT_SIZE_MISMATCH", 502, "upstream sent more bytes than announced", { url });
           hasher.update(value);
           await spool.write(value);
+          if (!announced) announce();
         }
       }
       const size = spool.bytesWritten;
@@ -371,6 +378,7 @@ export function createCacheEngine(o: CacheEngineOptions): VaultCacheEngine {
       if (wantHex !== undefined && hex !== wantHex)
         throw new VaultError("VAULT_DIGEST_MISMATCH", 502, "upstream bytes do not match the expected digest", { url, expected: wantHex, actual: hex });
       await spool.closeWriter();
+      if (!announced) announce();
       spool.finish();
       let entry: ArtifactEntry | null = null;
       if (d.store) {

@@ -21,7 +21,8 @@ interface Progress {
  *   positional reads through one shared read handle. Readers pull: nothing is queued beyond what a client asks for
  *   (backpressure), and a slow or gone client never slows the download nor buffers memory.
  * - {@link finish} (after the caller verified length and digest) lets readers end cleanly; {@link fail} errors every
- *   reader at once, so clients see an aborted response, never a clean short one.
+ *   reader at once (with no reason: the cause is logged by the engine), so clients see an aborted response, never a
+ *   clean short one.
  * - The read handle stays open until the spool is ended ({@link end}) and the last reader is released, so readers
  *   keep working after the file has been renamed into the blob store or unlinked.
  */
@@ -140,7 +141,9 @@ export class Spool {
           for (;;) {
             if (this.error) {
               release();
-              ctrl.error(this.error);
+              // No reason on purpose: Bun.serve prints a stream's error reason to stderr (a multi-line dump that would
+              // break JSON-line logs); the engine logs the cause. The client sees the connection cut either way.
+              ctrl.error(undefined);
               return;
             }
             if (pos >= limit) {

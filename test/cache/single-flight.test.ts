@@ -55,7 +55,7 @@ test("50 concurrent misses of 64 MiB → exactly 1 upstream request, identical b
   const entry = await fx.artifacts.get("pool/big.tar");
   expect(entry?.blobDigest).toBe(`sha256:${expected}`);
   expect(entry?.sizeBytes).toBe(64 * MiB);
-});
+}, 60_000);
 
 test("a follower joining mid-download gets the bytes already written plus the rest", async () => {
   const chunks = Array.from({ length: 16 }, () => new Uint8Array(randomBytes(256 * 1024)));
