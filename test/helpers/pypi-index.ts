@@ -8,6 +8,7 @@
  * <root>/simple/<project>/index.html               project pages (index server)
  * <root>/packages/<aa>/<bb>/<sha256>/<filename>    files, PyPI-like paths (served by both servers)
  * <root>/packages/…/<filename>.metadata            PEP 658 metadata of the `wheel` wheel
+ * /pypi/<project>/json, /pypi/<project>/<version>/json   Warehouse-style JSON API (index server, generated)
  * ```
  * Project `example` links its files relatively (`../../packages/…`, resolved against the index server); the other
  * projects link absolutely to the files server. Extra synthetic wheels (built with fflate) test pip's filters:
@@ -131,11 +132,22 @@ export async function startPypiIndex(o: PypiIndexOptions = {}): Promise<TestPypi
 
   // Servers first (their ports go into absolute links); pages are generated into `root` before any request.
   const pages = new Map<string, { html: string; json: string }>();
+  /** Warehouse-style JSON API documents (`/pypi/<project>/json`), by project. */
+  const jsonApi = new Map<string, Record<string, unknown>>();
   const filesSrv = await startUpstream({ root });
   const indexSrv = await startUpstream({
     root,
     handler(req) {
       const p = new URL(req.url).pathname;
+      const api = /^\/pypi\/([^/]+)\/(?:([^/]+)\/)?json$/.exec(p);
+      if (api) {
+        const doc = jsonApi.get(api[1]);
+        if (!doc) return new Response("404 Not Found\n", { status: 404, headers: { "content-type": "text/plain" } });
+        if (api[2] === undefined) return Response.json(doc);
+        const files = (doc.releases as Record<string, unknown[]>)[api[2]];
+        if (!files) return new Response("404 Not Found\n", { status: 404, headers: { "content-type": "text/plain" } });
+        return Response.json({ info: { ...(doc.info as object), version: api[2] }, urls: files, vulnerabilities: [] });
+      }
       if (!p.startsWith("/simple/")) return undefined;
       const page = pages.get(p);
       if (!page) return new Response("404 Not Found\n", { status: 404, headers: { "content-type": "text/plain" } });
@@ -212,6 +224,28 @@ export async function startPypiIndex(o: PypiIndexOptions = {}): Promise<TestPypi
       })),
     });
     pages.set(`/simple/${project}/`, { html, json });
+    const fileObj = (f: IndexFile) => ({
+      filename: f.filename,
+      url: f.url,
+      digests: { sha256: f.sha256 },
+      size: f.sizeBytes,
+      packagetype: "bdist_wheel",
+      python_version: "py3",
+      requires_python: f.requiresPython ?? null,
+      yanked: f.yanked !== undefined,
+      yanked_reason: typeof f.yanked === "string" ? f.yanked : null,
+    });
+    const installable = files.filter((f) => f.installable);
+    const latest = installable[installable.length - 1] ?? files[0];
+    const releases: Record<string, unknown[]> = {};
+    for (const f of files) (releases[f.version] ??= []).push(fileObj(f));
+    jsonApi.set(project, {
+      info: { name: project, version: latest.version, summary: `${project} test package`, requires_python: latest.requiresPython ?? null },
+      last_serial: 1,
+      releases,
+      urls: files.filter((f) => f.version === latest.version).map(fileObj),
+      vulnerabilities: [],
+    });
     await mkdir(join(root, "simple", project), { recursive: true });
     await writeFile(join(root, "simple", project, "index.html"), html);
   }
