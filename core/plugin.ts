@@ -309,6 +309,12 @@ export interface VaultPlugin<C extends RepositoryConfig = RepositoryConfig> {
    * `@scope%2fname`); the plugin must then parse such segments itself. Default false: `%2F` is refused with 400.
    */
   allowEncodedSlash?: boolean;
+  /**
+   * If true the host skips its path check (core/http/path.ts) for this plugin's mounts entirely: the plugin treats
+   * the rest of the path as opaque names and validates them itself (S3 object keys may contain `//`, `%2F`, `%25`,
+   * encoded control characters). Bun has already resolved `.`/`..` segments. Default false.
+   */
+  ownsPaths?: boolean;
   /** Called after routes are mounted, before listening. */
   start?(ctx: PluginContext<C>): Promise<void>;
   /** Called on shutdown, after in-flight requests finished. */

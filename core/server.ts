@@ -75,6 +75,8 @@ interface Mount {
   /** Host checks read permission before the plugin's routes (GET/HEAD) unless the plugin handles auth. */
   checkRead: boolean;
   allowEncodedSlash: boolean;
+  /** The plugin validates its own paths (VaultPlugin.ownsPaths): no host path check. */
+  ownsPaths: boolean;
   /** status → requests since the last scrape (folded into vault_http_requests_total on /-/metrics). */
   counts: Record<number, number>;
 }
@@ -235,6 +237,7 @@ export async function createVault(rawConfig: VaultConfig, o: CreateVaultOptions)
         auth,
         checkRead: !plugin.handlesAuth,
         allowEncodedSlash: plugin.allowEncodedSlash === true,
+        ownsPaths: plugin.ownsPaths === true,
         counts: {},
       };
     };
@@ -390,7 +393,7 @@ function makeVault(p: VaultParts): Vault {
   };
 
   const serveMount = async (m: Mount, req: Request, path: string, server: BunServer | undefined): Promise<Response> => {
-    const why = pathProblem(path, m.allowEncodedSlash ? { allowEncodedSlash: true } : undefined);
+    const why = m.ownsPaths ? null : pathProblem(path, m.allowEncodedSlash ? { allowEncodedSlash: true } : undefined);
     if (why) return render(m.plugin, errors.badPath(path, why), req);
     const method = req.method;
     const read = READ_METHODS.has(method);

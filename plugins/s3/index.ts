@@ -1,0 +1,57 @@
+/** The `s3` plugin: an S3-compatible API (awscli, s3cmd, AWS SDKs) over the vault's blob store, on the repository's own listener or under `/<name>/`. */
+import { definePlugin, type PluginContext, type RepositoryConfig, type VaultError } from "../../core/plugin.ts";
+import { createS3Service } from "./service.ts";
+import { newRequestId, renderS3Error, toS3Error } from "./errors.ts";
+
+export type { S3RepoConfig } from "./service.ts";
+
+const ACTIONS = ["read", "write", "delete", "admin"];
+
+/**
+ * S3 repositories are `hosted`. Buckets sit at the root of the repository's own listener (`port:`), path style;
+ * `/<name>/<bucket>/<key>` also works for clients that accept an endpoint path; `<bucket>.<virtualHostDomain>`
+ * hosts select virtual-hosted style. See plugins/s3/README.md.
+ */
+export default definePlugin<RepositoryConfig>({
+  format: "s3",
+  apiVersion: 1,
+  types: ["hosted"],
+  handlesAuth: true,
+  ownsPaths: true,
+  configSchema: {
+    type: "object",
+    properties: {
+      region: { type: "string", minLength: 1, description: "region reported to clients (default us-east-1)" },
+      virtualHostDomain: { type: "string", pattern: "^[a-z0-9.-]+$", description: "base domain for <bucket>.<domain> requests" },
+      maxObjectSizeBytes: { type: "integer", minimum: 1, description: "largest PutObject/UploadPart body, bytes (default 5 GiB)" },
+      minPartSizeBytes: { type: "integer", minimum: 1, description: "smallest non-final multipart part, bytes (default 5 MiB)" },
+      presignTtlSeconds: { type: "integer", minimum: 1, maximum: 604800 },
+      buckets: {
+        type: "array",
+        items: {
+          type: "object",
+          required: ["name"],
+          additionalProperties: false,
+          properties: {
+            name: { type: "string", pattern: "^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$" },
+            owner: { type: "string" },
+            anonymousRead: { type: "boolean" },
+            grants: { type: "object", additionalProperties: { type: "string", enum: ACTIONS } },
+          },
+        },
+      },
+    },
+  },
+  classify: () => "artifact",
+  routes(app, ctx: PluginContext) {
+    const svc = createS3Service(ctx);
+    svc.ensureConfiguredBuckets();
+    // `parse: "none"`: bodies are streamed by the service, never parsed by Elysia.
+    app.all("/", (c) => svc.handle(c.request), { parse: "none" as const });
+    app.all("/*", (c) => svc.handle(c.request), { parse: "none" as const });
+  },
+  renderError(err: VaultError, req: Request): Response {
+    const e = toS3Error(err);
+    return renderS3Error(e, { requestId: newRequestId(), resource: new URL(req.url).pathname, head: req.method === "HEAD" });
+  },
+});

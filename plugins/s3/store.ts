@@ -1,0 +1,97 @@
+/** Metadata of the s3 plugin in the vault DB: buckets, multipart uploads and their parts (tables s3_buckets, s3_uploads, s3_parts); objects are artifacts rows at `<bucket>/<key>`. */
+import { and, asc, eq, gt, gte, lt, or, sql } from "drizzle-orm";
+import type { Db } from "../../core/plugin.ts";
+import { s3Buckets, s3Uploads, s3Parts } from "../../core/db/schema.ts";
+
+export type BucketRow = typeof s3Buckets.$inferSelect;
+export type UploadRow = typeof s3Uploads.$inferSelect;
+export type PartRow = typeof s3Parts.$inferSelect;
+
+/** Highest code point: `x + MAX_CHAR` sorts after every key that starts with `x`. */
+export const MAX_CHAR = "\u{10ffff}";
+
+/** DB access for one repository's buckets and multipart uploads. */
+export interface S3Meta {
+  bucket(name: string): BucketRow | undefined;
+  buckets(): BucketRow[];
+  /** Inserts a bucket; false when the name is taken. */
+  createBucket(name: string, owner: string, region: string): boolean;
+  deleteBucket(name: string): void;
+  createUpload(u: Omit<UploadRow, "repository">): void;
+  upload(uploadId: string): UploadRow | undefined;
+  /** Uploads of a bucket with key ≥ `fromKey` (and prefix), ordered by key then initiation, at most `limit`. */
+  uploads(bucket: string, o: { prefix: string; afterKey?: string; afterUploadId?: string; limit: number }): UploadRow[];
+  deleteUpload(uploadId: string): void;
+  /** Upserts a part; returns the storage key it replaced, if any. Throws when the upload row is gone (FK). */
+  putPart(p: PartRow): string | undefined;
+  parts(uploadId: string, o?: { afterPart?: number; limit?: number }): PartRow[];
+}
+
+/** Builds the accessors over `db` for `repository`. */
+export function createS3Meta(db: Db, repository: string): S3Meta {
+  return {
+    bucket: (name) => db.select().from(s3Buckets).where(and(eq(s3Buckets.repository, repository), eq(s3Buckets.name, name))).get(),
+    buckets: () => db.select().from(s3Buckets).where(eq(s3Buckets.repository, repository)).orderBy(asc(s3Buckets.name)).all(),
+    createBucket(name, owner, region) {
+      const r = db.insert(s3Buckets).values({ repository, name, owner, region, createdAt: Date.now() }).onConflictDoNothing().returning({ name: s3Buckets.name }).all();
+      return r.length > 0;
+    },
+    deleteBucket(name) {
+      db.delete(s3Buckets).where(and(eq(s3Buckets.repository, repository), eq(s3Buckets.name, name))).run();
+    },
+    createUpload(u) {
+      db.insert(s3Uploads).values({ ...u, repository }).run();
+    },
+    upload: (uploadId) => db.select().from(s3Uploads).where(and(eq(s3Uploads.uploadId, uploadId), eq(s3Uploads.repository, repository))).get(),
+    uploads(bucket, o) {
+      const conds = [eq(s3Uploads.repository, repository), eq(s3Uploads.bucket, bucket)];
+      if (o.prefix) conds.push(gte(s3Uploads.key, o.prefix), lt(s3Uploads.key, o.prefix + MAX_CHAR));
+      if (o.afterKey !== undefined) {
+        if (o.afterUploadId) {
+          conds.push(or(gt(s3Uploads.key, o.afterKey), and(eq(s3Uploads.key, o.afterKey), gt(s3Uploads.uploadId, o.afterUploadId)))!);
+        } else conds.push(gt(s3Uploads.key, o.afterKey));
+      }
+      return db
+        .select()
+        .from(s3Uploads)
+        .where(and(...conds))
+        .orderBy(asc(s3Uploads.key), asc(s3Uploads.uploadId))
+        .limit(o.limit)
+        .all();
+    },
+    deleteUpload(uploadId) {
+      db.delete(s3Uploads).where(eq(s3Uploads.uploadId, uploadId)).run();
+    },
+    putPart(p) {
+      return db.transaction((tx) => {
+        const old = tx
+          .select({ k: s3Parts.storageKey })
+          .from(s3Parts)
+          .where(and(eq(s3Parts.uploadId, p.uploadId), eq(s3Parts.partNumber, p.partNumber)))
+          .get();
+        tx.insert(s3Parts)
+          .values(p)
+          .onConflictDoUpdate({
+            target: [s3Parts.uploadId, s3Parts.partNumber],
+            set: { storageKey: p.storageKey, sizeBytes: p.sizeBytes, md5: p.md5, checksum: p.checksum, modifiedAt: p.modifiedAt },
+          })
+          .run();
+        return old?.k;
+      });
+    },
+    parts(uploadId, o) {
+      const q = db
+        .select()
+        .from(s3Parts)
+        .where(and(eq(s3Parts.uploadId, uploadId), gt(s3Parts.partNumber, o?.afterPart ?? 0)))
+        .orderBy(asc(s3Parts.partNumber));
+      return (o?.limit ? q.limit(o.limit) : q).all();
+    },
+  };
+}
+
+/** Count of buckets rows (for tests' orphan checks). */
+export function countRows(db: Db, table: "s3_uploads" | "s3_parts"): number {
+  const t = table === "s3_uploads" ? s3Uploads : s3Parts;
+  return db.select({ n: sql<number>`count(*)` }).from(t).get()?.n ?? 0;
+}
