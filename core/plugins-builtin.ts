@@ -3,4 +3,6 @@
  * plugins/<format>/index.ts; plugins/<dir>/index.ts files not listed here are still found by core/loader.ts
  * scanning the plugins directory (when running from source).
  */
-export const BUILTIN_PLUGINS: Record<string, () => Promise<{ default?: unknown }>> = {};
+export const BUILTIN_PLUGINS: Record<string, () => Promise<{ default?: unknown }>> = {
+  s3: () => import("../plugins/s3/index.ts"),
+};
