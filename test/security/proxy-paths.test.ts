@@ -24,7 +24,7 @@ function raw(port: number, target: string, method = "GET"): Promise<{ status: nu
     });
     const chunks: Buffer[] = [];
     sock.setTimeout(10_000, () => sock.destroy(new Error(`timeout for ${target}`)));
-    sock.on("data", (d) => chunks.push(d));
+    sock.on("data", (d: Buffer) => chunks.push(d));
     sock.on("error", reject);
     sock.on("close", () => {
       const text = Buffer.concat(chunks).toString("latin1");
