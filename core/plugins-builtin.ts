@@ -5,4 +5,6 @@
  */
 export const BUILTIN_PLUGINS: Record<string, () => Promise<{ default?: unknown }>> = {
   s3: () => import("../plugins/s3/index.ts"),
+  http: () => import("../plugins/http/index.ts"),
+  pypi: () => import("../plugins/pypi/index.ts"),
 };

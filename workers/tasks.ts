@@ -5,8 +5,9 @@
  */
 import { sha256File, digests } from "./checksum.ts";
 import { rewriteJson, rewriteUrls } from "./document.ts";
+import { pypiSimple } from "../plugins/pypi/task.ts";
 
-export const tasks = { sha256File, digests, rewriteJson, rewriteUrls };
+export const tasks = { sha256File, digests, rewriteJson, rewriteUrls, pypiSimple };
 
 /** Name of a pool task (an export of workers/index.ts). */
 export type TaskName = keyof typeof tasks;
