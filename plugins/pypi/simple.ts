@@ -76,7 +76,12 @@ export interface BuildSnapshotInput {
 }
 
 /** Thrown for upstream documents the vault cannot use (bad JSON, unsupported major api-version). */
-export class SimpleParseError extends Error {}
+export class SimpleParseError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "SimpleParseError";
+  }
+}
 
 const decoder = new TextDecoder();
 const encoder = new TextEncoder();
