@@ -16,6 +16,13 @@ export class Counter {
     const k = labelKey(labels);
     this.values.set(k, (this.values.get(k) ?? 0) + n);
   }
+  /** A pre-bound incrementer for one label set: the label key is built once (for per-request hot paths). */
+  bind(labels: Labels = {}): (n?: number) => void {
+    const k = labelKey(labels);
+    return (n = 1) => {
+      this.values.set(k, (this.values.get(k) ?? 0) + n);
+    };
+  }
   render(): string {
     let s = `# HELP ${this.name} ${this.help}\n# TYPE ${this.name} counter\n`;
     for (const [k, v] of this.values) s += `${this.name}${k} ${v}\n`;
