@@ -149,7 +149,7 @@ export function createArtifactStore(o: ArtifactStoreOptions): VaultArtifactStore
   const hot = new Map<string, { entry: ArtifactEntry; loadedAt: number }>();
   const pending = new Map<string, { hits: number; at: number }>();
   let timer: ReturnType<typeof setTimeout> | undefined;
-  const bytesLabels = { repository };
+  const addBytes = metrics.bytesServed.bind({ repository });
 
   const selectOne = db
     .select()
@@ -355,7 +355,7 @@ export function createArtifactStore(o: ArtifactStoreOptions): VaultArtifactStore
             const m = /^bytes (\d+)-(\d+)\//.exec(res.headers.get("content-range") ?? "");
             if (m) n = Number(m[2]) - Number(m[1]) + 1;
           }
-          metrics.bytesServed.inc(bytesLabels, n);
+          addBytes(n);
         }
       }
       return res;

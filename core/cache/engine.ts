@@ -140,14 +140,15 @@ export function createCacheEngine(o: CacheEngineOptions): VaultCacheEngine {
   let failures = 0;
   let breakerUntil = 0;
 
-  const L = (result: string) => ({ repository, result });
+  const L = (result: string) => metrics.cache.bind({ repository, result });
   const labels = { HIT: L("HIT"), MISS: L("MISS"), REVALIDATED: L("REVALIDATED"), STALE: L("STALE"), NEGATIVE: L("NEGATIVE"), BYPASS: L("BYPASS") };
   const repoLabel = { repository };
   const HIT_HEADERS = Object.freeze({ "x-vault-cache": "HIT" });
-  const count = (s: keyof typeof labels) => metrics.cache.inc(labels[s]);
+  const count = (s: keyof typeof labels) => labels[s]();
   const gauge = () => metrics.inflight.set(repoLabel, flights.size);
+  const addBytes = metrics.bytesServed.bind(repoLabel);
   const onBytes = (n: number) => {
-    if (n > 0) metrics.bytesServed.inc(repoLabel, n);
+    if (n > 0) addBytes(n);
   };
 
   function notFound(key: string, cacheStatus: CacheStatus): VaultError {
