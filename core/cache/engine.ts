@@ -101,7 +101,8 @@ function expectHex(v: string | undefined): string | undefined {
  *   leaving never cancels the download. At the end: byte count = Content-Length (when sent), digest and size = `expect`;
  *   then the file is adopted by the blob store and the row recorded. On upstream abort, stall, short body or mismatch the
  *   spool is deleted, no entry is created and every streaming response is errored (the connection is cut, never a clean
- *   short 200). Before any byte is sent a failure answers 502/503/504, or stale.
+ *   short 200). Clients get their status line only once the first byte is spooled, so a failure before that answers
+ *   502/503/504, or stale.
  * - **Followers** wait for the upstream's answer at most `cache.lockTimeoutSeconds` (default 30); then they fetch
  *   directly without caching (`X-Vault-Cache: BYPASS`).
  * - **Revalidation** (§3, §7): a mutable entry past `expiresAt`, or any mutable entry when the client sends
@@ -117,7 +118,10 @@ function expectHex(v: string | undefined): string | undefined {
  * - **transform** (mutable documents): the body is buffered (gzip/deflate/br content-encoding decoded first), verified,
  *   transformed once per upstream fetch and the rewritten bytes stored; clients are answered from the stored entry.
  * - **HEAD on a miss** is forwarded upstream as HEAD without creating an entry (a fill when the spec has a `transform`,
- *   since the stored document differs from upstream's); a HEAD joining a running flight is answered from its headers.
+ *   since the stored document differs from upstream's, or when upstream answers the HEAD 405/501); a HEAD joining a
+ *   running flight is answered from its headers.
+ * - **Client Cache-Control**: `only-if-cached` → 504 VAULT_NOT_CACHED when nothing is stored (a stale copy is answered
+ *   STALE); `no-store` → the fill is streamed but not stored.
  * - **Range on a miss**: the whole object is fetched; when upstream sent Content-Length the client gets `206` for its
  *   slice as those bytes arrive, otherwise `200` with the whole body. An upstream `206` is never stored.
  * - Every response carries `X-Vault-Cache: HIT|MISS|REVALIDATED|STALE|BYPASS`; errors thrown carry it in `headers`.
@@ -287,7 +291,8 @@ export function createCacheEngine(o: CacheEngineOptions): VaultCacheEngine {
           upstreamEtag: res.headers.get("etag") ?? undefined,
           upstreamLastModified: res.headers.get("last-modified") ?? undefined,
           headers: keptHeaders(res.headers, spec),
-          cacheFlags: d.flags,
+          // RFC 9111 §4.3.4: a 304 without Cache-Control leaves the stored directives in force.
+          cacheFlags: res.headers.has("cache-control") ? d.flags : undefined,
         }) ?? stale;
       head.ok({ kind: "entry", entry, status: "REVALIDATED" });
       done.resolve(entry);
@@ -594,8 +599,8 @@ export function createCacheEngine(o: CacheEngineOptions): VaultCacheEngine {
     return new Response(req.method === "HEAD" ? null : res.body, { headers: out });
   }
 
-  /** HEAD on a miss: forwarded upstream as HEAD, nothing stored. */
-  async function headMiss(spec: CacheRequest): Promise<Response> {
+  /** HEAD on a miss: forwarded upstream as HEAD, nothing stored (an upstream refusing HEAD gets a GET fill instead). */
+  async function headMiss(req: Request, spec: CacheRequest): Promise<Response> {
     const headers: Record<string, string> = {};
     if (spec.upstreamHeaders) for (const [k, v] of Object.entries(spec.upstreamHeaders)) if (!DROP_UPSTREAM.has(k.toLowerCase())) headers[k] = v;
     let res: Response;
@@ -611,6 +616,7 @@ export function createCacheEngine(o: CacheEngineOptions): VaultCacheEngine {
       if (negativeTtlMs > 0 && !/no-store/i.test(res.headers.get("cache-control") ?? "")) negative.set(spec.key, now + negativeTtlMs);
       throw notFound(spec.key, "MISS");
     }
+    if (res.status === 405 || res.status === 501) return fromFlight(req, spec, null, false);
     if (res.status !== 200) {
       if (res.status >= 500 || res.status === 429) failed();
       throw withCacheHeader(errors.upstream(res.status, spec.upstreamUrl), "MISS");
@@ -668,7 +674,7 @@ export function createCacheEngine(o: CacheEngineOptions): VaultCacheEngine {
       throw withCacheHeader(errors.upstreamDown(spec.upstreamUrl, "upstream skipped after repeated failures"), "MISS");
     if (method === "HEAD" && !spec.transform) {
       const f = flights.get(key);
-      if (!f) return headMiss(spec);
+      if (!f) return headMiss(req, spec);
     }
     return fromFlight(req, spec, null, rd.noStore);
   }

@@ -570,6 +570,48 @@ describe("negative cache and lock timeout", () => {
   });
 });
 
+describe("request directives and HEAD fallback", () => {
+  test("only-if-cached → 504 when nothing is stored; request no-store → streamed, not stored", async () => {
+    fx = await cacheFixture({ upstream: { root: await rootWith({ "o.bin": "abc" }) } });
+    const r = await fetch(`${fx.url}/o.bin`, { headers: { "cache-control": "only-if-cached" } });
+    expect(r.status).toBe(504);
+    expect(fx.up.requests.length).toBe(0);
+    const ns = await fetch(`${fx.url}/o.bin`, { headers: { "cache-control": "no-store" } });
+    expect(await ns.text()).toBe("abc");
+    await fx.engine.drain(5000);
+    expect(await fx.artifacts.get("o.bin")).toBeNull();
+  });
+
+  test("an upstream refusing HEAD (405) gets a GET fill that answers the HEAD", async () => {
+    fx = await cacheFixture({
+      upstream: { handler: (req) => (req.method === "HEAD" ? new Response(null, { status: 405 }) : new Response("body!", { headers: { "content-length": "5" } })) },
+    });
+    const r = await fetch(`${fx.url}/nohead.bin`, { method: "HEAD" });
+    expect(r.status).toBe(200);
+    expect(r.headers.get("content-length")).toBe("5");
+    await fx.engine.drain(5000);
+    expect((await fx.artifacts.get("nohead.bin"))?.sizeBytes).toBe(5);
+  });
+
+  test("a 304 without Cache-Control keeps the stored must-revalidate flag", async () => {
+    fx = await cacheFixture({
+      upstream: {
+        handler: (req) =>
+          req.headers.get("if-none-match")
+            ? new Response(null, { status: 304, headers: { etag: '"k"' } })
+            : new Response("k", { headers: { etag: '"k"', "cache-control": "max-age=0, must-revalidate" } }),
+      },
+      spec: () => ({ ttlSeconds: 600 }),
+    });
+    await (await fetch(`${fx.url}/k.json`)).text();
+    await fx.engine.drain(5000);
+    const r = await fetch(`${fx.url}/k.json`, { headers: { pragma: "no-cache" } });
+    expect(r.headers.get("x-vault-cache")).toBe("REVALIDATED");
+    await r.text();
+    expect((await fx.artifacts.get("k.json"))!.cacheFlags).toContain("must-revalidate");
+  });
+});
+
 describe("engine.fetch, drain", () => {
   test("fetch() fills the cache and reports MISS then HIT", async () => {
     fx = await cacheFixture({ upstream: { root: await rootWith({ "p.tgz": "pre" }) } });
