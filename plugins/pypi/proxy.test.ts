@@ -152,3 +152,39 @@ describe("links after a restart", () => {
     expect(up.count("/simple/other/")).toBe(1); // the page that lists it was fetched to find the upstream URL
   });
 });
+
+describe("upstream down", () => {
+  test("an expired project page is served stale (X-Vault-Cache: STALE) and its cached files still download", async () => {
+    const own = await startUpstream({
+      handler(req) {
+        const p = new URL(req.url).pathname;
+        if (p === "/simple/small/") return new Response(JSON.stringify(pages(`http://${new URL(req.url).host}`).get("small")), { headers: { "content-type": JSON_ACCEPT } });
+        if (p.startsWith("/packages/")) return new Response(content(p.slice("/packages/".length)));
+        return new Response("no\n", { status: 404 });
+      },
+    });
+    const v = await startVault({ config: { repositories: [{ name: "py", format: "pypi", type: "proxy", upstream: `${own.url}/simple/`, cache: { metadataTtlSeconds: 0 } }] } });
+    try {
+      const first = await fetch(`${v.url}/py/simple/small/`, { headers: { accept: JSON_ACCEPT } });
+      expect(first.status).toBe(200);
+      await first.arrayBuffer();
+      const f = await fetch(`${v.url}/py/files/packages/small-2.0-py3-none-any.whl`);
+      expect(await f.text()).toBe("contents of small-2.0-py3-none-any.whl\n");
+      await settled(v);
+      await own.stop();
+      const stale = await fetch(`${v.url}/py/simple/small/`, { headers: { accept: JSON_ACCEPT } });
+      expect(stale.status).toBe(200);
+      expect(stale.headers.get("x-vault-cache")).toBe("STALE");
+      expect((await stale.json()).files.length).toBe(2);
+      const again = await fetch(`${v.url}/py/files/packages/small-2.0-py3-none-any.whl`);
+      expect(again.status).toBe(200);
+      expect(await again.text()).toBe("contents of small-2.0-py3-none-any.whl\n");
+      const never = await fetch(`${v.url}/py/files/packages/small-1.0-py3-none-any.whl`);
+      expect(never.status).toBeGreaterThanOrEqual(500); // listed but never downloaded: upstream unreachable
+      await never.text();
+    } finally {
+      await v.stop();
+      await own.stop();
+    }
+  });
+});
