@@ -45,6 +45,10 @@ const BREAKER_THRESHOLD = 5;
 const BREAKER_OPEN_MS = 10_000;
 
 const STALE_WARNING = '110 - "Response is Stale"';
+/** A streaming fill answers its clients once this many bytes are spooled (bytes)… */
+const ANNOUNCE_BYTES = 1024 * 1024;
+/** …or this long after the first byte arrived (ms), or when the verified body is complete. */
+const ANNOUNCE_MS = 250;
 
 /** How clients of a flight are answered once the upstream replied. */
 type FlightHead =
@@ -351,10 +355,15 @@ export function createCacheEngine(o: CacheEngineOptions): VaultCacheEngine {
     }
     const hdrs = responseHeaders(res.headers, spec);
     hdrs["x-vault-cache"] = "MISS";
-    // Clients get their response (status line and headers) once the first byte is in the spool: a failure before
-    // that is still answered properly (502/503/504 or stale) instead of with a cut 200.
+    // Clients get their status line once ANNOUNCE_BYTES are spooled, ANNOUNCE_MS after the first byte, or at the verified
+    // end, whichever comes first: a failure before that (small files are usually complete by then, so a digest
+    // mismatch is caught) is answered properly — 502/503/504 or stale — instead of with a cut connection, which some
+    // clients (Bun's fetch among them) silently retry when no byte of the response arrived.
     let announced = false;
+    let announceTimer: ReturnType<typeof setTimeout> | undefined;
     const announce = () => {
+      clearTimeout(announceTimer);
+      if (announced || f.headSettled) return;
       announced = true;
       head.ok({ kind: "stream", headers: hdrs, size: contentLength, spool });
     };
@@ -372,7 +381,10 @@ export function createCacheEngine(o: CacheEngineOptions): VaultCacheEngine {
             throw new VaultError("VAULT_SIZE_MISMATCH", 502, "upstream sent more bytes than announced", { url });
           hasher.update(value);
           await spool.write(value);
-          if (!announced) announce();
+          if (!announced) {
+            if (spool.bytesWritten >= ANNOUNCE_BYTES) announce();
+            else announceTimer ??= setTimeout(announce, ANNOUNCE_MS);
+          }
         }
       }
       const size = spool.bytesWritten;
@@ -414,6 +426,7 @@ export function createCacheEngine(o: CacheEngineOptions): VaultCacheEngine {
       done.resolve(entry);
       return true;
     } catch (e) {
+      clearTimeout(announceTimer);
       const v = toVaultError(e);
       if (!f.ac.signal.aborted && v.code !== "VAULT_DIGEST_MISMATCH" && v.code !== "VAULT_SIZE_MISMATCH") failed();
       log.warn("upstream download failed; nothing stored", { key: spec.key, url, code: v.code, error: v.message, bytes: spool.bytesWritten });

@@ -24,6 +24,13 @@ async function rootWith(files: Record<string, string | Uint8Array>): Promise<str
   return root;
 }
 
+/** A body sending all chunks at once (one pull each). */
+function gatedAll(chunks: Uint8Array[]): ReadableStream<Uint8Array> {
+  const g = gatedBody(chunks);
+  g.release(chunks.length);
+  return g.body;
+}
+
 /** Reads the body and reports whether it ended with an error (aborted connection) instead of cleanly. */
 async function bodyOutcome(res: Response): Promise<{ ok: true; bytes: number } | { ok: false; bytes: number; error: string }> {
   const reader = res.body!.getReader();
@@ -228,27 +235,39 @@ describe("failures never become entries", () => {
     });
     extra.push({ stop: () => raw.stop(true) });
     fx = await cacheFixture({ spec: (key) => ({ upstreamUrl: `http://127.0.0.1:${raw.port}/${key}` }), upstreamDefaults: { retries: 0 } });
-    const r = await fetch(`${fx.url}/short.bin`).catch((e) => e);
-    if (r instanceof Response) expect((await bodyOutcome(r)).ok).toBe(false);
-    else expect(r).toBeInstanceOf(Error);
+    // The cut comes before the response is announced: a clean 503, not a 200 (never a clean short 200).
+    const r = await fetch(`${fx.url}/short.bin`);
+    expect(r.status).toBe(503);
+    await r.arrayBuffer();
     await fx.engine.drain(5000);
     expect(await fx.artifacts.get("short.bin")).toBeNull();
     expect(await fx.spoolFiles()).toEqual([]);
     expect(sockets).toBe(1);
   });
 
-  test("digest mismatch (expect.sha256 wrong) → response errored, no entry; size known in advance → 502", async () => {
+  test("digest mismatch (expect.sha256 wrong): small file → clean 502; large file → response cut; never an entry", async () => {
     const body = new Uint8Array(randomBytes(200_000));
+    const big = Array.from({ length: 24 }, () => new Uint8Array(randomBytes(128 * 1024)));
     fx = await cacheFixture({
-      upstream: { root: await rootWith({ "d.bin": body, "s.bin": body }) },
-      spec: (key) => (key === "d.bin" ? { expect: { sha256: "0".repeat(64) } } : { expect: { sizeBytes: 5 } }),
+      upstream: {
+        root: await rootWith({ "d.bin": body, "s.bin": body }),
+        handler: (req) => (new URL(req.url).pathname === "/big.bin" ? new Response(gatedAll(big), { headers: { "content-length": String(24 * 128 * 1024) } }) : undefined),
+      },
+      spec: (key) => (key === "s.bin" ? { expect: { sizeBytes: 5 } } : { expect: { sha256: "0".repeat(64) } }),
     });
-    // Depending on timing the connection is cut before or after the status line: either way never a clean 200.
-    const r = await fetch(`${fx.url}/d.bin`).catch((e: Error) => e);
-    if (r instanceof Response) expect((await bodyOutcome(r)).ok).toBe(false);
-    else expect(r).toBeInstanceOf(Error);
+    const small = await fetch(`${fx.url}/d.bin`);
+    expect(small.status).toBe(502);
+    expect(await small.text()).toContain("digest");
+    expect(fx.up.count("/d.bin")).toBe(1);
+    // Large: the response started before the mismatch could be known, so the connection is cut, never a clean 200.
+    const r = await fetch(`${fx.url}/big.bin`).catch((e: Error) => e);
+    if (r instanceof Response) {
+      expect(r.status).toBe(200);
+      expect((await bodyOutcome(r)).ok).toBe(false);
+    } else expect(r).toBeInstanceOf(Error);
     await fx.engine.drain(5000);
     expect(await fx.artifacts.get("d.bin")).toBeNull();
+    expect(await fx.artifacts.get("big.bin")).toBeNull();
     expect(await fx.spoolFiles()).toEqual([]);
     const s = await fetch(`${fx.url}/s.bin`);
     expect(s.status).toBe(502);
