@@ -2,6 +2,7 @@
 import { createServer } from "node:net";
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
+import { S3Client, CreateBucketCommand, DeleteBucketCommand } from "@aws-sdk/client-s3";
 import { tmpDataDir } from "./tmp.ts";
 
 /** A running Ceph RGW. */
@@ -74,6 +75,19 @@ export async function startCeph(): Promise<CephRgw> {
       await d.exited;
     };
     if (code === 0 && vars.S3_ENDPOINT && vars.S3_ACCESS_KEY && vars.S3_SECRET_KEY) {
+      // The first bucket creation makes RGW create its data pools (several seconds): do it here, once.
+      const c = new S3Client({
+        endpoint: vars.S3_ENDPOINT,
+        region: vars.S3_REGION || "us-east-1",
+        forcePathStyle: true,
+        credentials: { accessKeyId: vars.S3_ACCESS_KEY, secretAccessKey: vars.S3_SECRET_KEY },
+      });
+      try {
+        await c.send(new CreateBucketCommand({ Bucket: "vault-warmup" }));
+        await c.send(new DeleteBucketCommand({ Bucket: "vault-warmup" }));
+      } finally {
+        c.destroy();
+      }
       return {
         endpoint: vars.S3_ENDPOINT,
         accessKeyId: vars.S3_ACCESS_KEY,
