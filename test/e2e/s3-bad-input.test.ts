@@ -42,7 +42,7 @@ async function signed(
   const s = signRequest({ method, url, headers: h, accessKeyId: KEYS.admin.id, secret: KEYS.admin.secret, payloadHash });
   h.set("authorization", s.authorization);
   o.mutate?.(h);
-  const res = await fetch(url, { method, headers: h, body: o.rawBody ?? body });
+  const res = await fetch(url, { method, headers: h, body: (o.rawBody ?? body) as BodyInit | undefined });
   const text = await res.text();
   return { status: res.status, code: /<Code>([^<]+)<\/Code>/.exec(text)?.[1] ?? "", body: text, headers: res.headers };
 }
@@ -118,7 +118,7 @@ test("bodies: sha256 mismatch, short aws-chunked body, tampered signed chunk, ov
     h.set("authorization", s.authorization);
     let body = encodeAwsChunked(data, { chunkSize: 65536, signing: { key: s.key, amzDate: h.get("x-amz-date")!, scope: s.scope, seedSignature: s.signature } });
     if (spoil) body = spoil(body);
-    const res = await fetch(url, { method: "PUT", headers: h, body });
+    const res = await fetch(url, { method: "PUT", headers: h, body: body as BodyInit });
     const t = await res.text();
     return { status: res.status, code: /<Code>([^<]+)<\/Code>/.exec(t)?.[1] ?? "", etag: res.headers.get("etag") };
   };
