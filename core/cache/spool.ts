@@ -118,8 +118,8 @@ export class Spool {
   }
 
   /**
-   * A reader of bytes `[start, end)` (`end` undefined: to the end of the download) as a pull-based stream.
-   * Returns null when the spool is already closed (the caller then serves the stored entry).
+   * A reader of bytes `[start, end)` (`end` undefined: to the end of the download) as a pull-based stream. It ends
+   * cleanly only after {@link finish} (a range too), and errors when the download fails. Returns null when the spool is already closed (the caller then serves the stored entry).
    * @param onEnd called once with the number of bytes delivered when the reader ends, errors or is cancelled
    */
   reader(start: number, end: number | undefined, onEnd?: (bytes: number) => void): ReadableStream<Uint8Array> | null {
@@ -147,6 +147,12 @@ export class Spool {
               return;
             }
             if (pos >= limit) {
+              // A range ends cleanly only once the whole download is verified: bytes of a file that then fails its
+              // digest check must not reach a client as a complete response.
+              if (!this.finished) {
+                await this.progress;
+                continue;
+              }
               release();
               ctrl.close();
               return;

@@ -189,3 +189,38 @@ export function gatedBody(chunks: Uint8Array[]): {
     },
   };
 }
+
+/**
+ * A node:http upstream that streams `chunks` with a `Content-Length` header (Bun.serve drops Content-Length on
+ * stream bodies, node:http keeps it), awaiting `gap()` between chunks and honouring socket backpressure.
+ * `onDone` fires after the last byte was handed to the socket.
+ */
+export async function startLengthUpstream(
+  chunks: Uint8Array[],
+  gap: () => Promise<void>,
+  onDone?: () => void,
+): Promise<{ url: string; requests: string[]; stop(): Promise<void> }> {
+  const { createServer } = await import("node:http");
+  const total = chunks.reduce((n, c) => n + c.byteLength, 0);
+  const requests: string[] = [];
+  const srv = createServer(async (req, res) => {
+    requests.push(req.url ?? "");
+    res.writeHead(200, { "content-length": String(total), "content-type": "application/x-tar" });
+    for (let i = 0; i < chunks.length; i++) {
+      if (i > 0) await gap();
+      if (!res.write(chunks[i])) await new Promise<void>((r) => res.once("drain", () => r()));
+    }
+    res.end(() => onDone?.());
+  });
+  await new Promise<void>((r) => srv.listen(0, "127.0.0.1", () => r()));
+  const port = (srv.address() as { port: number }).port;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    requests,
+    stop: () =>
+      new Promise<void>((r) => {
+        srv.closeAllConnections?.();
+        srv.close(() => r());
+      }),
+  };
+}
