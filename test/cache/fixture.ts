@@ -112,25 +112,6 @@ export async function drainBody(res: Response): Promise<{ sha256: string; size: 
   return { sha256: h.digest("hex"), size, firstByteAt };
 }
 
-/** A body stream that sends `chunks` one after another, awaiting `gap()` between them; `onDone` fires after the last. */
-export function slowBody(chunks: Uint8Array[], gap: () => Promise<void>, onDone?: () => void): ReadableStream<Uint8Array> {
-  let i = 0;
-  return new ReadableStream<Uint8Array>(
-    {
-      async pull(c) {
-        if (i >= chunks.length) {
-          onDone?.();
-          c.close();
-          return;
-        }
-        if (i > 0) await gap();
-        c.enqueue(chunks[i++]);
-      },
-    },
-    { highWaterMark: 0 },
-  );
-}
-
 /** A body whose chunks are sent only when released by the test: no timing guesses. */
 export function gatedBody(chunks: Uint8Array[]): {
   body: ReadableStream<Uint8Array>;
