@@ -13,6 +13,8 @@ export interface CephRgw {
   secretAccessKey: string;
   /** Always `us-east-1` (the default zonegroup refuses other location constraints). */
   region: string;
+  /** PIDs of the monitor, OSD and gateway (for benchmarks that pin or measure them). */
+  pids: number[];
   /** Stops the monitor, OSD and gateway this helper started (by their PIDs, via `ceph-rgw.sh down`). */
   stop(): Promise<void>;
 }
@@ -30,6 +32,18 @@ export function cephMissing(): string | null {
   if (!existsSync(cephScript())) return `${cephScript()} not found`;
   return null;
 }
+
+/** PIDs of every cluster this process started and has not stopped; killed at exit so a failed run leaves no daemons. */
+const running = new Set<number>();
+process.on("exit", () => {
+  for (const pid of running) {
+    try {
+      process.kill(pid, "SIGKILL");
+    } catch {
+      /* already gone */
+    }
+  }
+});
 
 function portFree(port: number): Promise<boolean> {
   return new Promise((res) => {
@@ -70,9 +84,16 @@ export async function startCeph(): Promise<CephRgw> {
       const m = /^(S3_[A-Z_]+)=(.*)$/.exec(line.trim());
       if (m) vars[m[1]] = m[2];
     }
+    const pids: number[] = [];
+    for (const n of ["mon", "osd", "rgw"]) {
+      const t = await Bun.file(join(dir, "run", `${n}.pid`)).text().catch(() => "");
+      if (/^\d+$/.test(t.trim())) pids.push(Number(t.trim()));
+    }
+    for (const pid of pids) running.add(pid);
     const stop = async () => {
       const d = Bun.spawn(["bash", cephScript(), "down", dir], { stdout: "ignore", stderr: "ignore" });
       await d.exited;
+      for (const pid of pids) running.delete(pid);
     };
     if (code === 0 && vars.S3_ENDPOINT && vars.S3_ACCESS_KEY && vars.S3_SECRET_KEY) {
       // The first bucket creation makes RGW create its data pools (several seconds): do it here, once.
@@ -85,10 +106,14 @@ export async function startCeph(): Promise<CephRgw> {
       try {
         await c.send(new CreateBucketCommand({ Bucket: "vault-warmup" }));
         await c.send(new DeleteBucketCommand({ Bucket: "vault-warmup" }));
+      } catch (e) {
+        await stop();
+        throw e;
       } finally {
         c.destroy();
       }
       return {
+        pids,
         endpoint: vars.S3_ENDPOINT,
         accessKeyId: vars.S3_ACCESS_KEY,
         secretAccessKey: vars.S3_SECRET_KEY,
