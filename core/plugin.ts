@@ -13,6 +13,8 @@ import type * as schema from "./db/schema.ts";
 export { VaultError, errors } from "./errors.ts";
 export { checkRequestPath, checkPathComponent, pathProblem, type PathCheckOptions } from "./http/path.ts";
 export type { StorageDriver, PutExpect, ByteRange, ObjectInfo } from "./storage/driver.ts";
+/** The driver key of a blob (`blobs/sha256/ab/<hex>`), for plugins reading stored blobs through `ctx.storage`. */
+export { blobKey } from "./storage/driver.ts";
 export type { RepositoryConfig } from "./config/types.ts";
 
 /** The plugin API version this host implements. A plugin declaring another version is refused at boot. */
@@ -269,6 +271,9 @@ export interface PluginContext<C extends RepositoryConfig = RepositoryConfig> {
   member(name: string): PluginContext | undefined;
 }
 
+/** What a plugin's `gc` hook receives: the repository's metadata and stores, nothing that talks to the network. */
+export type GcContext<C extends RepositoryConfig = RepositoryConfig> = Pick<PluginContext<C>, "repo" | "config" | "storage" | "metadata" | "artifacts" | "log">;
+
 /** The Elysia instance a plugin adds routes to (already prefixed with the repository mount). */
 export type PluginApp = Elysia<any, any, any, any, any, any, any>;
 
@@ -315,6 +320,14 @@ export interface VaultPlugin<C extends RepositoryConfig = RepositoryConfig> {
    * encoded control characters). Bun has already resolved `.`/`..` segments. Default false.
    */
   ownsPaths?: boolean;
+  /**
+   * Garbage collection of the plugin's own references (e.g. OCI blob links that no manifest references), run by
+   * `vault gc` for each repository of this format BEFORE the blob sweep, so blobs whose last row it removed are swept
+   * in the same run. Must be safe while the server runs on the same data: never remove rows younger than `olderThan`
+   * (epoch ms). Receives a reduced context (no upstream, cache, auth or pool: gc runs outside the server too).
+   * @returns how many artifact rows were removed
+   */
+  gc?(ctx: GcContext<C>, o: { olderThan: number }): Promise<{ removed: number }>;
   /** Called after routes are mounted, before listening. */
   start?(ctx: PluginContext<C>): Promise<void>;
   /** Called on shutdown, after in-flight requests finished. */
