@@ -1,6 +1,6 @@
 /** The `s3` plugin: an S3-compatible API (awscli, s3cmd, AWS SDKs) over the vault's blob store, on the repository's own listener or under `/<name>/`. */
 import { definePlugin, type PluginContext, type RepositoryConfig, type VaultError } from "../../core/plugin.ts";
-import { createS3Service } from "./service.ts";
+import { createS3Service, gcS3 } from "./service.ts";
 import { newRequestId, renderS3Error, toS3Error } from "./errors.ts";
 
 export type { S3RepoConfig } from "./service.ts";
@@ -26,6 +26,7 @@ export default definePlugin<RepositoryConfig>({
       maxObjectSizeBytes: { type: "integer", minimum: 1, description: "largest PutObject/UploadPart body, bytes (default 5 GiB)" },
       minPartSizeBytes: { type: "integer", minimum: 1, description: "smallest non-final multipart part, bytes (default 5 MiB)" },
       presignTtlSeconds: { type: "integer", minimum: 1, maximum: 604800 },
+      abortIncompleteUploadsAfterSeconds: { type: "integer", minimum: 0, description: "vault gc aborts older multipart uploads (default 86400)" },
       buckets: {
         type: "array",
         items: {
@@ -50,6 +51,7 @@ export default definePlugin<RepositoryConfig>({
     app.all("/", (c) => svc.handle(c.request), { parse: "none" as const });
     app.all("/*", (c) => svc.handle(c.request), { parse: "none" as const });
   },
+  gc: gcS3,
   renderError(err: VaultError, req: Request): Response {
     const e = toS3Error(err);
     return renderS3Error(e, { requestId: newRequestId(), resource: new URL(req.url).pathname, head: req.method === "HEAD" });

@@ -1,7 +1,6 @@
 /** The S3 API of one `s3` repository (specs/s3.md): addressing, SigV4 auth and permissions, and every bucket, object, listing and multipart operation. */
 import { createHash } from "node:crypto";
-import type { ArtifactEntry, Action, PluginContext, Principal } from "../../core/plugin.ts";
-import { blobKey } from "../../core/storage/driver.ts";
+import { blobKey, type ArtifactEntry, type Action, type GcContext, type PluginContext, type Principal } from "../../core/plugin.ts";
 import { S3Error, newRequestId, renderS3Error, toS3Error, xmlEscape } from "./errors.ts";
 import { parseQuery, parseSignature, verifySignature, pctDecode, uriEncode, type VerifiedSignature } from "./sigv4.ts";
 import { MAX_XML_BYTES, S3_NS, listOf, parseXml, textOf, xmlResponse, type XmlObject } from "./xml.ts";
@@ -23,6 +22,8 @@ export interface S3RepoConfig {
   buckets?: { name: string; anonymousRead?: boolean; grants?: Record<string, Action>; owner?: string }[];
   /** Lifetime of presigned redirect URLs when `redirectDownloads` is set on a remote storage driver, seconds (default 300). */
   presignTtlSeconds?: number;
+  /** `vault gc` aborts multipart uploads older than this, seconds (default 86400, like an S3 lifecycle rule). */
+  abortIncompleteUploadsAfterSeconds?: number;
 }
 
 const GiB = 1024 * 1024 * 1024;
@@ -1224,4 +1225,31 @@ export function createS3Service(ctx: PluginContext) {
   }
 
   return { handle, ensureConfiguredBuckets };
+}
+
+/**
+ * `vault gc` for an s3 repository: aborts multipart uploads initiated before `olderThan` (epoch ms) and more than
+ * `abortIncompleteUploadsAfterSeconds` ago (their parts' bytes and rows are removed), and deletes part files under `uploads/s3/` that no part row references (left by a
+ * crash between storing a part and recording it) when they are older than `olderThan`.
+ * @returns `removed`: artifact rows removed (always 0: objects are only removed by clients); counts are logged
+ */
+export async function gcS3(ctx: GcContext, o: { olderThan: number }): Promise<{ removed: number }> {
+  const meta = createS3Meta(ctx.metadata, ctx.repo.name);
+  let uploads = 0;
+  let files = 0;
+  const maxAgeMs = ((ctx.config as S3RepoConfig).abortIncompleteUploadsAfterSeconds ?? 86400) * 1000;
+  for (const u of meta.staleUploads(Math.min(o.olderThan, Date.now() - maxAgeMs))) {
+    const parts = meta.parts(u.uploadId);
+    meta.deleteUpload(u.uploadId);
+    for (const p of parts) await ctx.storage.delete(p.storageKey).catch(() => {});
+    uploads++;
+  }
+  for await (const f of ctx.storage.list("uploads/s3/")) {
+    if (f.modifiedAt < o.olderThan && !meta.partKeyKnown(f.key)) {
+      await ctx.storage.delete(f.key).catch(() => {});
+      files++;
+    }
+  }
+  if (uploads || files) ctx.log.info("s3 gc", { abortedUploads: uploads, orphanPartFiles: files });
+  return { removed: 0 };
 }

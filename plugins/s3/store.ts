@@ -22,6 +22,10 @@ export interface S3Meta {
   /** Uploads of a bucket with key ≥ `fromKey` (and prefix), ordered by key then initiation, at most `limit`. */
   uploads(bucket: string, o: { prefix: string; afterKey?: string; afterUploadId?: string; limit: number }): UploadRow[];
   deleteUpload(uploadId: string): void;
+  /** Uploads of this repository initiated before `before` (epoch ms). */
+  staleUploads(before: number): UploadRow[];
+  /** Whether some part row points at `storageKey`. */
+  partKeyKnown(storageKey: string): boolean;
   /** Upserts a part; returns the storage key it replaced, if any. Throws when the upload row is gone (FK). */
   putPart(p: PartRow): string | undefined;
   parts(uploadId: string, o?: { afterPart?: number; limit?: number }): PartRow[];
@@ -59,6 +63,9 @@ export function createS3Meta(db: Db, repository: string): S3Meta {
         .limit(o.limit)
         .all();
     },
+    staleUploads: (before) =>
+      db.select().from(s3Uploads).where(and(eq(s3Uploads.repository, repository), lt(s3Uploads.initiatedAt, before))).all(),
+    partKeyKnown: (storageKey) => db.select({ k: s3Parts.storageKey }).from(s3Parts).where(eq(s3Parts.storageKey, storageKey)).get() !== undefined,
     deleteUpload(uploadId) {
       db.delete(s3Uploads).where(eq(s3Uploads.uploadId, uploadId)).run();
     },

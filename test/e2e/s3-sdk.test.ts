@@ -31,6 +31,7 @@ import { getSignedUrl } from "@aws-sdk/s3-request-presigner";
 import { Readable } from "node:stream";
 import { startS3Vault, expectNoOrphans, type S3Vault } from "./s3-env.ts";
 import { pseudoRandomBytes } from "../conformance/storage.ts";
+import s3plugin from "../../plugins/s3/index.ts";
 
 let v: S3Vault;
 let s3: S3Client;
@@ -40,6 +41,7 @@ const sent: Record<string, string>[] = [];
 beforeAll(async () => {
   v = await startS3Vault({
     maxObjectSizeBytes: 32 * 1024 * 1024,
+    abortIncompleteUploadsAfterSeconds: 0,
     buckets: [
       { name: "shared", owner: "root", grants: { alice: "write" } },
       { name: "public", owner: "root", anonymousRead: true },
@@ -436,6 +438,18 @@ describe("auth", () => {
     const g = await s3.send(new GetObjectCommand({ Bucket: "auth", Key: "via/mount" }));
     expect(await g.Body!.transformToString()).toBe("m");
   });
+});
+
+test("vault gc aborts stale multipart uploads and removes their parts", async () => {
+  const c = await s3.send(new CreateMultipartUploadCommand({ Bucket: "mpu", Key: "stale" }));
+  await s3.send(new UploadPartCommand({ Bucket: "mpu", Key: "stale", UploadId: c.UploadId, PartNumber: 1, Body: "abandoned" }));
+  const ctx = v.vault.vault.repositories.get("objects")!;
+  // uploads younger than the cut-off stay
+  await s3plugin.gc!(ctx, { olderThan: Date.now() - 60_000 });
+  expect((await s3.send(new ListMultipartUploadsCommand({ Bucket: "mpu" }))).Uploads?.length).toBe(1);
+  await s3plugin.gc!(ctx, { olderThan: Date.now() + 1 });
+  expect((await s3.send(new ListMultipartUploadsCommand({ Bucket: "mpu" }))).Uploads ?? []).toEqual([]);
+  expect(await code(s3.send(new ListPartsCommand({ Bucket: "mpu", Key: "stale", UploadId: c.UploadId })))).toBe("NoSuchUpload");
 });
 
 test("object ACLs are read-only FULL_CONTROL; nothing left behind", async () => {
