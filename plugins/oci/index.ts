@@ -1,0 +1,128 @@
+/** The `oci` plugin: OCI / Docker registry v2 repositories — pull-through proxy, hosted registry, group — with the vault as its own token server. */
+import { definePlugin, type PluginApp, type PluginContext } from "../../core/plugin.ts";
+import { renderOciError } from "./errors.ts";
+import { createHosted } from "./hosted.ts";
+import { createProxy, DOCKER_HUB_REGISTRY } from "./proxy.ts";
+import { createGroup } from "./group.ts";
+import { handleApi, handleToken, hostAddressing, repoAddressing, splitUrl, type Addressing } from "./routes.ts";
+import { ociGc } from "./gc.ts";
+import type { OciRepoConfig, RegistryService } from "./types.ts";
+
+export type { OciRepoConfig, OciNamespaceConfig } from "./types.ts";
+export { ociGc } from "./gc.ts";
+
+/** JSON Schema of the oci-specific repository keys (merged into the config schema for `format: oci`). */
+export const ociConfigSchema = {
+  type: "object" as const,
+  properties: {
+    root: { type: "boolean", description: "Also answer bare /v2/<image>/… at the root (Docker registry-mirrors). At most one repository." },
+    apiPrefix: {
+      type: "string",
+      pattern: "^([a-z0-9]+/)?$",
+      description: 'Path of the registry API below the mount: "v2/" (default) or "" (seed layout /<prefix>/<image>/manifests/<ref>).',
+    },
+    libraryPrefix: { type: "boolean", description: "proxy: add library/ to one-component names (default: true for Docker Hub)." },
+    tagTtlSeconds: { type: "number", minimum: 0, description: "proxy: seconds a cached tag is trusted before a HEAD revalidation (default cache.metadataTtlSeconds, else 300)." },
+    namespaces: {
+      type: "object",
+      description: "proxy: further upstreams chosen by containerd's ?ns=<host>, keyed by that host.",
+      additionalProperties: {
+        type: "object",
+        additionalProperties: false,
+        required: ["upstream"],
+        properties: {
+          upstream: { type: "string", format: "http-url" },
+          username: { type: "string" },
+          password: { type: "string" },
+          libraryPrefix: { type: "boolean" },
+        },
+      },
+    },
+    allowDelete: { type: "boolean", description: "hosted: allow DELETE of manifests, tags and blobs (default true)." },
+    maxManifestBytes: { type: "integer", minimum: 1024, description: "hosted: largest manifest accepted, bytes (default 4 MiB)." },
+    maxBlobBytes: { type: "integer", minimum: 1, description: "hosted: largest blob accepted, bytes (default unlimited)." },
+    uploadTtlSeconds: { type: "number", minimum: 1, description: "hosted: idle seconds after which an upload session is collected (default 86400)." },
+  },
+};
+
+/** Services by repository config object (one per repository per vault, shared by its mounts and listeners). */
+const services = new WeakMap<object, RegistryService>();
+
+/** The registry service of a repository (created on first use). */
+export function serviceOf(ctx: PluginContext): RegistryService {
+  let s = services.get(ctx.config);
+  if (s) return s;
+  const c = ctx as PluginContext<OciRepoConfig>;
+  if (ctx.repo.type === "proxy") s = createProxy(c);
+  else if (ctx.repo.type === "hosted") s = createHosted(c, { serviceOf });
+  else s = createGroup(c, { serviceOf });
+  services.set(ctx.config, s);
+  return s;
+}
+
+/** Registers the host's API (`/v2`, `/v2/*`) and token (`/token`) routes (bodies are streamed, never parsed). */
+function mountHost(app: PluginApp, a: Addressing, log: PluginContext["log"]): void {
+  const handler = (request: Request) => {
+    const { path, query } = splitUrl(request.url);
+    if (path === "/token") return handleToken(request, a, log);
+    return handleApi(request, path.length <= 4 ? "" : path.slice(4), query, a, log);
+  };
+  const opts = { parse: "none" as const };
+  app.all("/token", (c) => handler(c.request), opts);
+  app.all("/v2", (c) => handler(c.request), opts);
+  app.all("/v2/*", (c) => handler(c.request), opts);
+}
+
+export default definePlugin<OciRepoConfig>({
+  format: "oci",
+  apiVersion: 1,
+  types: ["proxy", "hosted", "group"],
+  configSchema: ociConfigSchema,
+  defaultUpstream: DOCKER_HUB_REGISTRY,
+  handlesAuth: true,
+  classify(path) {
+    return path.includes("/_blobs/") || path.includes("/_manifests/") ? "artifact" : "metadata";
+  },
+  routes(app, ctx) {
+    const prefix = ctx.config.apiPrefix ?? "v2/";
+    const sub = prefix.replace(/\/$/, "");
+    const mount = ctx.repo.mount;
+    const api = sub ? `${mount}/${sub}` : mount;
+    const a = repoAddressing(ctx, api, serviceOf);
+    const handler = (request: Request) => {
+      const { path, query } = splitUrl(request.url);
+      if (path === `${mount}/token`) return handleToken(request, a, ctx.log);
+      const rest = path.length <= api.length + 1 ? "" : path.slice(api.length + 1);
+      return handleApi(request, rest, query, a, ctx.log);
+    };
+    const opts = { parse: "none" as const };
+    app.all("/token", (c) => handler(c.request), opts);
+    if (sub) {
+      app.all(`/${sub}`, (c) => handler(c.request), opts);
+      app.all(`/${sub}/*`, (c) => handler(c.request), opts);
+    } else {
+      app.all("/", (c) => handler(c.request), opts);
+      app.all("/*", (c) => handler(c.request), opts);
+    }
+  },
+  hostRoutes(app, ctxs) {
+    const roots = ctxs.filter((c) => c.config.root === true);
+    if (roots.length > 1) throw new Error(`at most one oci repository may set root: true (found ${roots.map((r) => r.repo.name).join(", ")})`);
+    const first = ctxs[0];
+    const origin = (req: Request) => {
+      const b = first.baseUrl(req);
+      const m = first.repo.mount;
+      return m && b.endsWith(m) ? b.slice(0, b.length - m.length) : b;
+    };
+    const a = hostAddressing(ctxs, origin, serviceOf);
+    mountHost(app, a, first.log);
+  },
+  renderError: (err, req) => renderOciError(err, req),
+  async start(ctx) {
+    serviceOf(ctx).start?.();
+  },
+  async stop(ctx) {
+    await serviceOf(ctx).stop?.();
+  },
+  gc: (ctx, o) => ociGc(ctx as PluginContext<OciRepoConfig>, o),
+});

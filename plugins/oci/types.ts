@@ -1,0 +1,91 @@
+/** Shared types of the oci plugin: its repository config keys and the service each repository type implements. */
+import type { PluginContext, RepositoryConfig } from "../../core/plugin.ts";
+import type { Reference } from "./name.ts";
+import type { Descriptor } from "./manifest.ts";
+import type { Caller, ResolvedName } from "./token.ts";
+
+/** One extra upstream of a proxy, chosen by containerd's `?ns=<host>` (specs/oci.md §8 "How clients address a mirror"). */
+export interface OciNamespaceConfig {
+  /** Registry base URL, e.g. `https://quay.io`. */
+  upstream: string;
+  username?: string;
+  password?: string;
+  /** Add `library/` to one-component names (default: true for Docker Hub hosts). */
+  libraryPrefix?: boolean;
+}
+
+/** Repository keys of `format: oci` (beside the core ones in RepositoryConfig). */
+export interface OciRepoConfig extends RepositoryConfig {
+  /** Also answer bare `/v2/<image>/…` at the root (Docker `registry-mirrors`). At most one repository. */
+  root?: boolean;
+  /** Path of the registry API below the mount: `"v2/"` (default) or `""` (the seed's `/<prefix>/<image>/manifests/<ref>` layout). */
+  apiPrefix?: string;
+  /** proxy: add Docker Hub's implicit `library/` to one-component names (default: true when the upstream is Docker Hub). */
+  libraryPrefix?: boolean;
+  /** proxy: seconds a cached tag is trusted before it is revalidated with HEAD (default `cache.metadataTtlSeconds`, else 300). */
+  tagTtlSeconds?: number;
+  /** proxy: further upstreams selected by `?ns=<host>` (containerd mirrors), keyed by that host. */
+  namespaces?: Record<string, OciNamespaceConfig>;
+  /** hosted: allow DELETE of manifests, tags and blobs (default true). */
+  allowDelete?: boolean;
+  /** hosted: largest manifest accepted, bytes (default 4 MiB; larger → 413). */
+  maxManifestBytes?: number;
+  /** hosted: largest blob accepted, bytes (default unlimited). */
+  maxBlobBytes?: number;
+  /** hosted: seconds an upload session may stay idle before it is collected (default 86400). */
+  uploadTtlSeconds?: number;
+}
+
+/** An image as one request addresses it. */
+export interface ImageRef {
+  /** The repository name as the client wrote it (tokens' scopes, Location headers, tag list `name`). */
+  name: string;
+  /** The image inside the vault repository. */
+  image: string;
+  /** URL path of the API root the client used, without trailing slash (`/v2`, `/docker/v2`, `/dockerhub`). */
+  api: string;
+  /** containerd's `?ns=` value, when sent. */
+  ns: string | null;
+}
+
+/** What a cross-repository mount request asks for (`?mount=<digest>&from=<name>`). */
+export interface MountRequest {
+  digest: string;
+  /** The source, resolved in the same addressing context; null when `from` is missing or unknown. */
+  from: ResolvedName | null;
+  /** Whether the caller may pull from the source. */
+  allowed: boolean;
+}
+
+/**
+ * One repository's registry behaviour (proxy, hosted or group). Methods answer a request or throw a VaultError with
+ * an OCI code; listing helpers return raw data that the router paginates.
+ */
+export interface RegistryService {
+  readonly ctx: PluginContext<OciRepoConfig>;
+  /** GET/HEAD a manifest by tag or digest. @throws MANIFEST_UNKNOWN (404) */
+  getManifest(req: Request, t: ImageRef, ref: Reference): Promise<Response>;
+  /** PUT a manifest. @throws UNSUPPORTED (405) where pushes are not possible */
+  putManifest(req: Request, t: ImageRef, ref: Reference, caller: Caller): Promise<Response>;
+  /** DELETE a manifest or tag. */
+  deleteManifest(req: Request, t: ImageRef, ref: Reference, caller: Caller): Promise<Response>;
+  /** GET/HEAD a blob (Range supported). @throws BLOB_UNKNOWN (404) */
+  getBlob(req: Request, t: ImageRef, digest: string): Promise<Response>;
+  /** DELETE a blob link. */
+  deleteBlob(req: Request, t: ImageRef, digest: string, caller: Caller): Promise<Response>;
+  /** POST …/blobs/uploads/ (session, single-request push with `?digest=`, or mount). */
+  startUpload(req: Request, t: ImageRef, caller: Caller, mount: MountRequest | null): Promise<Response>;
+  /** PATCH/PUT/GET/DELETE on an upload session. */
+  upload(req: Request, t: ImageRef, id: string, caller: Caller): Promise<Response>;
+  /** The image's tags, sorted; null when the image is unknown here. */
+  tags(t: ImageRef): Promise<string[] | null>;
+  /** Descriptors of the manifests whose subject is `digest`; null when unknown/unsupported here (→ 404). */
+  referrers(t: ImageRef, digest: string): Promise<Descriptor[] | null>;
+  /** Images this repository holds (for `_catalog`), sorted. */
+  images(): Promise<string[]>;
+  /** The stored row of a blob of `image`, for cross-repository mounts (no upstream fetch). */
+  blobEntry(image: string, digest: string): Promise<import("../../core/plugin.ts").ArtifactEntry | null>;
+  /** Called at boot / shutdown. */
+  start?(): void;
+  stop?(): Promise<void>;
+}
