@@ -53,6 +53,8 @@ interface Call {
   requestId: string;
   principal: Principal;
   sig: VerifiedSignature | null;
+  /** Authenticated by a presigned URL (browsers, curl: they follow redirects). */
+  presigned: boolean;
   bucket?: string;
   key?: string;
   head: boolean;
@@ -189,6 +191,7 @@ export function createS3Service(ctx: PluginContext) {
     if (!found) throw new S3Error("InvalidAccessKeyId", undefined, { AWSAccessKeyId: sig.credential.accessKeyId });
     c.sig = verifySignature(sig, { method: c.method, rawPath: c.rawPath, query: c.pairs, headers: c.req.headers }, found.secret, Date.now());
     c.principal = found.principal;
+    c.presigned = sig.kind === "presigned";
   }
 
   /** May the caller do `action` on `bucket` (or the service when undefined)? Repository grants, bucket grants, bucket ownership, configured anonymous read. */
@@ -237,6 +240,7 @@ export function createS3Service(ctx: PluginContext) {
       requestId,
       principal: ANONYMOUS,
       sig: null,
+      presigned: false,
       head: req.method === "HEAD",
     };
     let res: Response;
@@ -618,7 +622,8 @@ export function createS3Service(ctx: PluginContext) {
     headers["content-length"] = String(len);
     if (c.head) return new Response(null, { status, headers });
     const key = blobKey(o.entry.blobDigest!);
-    if (cfg.redirectDownloads && ctx.storage.presignGet && c.sig === null && !range) {
+    // Redirect only clients that follow redirects (presigned URLs, anonymous): SDKs do not for GetObject.
+    if (cfg.redirectDownloads && ctx.storage.presignGet && (c.sig === null || c.presigned) && !range) {
       const url = await ctx.storage.presignGet(key, cfg.presignTtlSeconds ?? 300, {
         contentType: headers["content-type"],
         contentDisposition: headers["content-disposition"],
