@@ -1,6 +1,7 @@
 /** Shared helpers of the benchmarks in scripts/bench/: wrk runs, CPU pinning, RSS sampling, child servers, tables. */
 import { cpus } from "node:os";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
+import type { VaultConfig } from "../../core/config/types.ts";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 
@@ -150,11 +151,17 @@ export interface FileServer {
   stop(): Promise<void>;
 }
 
+const children = new Set<{ kill(signal?: number | NodeJS.Signals): void }>();
+process.on("exit", () => {
+  for (const c of children) c.kill("SIGKILL");
+});
+
 /** Starts scripts/bench/file-server.ts on `root` (optionally pinned and rate-limited) and waits for its port. */
 export async function startFileServer(root: string, o: { cpus?: string; rateBytesPerSecond?: number } = {}): Promise<FileServer> {
   const cmd = [process.execPath, join(import.meta.dir, "file-server.ts"), root];
   if (o.rateBytesPerSecond) cmd.push("--rate", String(o.rateBytesPerSecond));
   const p = Bun.spawn(pinned(o.cpus, cmd), { stdout: "pipe", stderr: "inherit" });
+  children.add(p);
   const reader = p.stdout.getReader();
   let buf = "";
   while (!buf.includes("\n")) {
@@ -172,6 +179,7 @@ export async function startFileServer(root: string, o: { cpus?: string; rateByte
     async stop() {
       p.kill();
       await p.exited;
+      children.delete(p);
     },
   };
 }
@@ -242,4 +250,63 @@ export async function download(url: string, cpus?: string): Promise<{ sizeBytes:
   let sizeBytes = 0;
   for await (const c of res.body!) sizeBytes += c.byteLength;
   return { status: res.status, sizeBytes, seconds: (performance.now() - t0) / 1000, cache: res.headers.get("x-vault-cache") ?? undefined };
+}
+
+/** A vault started from the real CLI by {@link startVaultCli}. */
+export interface BenchVault {
+  url: string;
+  pid: number;
+  dataDir: string;
+  /** The vault's stderr (JSON logs and access log) goes here, not through a pipe into this process. */
+  logFile: string;
+  /** SIGTERM, then wait for exit (SIGKILL after 15 s). */
+  stop(): Promise<void>;
+}
+
+/**
+ * Runs `bun core/cli/bin.ts serve --config <json> --port 0 --host 127.0.0.1 --data <dir>` with stderr written to a
+ * file, so the benchmark process does not spend CPU reading the vault's access log (spawnVault pipes it), and
+ * waits for the `{"msg":"listening"}` line. The default log level (info, with the access log) is kept: that is how
+ * the vault runs by default.
+ * @throws Error with the log when the vault exits or does not listen within 30 s
+ */
+export async function startVaultCli(config: VaultConfig, dir: string): Promise<BenchVault> {
+  const repo = resolve(import.meta.dir, "../..");
+  const cfgFile = join(dir, "vault.config.json");
+  const dataDir = join(dir, "data");
+  const logFile = join(dir, "vault.log");
+  await Bun.write(cfgFile, JSON.stringify(config));
+  const p = Bun.spawn([process.execPath, join(repo, "core/cli/bin.ts"), "serve", "--config", cfgFile, "--port", "0", "--host", "127.0.0.1", "--data", dataDir], {
+    cwd: repo,
+    stdin: "ignore",
+    stdout: "ignore",
+    stderr: Bun.file(logFile),
+  });
+  children.add(p);
+  const t0 = performance.now();
+  for (;;) {
+    const text = await Bun.file(logFile).text().catch(() => "");
+    const m = /^\{.*"msg":"listening".*$/m.exec(text);
+    if (m) {
+      const { url } = JSON.parse(m[0]) as { url: string };
+      return {
+        url,
+        pid: p.pid,
+        dataDir,
+        logFile,
+        async stop() {
+          p.kill("SIGTERM");
+          const t = setTimeout(() => p.kill("SIGKILL"), 15_000);
+          await p.exited;
+          clearTimeout(t);
+          children.delete(p);
+        },
+      };
+    }
+    if (p.exitCode !== null || performance.now() - t0 > 30_000) {
+      p.kill("SIGKILL");
+      throw new Error(`vault did not start (exit ${p.exitCode}); log:\n${text}`);
+    }
+    await Bun.sleep(50);
+  }
 }
