@@ -19,7 +19,7 @@ import {
   UPSTREAM_MANIFEST_ACCEPT,
   type Descriptor,
 } from "./manifest.ts";
-import { blobReply, negotiatedManifestReply } from "./reply.ts";
+import { blobReply, negotiatedManifestReply, sortUnique } from "./reply.ts";
 import { blobPath, CATALOG_PREFIX, catalogPath, manifestPath, nsPrefix, tagListPath, tagPath } from "./layout.ts";
 import { UpstreamAuthenticator, type UpstreamCredentials } from "./upstream-auth.ts";
 import type { ImageRef, OciRepoConfig, RegistryService } from "./types.ts";
@@ -301,8 +301,9 @@ export function createProxy(ctx: PluginContext<OciRepoConfig>): RegistryService 
             const next = nextLink(res.headers.get("link"), up.base);
             url = next && next.origin === new URL(up.base).origin ? next : null;
           }
-          await ctx.artifacts.put(key, JSON.stringify(tags), { contentType: "application/json", kind: "metadata" });
-          return tags;
+          const sorted = sortUnique(tags);
+          await ctx.artifacts.put(key, JSON.stringify(sorted), { contentType: "application/json", kind: "metadata" });
+          return sorted;
         } catch (e) {
           if (cur && cur.blobDigest && isOutage(e)) return JSON.parse(new TextDecoder().decode(await ctx.artifacts.read(cur))) as string[];
           throw e;
