@@ -96,7 +96,7 @@ if (missing) {
         await driver.close?.();
         await cleanup();
       }
-    });
+    }, 120_000);
   });
 }
 
@@ -159,7 +159,7 @@ test("s3 driver on the vault's s3 plugin: a 20 MiB multipart put and a presigned
     await driver.close?.();
     await cleanup();
   }
-});
+}, 120_000);
 
 /* ---------------------------------------------------------------- a whole vault on Ceph RGW */
 

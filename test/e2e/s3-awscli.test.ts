@@ -57,7 +57,7 @@ function sha(b: Uint8Array | string): string {
     expect(ls).toContain("big.bin");
     expect(ls).toContain(String(data.length));
     expect((await aws(["s3", "ls"])).out).toContain("cli-bucket");
-  });
+  }, 120_000);
 
   test("sync of a directory tree, then s3api list-objects-v2 with a delimiter", async () => {
     for (const f of ["a.txt", "sub/b.txt", "sub/deeper/c.txt", "sub/space name.txt"]) {
@@ -72,7 +72,7 @@ function sha(b: Uint8Array | string): string {
     expect((await aws(["s3", "sync", "tree", "s3://cli-bucket/tree"])).out.trim()).toBe("");
     await aws(["s3", "sync", "s3://cli-bucket/tree", "tree-back"]);
     expect(await Bun.file(join(work, "tree-back", "sub", "deeper", "c.txt")).text()).toBe("content of sub/deeper/c.txt");
-  });
+  }, 120_000);
 
   test("s3api copy-object, delete-objects", async () => {
     const c = JSON.parse((await aws(["s3api", "copy-object", "--bucket", "cli-bucket", "--key", "copy.txt", "--copy-source", "cli-bucket/tree/a.txt"])).out);
@@ -81,7 +81,7 @@ function sha(b: Uint8Array | string): string {
       (await aws(["s3api", "delete-objects", "--bucket", "cli-bucket", "--delete", JSON.stringify({ Objects: [{ Key: "copy.txt" }, { Key: "tree/a.txt" }] })])).out,
     );
     expect(d.Deleted.map((x: { Key: string }) => x.Key).sort()).toEqual(["copy.txt", "tree/a.txt"]);
-  });
+  }, 120_000);
 
   test("s3api create-multipart-upload, upload-part, list-parts, abort-multipart-upload", async () => {
     const u = JSON.parse((await aws(["s3api", "create-multipart-upload", "--bucket", "cli-bucket", "--key", "mpu.bin"])).out);
@@ -94,7 +94,7 @@ function sha(b: Uint8Array | string): string {
     const gone = await aws(["s3api", "list-parts", "--bucket", "cli-bucket", "--key", "mpu.bin", "--upload-id", u.UploadId], { ok: false });
     expect(gone.code).not.toBe(0);
     expect(gone.err).toContain("NoSuchUpload");
-  });
+  }, 120_000);
 
   test("aws s3 presign → curl downloads the object", async () => {
     const url = (await aws(["s3", "presign", "s3://cli-bucket/tree/sub/b.txt", "--expires-in", "120"])).out.trim();
@@ -103,12 +103,12 @@ function sha(b: Uint8Array | string): string {
     const [out, code] = await Promise.all([new Response(p.stdout).text(), p.exited]);
     expect(code).toBe(0);
     expect(out).toBe("content of sub/b.txt");
-  });
+  }, 120_000);
 
   test("rm --recursive, rb; nothing left behind", async () => {
     await aws(["s3", "rm", "s3://cli-bucket", "--recursive"]);
     await aws(["s3", "rb", "s3://cli-bucket"]);
     expect((await aws(["s3", "ls"])).out).not.toContain("cli-bucket");
     expect(expectNoOrphans(v)).toEqual([]);
-  });
+  }, 120_000);
 });

@@ -55,21 +55,21 @@ test("a wrong signature is SignatureDoesNotMatch, with RequestId equal to x-amz-
   // a header changed after signing
   const r2 = await signed("PUT", "/bad/k", { body: "x", headers: { "x-amz-meta-a": "1" }, mutate: (h) => h.set("x-amz-meta-a", "2") });
   expect(r2.code).toBe("SignatureDoesNotMatch");
-});
+}, 120_000);
 
 test("an expired presigned PUT is AccessDenied and stores nothing", async () => {
   const url = await getSignedUrl(s3, new PutObjectCommand({ Bucket: "bad", Key: "late" }), { expiresIn: 10, signingDate: new Date(Date.now() - 60_000) });
   const r = await fetch(url, { method: "PUT", body: "too late" });
   expect(r.status).toBe(403);
   expect(await r.text()).toContain("<Code>AccessDenied</Code>");
-});
+}, 120_000);
 
 test("missing bucket → NoSuchBucket; unsupported sub-resource → NotImplemented", async () => {
   const r = await signed("PUT", "/no-such-bucket/k", { body: "x" });
   expect([r.status, r.code]).toEqual([404, "NoSuchBucket"]);
   const g = await signed("GET", "/bad?website");
   expect([g.status, g.code]).toEqual([501, "NotImplemented"]);
-});
+}, 120_000);
 
 test("keys with .. segments and over-long keys are refused", async () => {
   // `..` spelled with encoded slashes survives URL normalisation and reaches the key check
@@ -85,7 +85,7 @@ test("keys with .. segments and over-long keys are refused", async () => {
   expect(["SignatureDoesNotMatch", "InvalidArgument", "NoSuchBucket"]).toContain(sdk);
   const long = await signed("PUT", `/bad/${"k".repeat(1025)}`, { body: "x" });
   expect([long.status, long.code]).toEqual([400, "KeyTooLongError"]);
-});
+}, 120_000);
 
 test("malformed XML, entity expansion and external entities → MalformedXML", async () => {
   const docs = [
@@ -103,7 +103,7 @@ test("malformed XML, entity expansion and external entities → MalformedXML", a
   const r = await signed("POST", `/bad/xml?uploadId=${encodeURIComponent(c.UploadId!)}`, { body: "<CompleteMultipartUpload><Part>" });
   expect(r.code).toBe("MalformedXML");
   await signed("DELETE", `/bad/xml?uploadId=${encodeURIComponent(c.UploadId!)}`);
-});
+}, 120_000);
 
 test("bodies: sha256 mismatch, short aws-chunked body, tampered signed chunk, oversize object, Expect: 100-continue", async () => {
   const m = await signed("PUT", "/bad/sha", { body: "actual body", payloadHash: sha256Hex("other body") });
@@ -153,7 +153,7 @@ test("bodies: sha256 mismatch, short aws-chunked body, tampered signed chunk, ov
   const fits = await curlPut(small, "fits");
   expect(fits.err).toContain("HTTP/1.1 100 Continue");
   expect(fits.err).toContain("HTTP/1.1 200");
-});
+}, 120_000);
 
 test("multipart misuse: part below the minimum, wrong part ETag, unknown upload; then nothing is left behind", async () => {
   const c = await s3.send(new CreateMultipartUploadCommand({ Bucket: "bad", Key: "mp" }));
@@ -176,4 +176,4 @@ test("multipart misuse: part below the minimum, wrong part ETag, unknown upload;
   expect(expectNoOrphans(v)).toEqual(["bad/fits", "bad/signed-stream"]);
   const unsignedAnon = await fetch(`${v.endpoint}/bad/fits`, { headers: { "x-amz-content-sha256": UNSIGNED_PAYLOAD } });
   expect(unsignedAnon.status).toBe(403);
-});
+}, 120_000);

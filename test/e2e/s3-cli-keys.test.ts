@@ -62,4 +62,4 @@ test("an access key from `vault token create --user bob --s3` works at once; bob
   const back = await s3.send(new GetObjectCommand({ Bucket: "bobs", Key: "vh/key.txt" }));
   expect(await back.Body!.transformToString()).toBe("vhost");
   s3.destroy();
-});
+}, 120_000);

@@ -75,5 +75,5 @@ async function s3cmd(args: string[]): Promise<string> {
     await s3cmd(["rb", "s3://s3cmd-bucket"]);
     expect(await s3cmd(["ls"])).not.toContain("s3cmd-bucket");
     expect(expectNoOrphans(v)).toEqual([]);
-  });
+  }, 120_000);
 });

@@ -108,7 +108,7 @@ describe("buckets", () => {
     await s3.send(new DeleteObjectCommand({ Bucket: "bk1", Key: "x" }));
     await s3.send(new DeleteBucketCommand({ Bucket: "bk1" }));
     expect(await code(s3.send(new HeadBucketCommand({ Bucket: "bk1" })))).toBe("NotFound");
-  });
+  }, 120_000);
 });
 
 describe("objects", () => {
@@ -145,7 +145,7 @@ describe("objects", () => {
     expect(await code(s3.send(new GetObjectCommand({ Bucket: "objs", Key: "missing" })))).toBe("NoSuchKey");
     expect(await code(s3.send(new GetObjectCommand({ Bucket: "nobucket", Key: "k" })))).toBe("NoSuchBucket");
     expect(await code(s3.send(new PutObjectCommand({ Bucket: "objs", Key: "bad-md5", Body: "abc", ContentMD5: Buffer.from(md5("abd"), "hex").toString("base64") })))).toBe("BadDigest");
-  });
+  }, 120_000);
 
   test("Range, conditionals and response-* overrides", async () => {
     const data = pseudoRandomBytes(10_000, 5);
@@ -171,7 +171,7 @@ describe("objects", () => {
     expect(o.ContentDisposition).toBe("inline");
     expect(o.CacheControl).toBe("no-store");
     await o.Body!.transformToByteArray();
-  });
+  }, 120_000);
 
   test("streamed bodies go aws-chunked with checksum trailers (CRC32, CRC32C, SHA256), verified and returned in checksum mode", async () => {
     const data = pseudoRandomBytes(3 * 1024 * 1024 + 17, 8);
@@ -189,12 +189,12 @@ describe("objects", () => {
       const got = (g as unknown as Record<string, string>)[`Checksum${alg}`];
       expect(typeof got).toBe("string");
     }
-  });
+  }, 120_000);
 
   test("a wrong checksum header is BadDigest and stores nothing", async () => {
     expect(await code(s3.send(new PutObjectCommand({ Bucket: "objs", Key: "bad-crc", Body: "payload", ChecksumCRC32: "AAAAAA==" })))).toBe("BadDigest");
     expect(await code(s3.send(new HeadObjectCommand({ Bucket: "objs", Key: "bad-crc" })))).toBe("NotFound");
-  });
+  }, 120_000);
 
   test("delete is idempotent; DeleteObjects (quiet and verbose, VersionId null)", async () => {
     await s3.send(new DeleteObjectCommand({ Bucket: "objs", Key: "never-existed" }));
@@ -205,7 +205,7 @@ describe("objects", () => {
     expect(q.Deleted ?? []).toEqual([]);
     const l = await s3.send(new ListObjectsV2Command({ Bucket: "objs", Prefix: "d/" }));
     expect(l.KeyCount).toBe(0);
-  });
+  }, 120_000);
 
   test("CopyObject: COPY keeps metadata and ETag, REPLACE replaces, self-copy without REPLACE is refused", async () => {
     await s3.send(new PutObjectCommand({ Bucket: "objs", Key: "src key+1", Body: "copy me", ContentType: "text/x-a", Metadata: { a: "1" } }));
@@ -221,7 +221,7 @@ describe("objects", () => {
     expect(await code(s3.send(new CopyObjectCommand({ Bucket: "objs", Key: "copied", CopySource: "objs/copied" })))).toBe("InvalidRequest");
     expect(await code(s3.send(new CopyObjectCommand({ Bucket: "objs", Key: "x", CopySource: "objs/missing" })))).toBe("NoSuchKey");
     expect(await status(s3.send(new CopyObjectCommand({ Bucket: "objs", Key: "x", CopySource: "objs/copied", CopySourceIfMatch: '"nope"' })))).toBe(412);
-  });
+  }, 120_000);
 });
 
 describe("listing", () => {
@@ -258,7 +258,7 @@ describe("listing", () => {
     expect(zero.KeyCount).toBe(0);
     const owner = await s3.send(new ListObjectsV2Command({ Bucket: "lst", FetchOwner: true, MaxKeys: 1 }));
     expect(owner.Contents![0].Owner!.DisplayName).toBe("root");
-  });
+  }, 120_000);
 
   test("encoding-type=url encodes keys and prefixes", async () => {
     const r = await s3.send(new ListObjectsV2Command({ Bucket: "lst", Prefix: "app/", Delimiter: "/", EncodingType: "url" }));
@@ -270,7 +270,7 @@ describe("listing", () => {
     expect(xml).toContain("<Prefix>app/foo%2B1/</Prefix>");
     expect(xml).toContain("<Key>app/x%20y</Key>");
     expect(xml).toContain("<EncodingType>url</EncodingType>");
-  });
+  }, 120_000);
 
   test("v1: marker, NextMarker only with a delimiter; ListObjectVersions lists version null", async () => {
     const r = await s3.send(new ListObjectsCommand({ Bucket: "lst", MaxKeys: 3 }));
@@ -290,7 +290,7 @@ describe("listing", () => {
     expect(vs.IsTruncated).toBe(true);
     const vs2 = await s3.send(new ListObjectVersionsCommand({ Bucket: "lst", KeyMarker: vs.NextKeyMarker, VersionIdMarker: vs.NextVersionIdMarker }));
     expect(vs2.Versions!.map((x) => x.Key)).toEqual(["app/x y", "other", "top"]);
-  });
+  }, 120_000);
 });
 
 describe("multipart", () => {
@@ -334,7 +334,7 @@ describe("multipart", () => {
     const back = await g.Body!.transformToByteArray();
     expect(md5(back)).toBe(md5(Buffer.concat([p1, p2])));
     expect((await s3.send(new ListMultipartUploadsCommand({ Bucket: "mpu" }))).Uploads ?? []).toEqual([]);
-  });
+  }, 120_000);
 
   test("abort removes the parts; UploadPartCopy copies a range; checksummed multipart (CRC32 composite)", async () => {
     const c = await s3.send(new CreateMultipartUploadCommand({ Bucket: "mpu", Key: "aborted" }));
@@ -359,7 +359,7 @@ describe("multipart", () => {
     );
     const g = await s3.send(new GetObjectCommand({ Bucket: "mpu", Key: "from-copy" }));
     expect(md5(await g.Body!.transformToByteArray())).toBe(md5(src));
-  });
+  }, 120_000);
 
   test("part order, unknown part ETag and small parts are refused; the upload stays usable", async () => {
     const c = await s3.send(new CreateMultipartUploadCommand({ Bucket: "mpu", Key: "rules" }));
@@ -374,7 +374,7 @@ describe("multipart", () => {
     await complete([{ PartNumber: 1, ETag: a.ETag }]);
     const g = await s3.send(new GetObjectCommand({ Bucket: "mpu", Key: "rules" }));
     expect(await g.Body!.transformToString()).toBe("small part");
-  });
+  }, 120_000);
 });
 
 describe("auth", () => {
@@ -399,7 +399,7 @@ describe("auth", () => {
     expect(await code(unknown.send(new ListBucketsCommand({})))).toBe("InvalidAccessKeyId");
     bad.destroy();
     unknown.destroy();
-  });
+  }, 120_000);
 
   test("a skewed clock is RequestTimeTooSkewed", async () => {
     const skewed = new S3Client({
@@ -412,7 +412,7 @@ describe("auth", () => {
     });
     expect(await code(skewed.send(new ListBucketsCommand({})))).toBe("RequestTimeTooSkewed");
     skewed.destroy();
-  });
+  }, 120_000);
 
   test("per-bucket permissions: alice writes only where granted; anonymous reads only the public bucket", async () => {
     const alice = v.client("alice");
@@ -428,7 +428,7 @@ describe("auth", () => {
     expect(denied.status).toBe(403);
     const put = await fetch(`${v.endpoint}/public/x`, { method: "PUT", body: "x" });
     expect(put.status).toBe(403);
-  });
+  }, 120_000);
 
   test("the repository also answers under /<name>/ on the main listener", async () => {
     const m = v.client("admin", { endpoint: v.mountUrl });
@@ -437,7 +437,7 @@ describe("auth", () => {
     await m.send(new PutObjectCommand({ Bucket: "auth", Key: "via/mount", Body: "m" }));
     const g = await s3.send(new GetObjectCommand({ Bucket: "auth", Key: "via/mount" }));
     expect(await g.Body!.transformToString()).toBe("m");
-  });
+  }, 120_000);
 });
 
 test("vault gc aborts stale multipart uploads and removes their parts", async () => {
@@ -450,11 +450,11 @@ test("vault gc aborts stale multipart uploads and removes their parts", async ()
   await s3plugin.gc!(ctx, { olderThan: Date.now() + 1 });
   expect((await s3.send(new ListMultipartUploadsCommand({ Bucket: "mpu" }))).Uploads ?? []).toEqual([]);
   expect(await code(s3.send(new ListPartsCommand({ Bucket: "mpu", Key: "stale", UploadId: c.UploadId })))).toBe("NoSuchUpload");
-});
+}, 120_000);
 
 test("object ACLs are read-only FULL_CONTROL; nothing left behind", async () => {
   const acl = await s3.send(new GetObjectAclCommand({ Bucket: "auth", Key: "p.txt" }));
   expect(acl.Grants!.map((g) => g.Permission)).toEqual(["FULL_CONTROL"]);
   const paths = expectNoOrphans(v);
   expect(paths).toContain("mpu/big/file.bin");
-});
+}, 120_000);
