@@ -8,6 +8,8 @@ import { tasks } from "../workers/tasks.ts";
 import * as entry from "../workers/index.ts";
 import type { RewriteResult } from "../workers/document.ts";
 import { tmpDataDir } from "../test/helpers/tmp.ts";
+import { pooled } from "../workers/transfer.ts";
+import { transferableSymbol, valueSymbol } from "piscina";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -167,6 +169,17 @@ describe("pool mechanics", () => {
     const r = await pool.run<unknown, RewriteResult>("rewriteJson", { bytes, rules: { urls: { from: [FILES], to: "V/" } } }, { transfer: [buf] });
     expect(buf.byteLength).toBe(0);
     expect(dec.decode(r.bytes)).toBe('{"u":"V/z"}');
+  });
+
+  test("worker glue moves only buffers a result owns whole; slices of bigger buffers are copied", async () => {
+    const whole = new Uint8Array(8);
+    const moved = (await pooled(() => ({ bytes: whole, n: 1 }))(undefined)) as any;
+    expect(moved[transferableSymbol]).toEqual([whole.buffer]);
+    expect(moved[valueSymbol]).toEqual({ bytes: whole, n: 1 });
+    const big = new Uint8Array(64);
+    const slice = big.subarray(8, 16);
+    expect(await pooled(() => ({ bytes: slice }))(undefined)).toEqual({ bytes: slice });
+    expect(await pooled(() => 42)(undefined)).toBe(42);
   });
 
   test("runSized runs small inputs inline (nothing detached) and big ones in the pool", async () => {

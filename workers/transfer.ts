@@ -13,12 +13,13 @@ export interface FlatTaskError {
   stack?: string;
 }
 
-/** ArrayBuffers directly inside `value` (itself, or its top-level properties / array items). */
+/** ArrayBuffers directly inside `value` (itself, or its top-level properties / array items) that can be moved. */
 function buffersOf(value: unknown): ArrayBuffer[] {
   const out = new Set<ArrayBuffer>();
   const add = (v: unknown) => {
     if (v instanceof ArrayBuffer) out.add(v);
-    else if (ArrayBuffer.isView(v) && v.buffer instanceof ArrayBuffer) out.add(v.buffer);
+    // Only views that own their whole buffer: a slice of a bigger (possibly shared or cached) buffer is copied.
+    else if (ArrayBuffer.isView(v) && v.buffer instanceof ArrayBuffer && v.byteOffset === 0 && v.byteLength === v.buffer.byteLength) out.add(v.buffer);
   };
   add(value);
   if (value && typeof value === "object" && !ArrayBuffer.isView(value) && !(value instanceof ArrayBuffer))
