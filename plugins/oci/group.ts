@@ -1,12 +1,15 @@
 /**
  * The group registry: reads go through the member repositories in order (first hit wins; tags, referrers and the
- * catalog are merged), pushes and deletes go to the designated hosted member (`writeTo`).
+ * catalog are merged), pushes and deletes go to the designated hosted member (`writeTo`). A manifest pushed through
+ * the group may reference blobs the client found (HEAD) in another member and therefore did not upload: those are
+ * copied into the writer first.
  */
 import type { PluginContext } from "../../core/plugin.ts";
 import { VaultError } from "../../core/plugin.ts";
 import { ociError } from "./errors.ts";
 import { sortUnique } from "./reply.ts";
-import type { Descriptor } from "./manifest.ts";
+import { parseManifest, referencedBlobs, type Descriptor } from "./manifest.ts";
+import { DEFAULT_MAX_MANIFEST_BYTES, readLimited } from "./hosted.ts";
 import type { ImageRef, OciRepoConfig, RegistryService } from "./types.ts";
 
 /** Options of {@link createGroup}. */
@@ -82,7 +85,29 @@ export function createGroup(ctx: PluginContext<OciRepoConfig>, o: GroupOptions):
         (m) => m.getBlob(req, t, digest),
         () => ociError("BLOB_UNKNOWN", "blob unknown", { digest }),
       ),
-    putManifest: (req, t, ref, caller) => writer().putManifest(req, t, ref, caller),
+    async putManifest(req, t, ref, caller) {
+      // Clients skip uploading blobs a HEAD through the group found in another member; copy those into the writer.
+      const w = writer();
+      const body = await readLimited(req, w.ctx.config.maxManifestBytes ?? DEFAULT_MAX_MANIFEST_BYTES);
+      let blobs: Descriptor[] = [];
+      try {
+        blobs = referencedBlobs(parseManifest(body, req.headers.get("content-type")));
+      } catch {
+        // the writer reports the invalid manifest
+      }
+      for (const b of blobs) {
+        if (!w.linkBlob || (await w.blobEntry(t.image, b.digest))) continue;
+        for (const m of members()) {
+          if (m === w) continue;
+          const e = await m.ensureBlob(t, b.digest).catch(() => null);
+          if (e) {
+            await w.linkBlob(t.image, e, b.digest);
+            break;
+          }
+        }
+      }
+      return w.putManifest(new Request(req.url, { method: "PUT", headers: req.headers, body: body as BodyInit }), t, ref, caller);
+    },
     deleteManifest: (req, t, ref, caller) => writer().deleteManifest(req, t, ref, caller),
     deleteBlob: (req, t, digest, caller) => writer().deleteBlob(req, t, digest, caller),
     startUpload: (req, t, caller, mount) => writer().startUpload(req, t, caller, mount),
@@ -101,6 +126,13 @@ export function createGroup(ctx: PluginContext<OciRepoConfig>, o: GroupOptions):
       const all: string[] = [];
       for (const m of members()) all.push(...(await m.images()));
       return sortUnique(all);
+    },
+    async ensureBlob(t, digest) {
+      for (const m of members()) {
+        const e = await m.ensureBlob(t, digest).catch(() => null);
+        if (e) return e;
+      }
+      return null;
     },
     async blobEntry(image, digest) {
       for (const m of members()) {

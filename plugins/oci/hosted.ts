@@ -54,8 +54,8 @@ function hasBody(req: Request): boolean {
   return req.headers.has("transfer-encoding");
 }
 
-/** Reads a request body of at most `max` bytes. @throws VaultError 413 when larger */
-async function readLimited(req: Request, max: number): Promise<Uint8Array> {
+/** Reads a request body of at most `max` bytes. @throws VaultError MANIFEST_INVALID (413) when larger */
+export async function readLimited(req: Request, max: number): Promise<Uint8Array> {
   const cl = contentLength(req);
   if (cl !== null && cl > max) throw ociError("MANIFEST_INVALID", `manifest exceeds the limit of ${max} bytes`, { limit: max }, {}, 413);
   if (!req.body) return new Uint8Array(0);
@@ -316,6 +316,8 @@ export function createHosted(ctx: PluginContext<OciRepoConfig>, o: HostedOptions
     },
 
     blobEntry: (image, digest) => blobRow(image, digest),
+    ensureBlob: (t, digest) => blobRow(t.image, digest),
+    linkBlob: (image, src, digest) => link(image, src, digest),
 
     start() {
       if (timer) return;

@@ -436,6 +436,32 @@ export function createProxy(ctx: PluginContext<OciRepoConfig>): RegistryService 
       return rows.map((r) => r.path.slice(CATALOG_PREFIX.length)).filter((n) => !n.startsWith("@") && isValidName(n));
     },
 
+    async ensureBlob(t, digest) {
+      const up = select(t.ns);
+      const name = upstreamName(t.image, up.library);
+      const d = parseDigest(digest);
+      const key = up.key + blobPath(name, d.value);
+      const hit = await ctx.artifacts.get(key);
+      if (hit && hit.status === 200 && hit.blobDigest) return hit;
+      try {
+        return await withAuth(up, name, async (h) => {
+          const r = await ctx.cache.fetch({
+            key,
+            upstreamUrl: `${up.base}/v2/${name}/blobs/${d.value}`,
+            class: "immutable",
+            expect: { sha256: d.hex },
+            upstreamHeaders: h,
+            contentType: BLOB_TYPE,
+            keepHeaders: ["docker-content-digest"],
+          });
+          return r.entry;
+        });
+      } catch (e) {
+        if (e instanceof VaultError && e.code === "VAULT_NOT_FOUND") return null;
+        throw e;
+      }
+    },
+
     async blobEntry(image, digest) {
       const e = await ctx.artifacts.get(blobPath(upstreamName(image, defaultUp.library), digest));
       return e && e.status === 200 && e.blobDigest ? e : null;

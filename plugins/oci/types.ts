@@ -1,5 +1,5 @@
 /** Shared types of the oci plugin: its repository config keys and the service each repository type implements. */
-import type { PluginContext, RepositoryConfig } from "../../core/plugin.ts";
+import type { ArtifactEntry, PluginContext, RepositoryConfig } from "../../core/plugin.ts";
 import type { Reference } from "./name.ts";
 import type { Descriptor } from "./manifest.ts";
 import type { Caller, ResolvedName } from "./token.ts";
@@ -84,7 +84,11 @@ export interface RegistryService {
   /** Images this repository holds (for `_catalog`), sorted. */
   images(): Promise<string[]>;
   /** The stored row of a blob of `image`, for cross-repository mounts (no upstream fetch). */
-  blobEntry(image: string, digest: string): Promise<import("../../core/plugin.ts").ArtifactEntry | null>;
+  blobEntry(image: string, digest: string): Promise<ArtifactEntry | null>;
+  /** The stored row of a blob, fetched into the cache first when this is a proxy; null when unknown here. */
+  ensureBlob(t: ImageRef, digest: string): Promise<ArtifactEntry | null>;
+  /** hosted: links a blob stored under another row (`src`) into `image` (verified copy through the blob store). */
+  linkBlob?(image: string, src: ArtifactEntry, digest: string): Promise<void>;
   /** Called at boot / shutdown. */
   start?(): void;
   stop?(): Promise<void>;
