@@ -85,7 +85,6 @@ type BunServer = Server<unknown>;
 
 const NO_ROUTE = "x-vault-no-route";
 const OPS_JSON = { "content-type": "application/json" };
-const READ_METHODS = new Set(["GET", "HEAD"]);
 
 /** Request ids: `<process prefix>-<counter>` unless the client sent a sane `x-request-id`. */
 const ID_PREFIX = Math.floor(Math.random() * 0xffffff)
@@ -372,46 +371,77 @@ function makeVault(p: VaultParts): Vault {
       }
     };
 
-  const finish = (req: Request, res: Response, repo: string | undefined, counts: Record<number, number>, t0: number, path: string): Response => {
+  /** ISO time string, rebuilt at most once per millisecond. */
+  let lastMs = 0;
+  let lastIso = "";
+  const isoNow = () => {
+    const ms = Date.now();
+    if (ms !== lastMs) {
+      lastMs = ms;
+      lastIso = new Date(ms).toISOString();
+    }
+    return lastIso;
+  };
+  const newId = () => `${ID_PREFIX}-${(++idCounter).toString(36)}`;
+
+  /**
+   * Counts the request, echoes the client's `x-request-id` (or, on errors, a generated one) and writes the access-log
+   * line. Successful responses without a client id carry no header: setting one costs more than the rest of a hit.
+   */
+  const finish = (req: Request, res: Response, m: Mount | undefined, t0: number, path: string): Response => {
     const status = res.status;
+    const counts = m ? m.counts : otherCounts;
     counts[status] = (counts[status] ?? 0) + 1;
     let id = req.headers.get("x-request-id");
-    if (id === null || !SANE_ID.test(id)) id = `${ID_PREFIX}-${(++idCounter).toString(36)}`;
-    try {
-      res.headers.set("x-request-id", id);
-    } catch {
-      res = new Response(res.body, res);
-      res.headers.set("x-request-id", id);
+    if (id !== null && !SANE_ID.test(id)) id = null;
+    if (id !== null || status >= 400) {
+      id ??= newId();
+      try {
+        res.headers.set("x-request-id", id);
+      } catch {
+        res = new Response(res.body, res);
+        res.headers.set("x-request-id", id);
+      }
     }
     if (logRequests) {
       const bytes = res.headers.get("content-length");
       sink(
-        `{"time":"${new Date().toISOString()}","level":"info","msg":"request","reqId":${JSON.stringify(id)},"method":"${req.method}","path":${JSON.stringify(path)},"status":${status},"bytes":${bytes === null ? null : Number(bytes)},"durationMs":${Math.round((performance.now() - t0) * 1000) / 1000}${repo === undefined ? "" : `,"repo":"${repo}"`}}`,
+        `{"time":"${isoNow()}","level":"info","msg":"request","reqId":"${id ?? newId()}","method":"${req.method}","path":${JSON.stringify(path)},"status":${status},"bytes":${bytes === null ? null : Number(bytes)},"durationMs":${Math.round((performance.now() - t0) * 1000) / 1000}${m === undefined ? "" : `,"repo":"${m.name}"`}}`,
       );
     }
     return res;
   };
 
-  const serveMount = async (m: Mount, req: Request, path: string, server: BunServer | undefined): Promise<Response> => {
-    const why = m.ownsPaths ? null : pathProblem(path, m.allowEncodedSlash ? { allowEncodedSlash: true } : undefined);
-    if (why) return render(m.plugin, errors.badPath(path, why), req);
-    const method = req.method;
-    const read = READ_METHODS.has(method);
-    if (!read || req.headers.has("authorization")) {
-      if (server) setRemoteAddress(req, server.requestIP(req)?.address);
-      if (!read && !req.headers.has("x-request-id")) req.headers.set("x-request-id", `${ID_PREFIX}-${(++idCounter).toString(36)}`);
+  /** Renders an error escaping from a handler (logged when 5xx). */
+  const fail = (e: unknown, m: Mount | undefined, req: Request, path: string): Response => {
+    const err = toVaultError(e);
+    if (err.status >= 500) log.error("request failed", { repo: m?.name, code: err.code, error: err.message, detail: err.detail, path });
+    return render(m?.plugin, err, req);
+  };
+
+  /** Path check, peer address for the audit log, read permission, then the mount's Elysia handler. Sync unless auth is checked. */
+  const serveMount = (m: Mount, req: Request, path: string, server: BunServer | undefined): Response | Promise<Response> => {
+    if (!m.ownsPaths) {
+      const why = pathProblem(path, m.allowEncodedSlash ? { allowEncodedSlash: true } : undefined);
+      if (why) return render(m.plugin, errors.badPath(path, why), req);
     }
-    if (read && m.checkRead && !(m.auth.anonymousRead && !req.headers.has("authorization"))) {
-      try {
-        await m.auth.require(req, "read");
-      } catch (e) {
-        return render(m.plugin, toVaultError(e), req);
-      }
+    const method = req.method;
+    const read = method === "GET" || method === "HEAD";
+    const hasAuth = req.headers.has("authorization");
+    if (!read || hasAuth) {
+      if (server) setRemoteAddress(req, server.requestIP(req)?.address);
+      if (!read && !req.headers.has("x-request-id")) req.headers.set("x-request-id", newId());
+    }
+    if (read && m.checkRead && (hasAuth || !m.auth.anonymousRead)) {
+      return m.auth.require(req, "read").then(
+        () => m.handle(req),
+        (e) => render(m.plugin, toVaultError(e), req),
+      );
     }
     return m.handle(req);
   };
 
-  const ops = async (path: string): Promise<Response> => {
+  const ops = (path: string): Response => {
     if (path === "/-/health") return new Response('{"status":"ok"}', { headers: OPS_JSON });
     if (path === "/-/ready") {
       if (state !== "ready") return new Response(`{"status":"${state}"}`, { status: 503, headers: OPS_JSON });
@@ -441,23 +471,6 @@ function makeVault(p: VaultParts): Vault {
     fold("-", otherCounts);
   };
 
-  const handle = async (req: Request, server: BunServer | undefined): Promise<Response> => {
-    const t0 = performance.now();
-    const path = pathOf(req.url);
-    let m: Mount | undefined;
-    let res: Response;
-    try {
-      if (path.startsWith("/-/")) res = await ops(path);
-      else if ((m = findMount(path))) res = await serveMount(m, req, path, server);
-      else res = await serveHost(req, path);
-    } catch (e) {
-      const err = toVaultError(e);
-      log.error("request failed", { code: err.code, error: err.message, detail: err.detail, path });
-      res = render(m?.plugin, err, req);
-    }
-    return finish(req, res, m?.name, m ? m.counts : otherCounts, t0, path);
-  };
-
   const serveHost = async (req: Request, path: string): Promise<Response> => {
     if (hostApps.length === 0) return notFound();
     const why = pathProblem(path, hostApps.every((h) => h.plugin.allowEncodedSlash) ? { allowEncodedSlash: true } : undefined);
@@ -469,19 +482,46 @@ function makeVault(p: VaultParts): Vault {
     return notFound();
   };
 
-  const handlePort = (m: Mount) => async (req: Request, server: BunServer): Promise<Response> => {
-    const t0 = performance.now();
-    const path = pathOf(req.url);
-    let res: Response;
-    try {
-      res = await serveMount(m, req, path, server);
-    } catch (e) {
-      const err = toVaultError(e);
-      log.error("request failed", { code: err.code, error: err.message, detail: err.detail, path });
-      res = render(m.plugin, err, req);
-    }
-    return finish(req, res, m.name, m.counts, t0, path);
+  /** Finishes a sync or async result: no promise is created on the sync path. */
+  const complete = (r: Response | Promise<Response>, req: Request, m: Mount | undefined, t0: number, path: string): Response | Promise<Response> => {
+    if (r instanceof Promise)
+      return r.then(
+        (res) => finish(req, res, m, t0, path),
+        (e) => finish(req, fail(e, m, req, path), m, t0, path),
+      );
+    return finish(req, r, m, t0, path);
   };
+
+  /** The main listener: ops endpoints, repository mounts, plugins' host routes, else a plain 404. */
+  const handle = (req: Request, server: BunServer | undefined): Response | Promise<Response> => {
+    const t0 = logRequests ? performance.now() : 0;
+    const path = pathOf(req.url);
+    let m: Mount | undefined;
+    let r: Response | Promise<Response>;
+    try {
+      if (path.startsWith("/-/")) r = ops(path);
+      else if ((m = findMount(path))) r = serveMount(m, req, path, server);
+      else r = serveHost(req, path);
+    } catch (e) {
+      r = fail(e, m, req, path);
+    }
+    return complete(r, req, m, t0, path);
+  };
+
+  /** A repository's own listener (`port:`): that repository at the root. */
+  const handlePort =
+    (m: Mount) =>
+    (req: Request, server: BunServer): Response | Promise<Response> => {
+      const t0 = logRequests ? performance.now() : 0;
+      const path = pathOf(req.url);
+      let r: Response | Promise<Response>;
+      try {
+        r = serveMount(m, req, path, server);
+      } catch (e) {
+        r = fail(e, m, req, path);
+      }
+      return complete(r, req, m, t0, path);
+    };
 
   const serveOptions = {
     hostname: config.server.host,
@@ -490,7 +530,7 @@ function makeVault(p: VaultParts): Vault {
     maxRequestBodySize: Number.MAX_SAFE_INTEGER,
     development: false,
   };
-  const bind = (port: number, fetch: (req: Request, server: BunServer) => Promise<Response>): BunServer => {
+  const bind = (port: number, fetch: (req: Request, server: BunServer) => Response | Promise<Response>): BunServer => {
     try {
       return Bun.serve({ ...serveOptions, port, fetch }) as BunServer;
     } catch (e) {
@@ -502,7 +542,7 @@ function makeVault(p: VaultParts): Vault {
     config,
     plugins: p.plugins,
     repositories: p.contexts,
-    fetch: (req) => handle(req, undefined),
+    fetch: async (req) => handle(req, undefined),
     async listen() {
       if (state !== "ready") throw new VaultError("VAULT_INTERNAL", 500, "vault is stopped");
       if (servers.length > 0) throw new VaultError("VAULT_INTERNAL", 500, "vault is already listening");

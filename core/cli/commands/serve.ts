@@ -65,8 +65,10 @@ export async function run(args: string[]): Promise<number> {
       await vault.stop(0);
       throw e;
     }
-    for (const l of listeners) log.info("listening", l.repository ? { url: l.url, port: l.port, repository: l.repository } : { url: l.url, port: l.port });
-    log.info("started", { repositories: vault.repositories.size, dataDir: check.config.server.dataDir, config: loaded.file });
+    // lifecycle lines are written whatever the log level: tools (spawnVault, supervisors) wait for "listening"
+    const lifecycle = createLogger("info");
+    for (const l of listeners) lifecycle.info("listening", l.repository ? { url: l.url, port: l.port, repository: l.repository } : { url: l.url, port: l.port });
+    lifecycle.info("started", { repositories: vault.repositories.size, dataDir: check.config.server.dataDir, config: loaded.file });
 
     return await new Promise<number>((resolveExit) => {
       let signals = 0;
@@ -76,10 +78,10 @@ export async function run(args: string[]): Promise<number> {
           log.warn("second signal: exiting now", { signal });
           process.exit(130);
         }
-        log.info("shutting down", { signal, graceSeconds: check.config!.server.shutdownGraceSeconds });
+        lifecycle.info("shutting down", { signal, graceSeconds: check.config!.server.shutdownGraceSeconds });
         vault.stop().then(
           () => {
-            log.info("stopped");
+            lifecycle.info("stopped");
             resolveExit(0);
           },
           (e) => {
