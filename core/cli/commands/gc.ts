@@ -5,12 +5,20 @@ import { parseArgs } from "node:util";
 import { DEFAULT_CONFIG_FILES, loadConfig } from "../../config/load.ts";
 import type { VaultConfig } from "../../config/types.ts";
 import { openDb } from "../../db/index.ts";
-import { createBlobStore } from "../../storage/blobs.ts";
+import { createBlobStore, type BlobStore } from "../../storage/blobs.ts";
 import { createStorage } from "../../storage/index.ts";
+import type { StorageDriver } from "../../storage/driver.ts";
+import { loadPlugins } from "../../loader.ts";
+import { mountOf, resolveConfig } from "../../config/schema.ts";
+import { createArtifactStore } from "../../artifacts.ts";
+import { createLogger } from "../../log.ts";
+import type { Db, GcContext } from "../../plugin.ts";
 
 const USAGE = `usage: vault gc [--config FILE] [--data DIR] [--min-age-minutes N]
 
 Removes temp/spool files (*.part-*) and blobs no artifact references, when older than N minutes (default 60).
+Before the blob sweep, each plugin's own gc runs for its repositories (e.g. oci: blob links no manifest
+references; s3: abandoned multipart uploads).
 Safe while the server runs on the same data directory: young files are never touched.
 `;
 
@@ -18,6 +26,7 @@ Safe while the server runs on the same data directory: young files are never tou
 interface Target {
   dataDir: string;
   config: VaultConfig;
+  configDir: string;
   dbPath: string;
 }
 
@@ -36,7 +45,7 @@ async function resolveTarget(configFile: string | undefined, dataArg: string | u
   const meta = config.metadata;
   if (meta?.driver === "postgres") throw new Error("vault gc: metadata.driver postgres is not supported yet");
   const dbPath = meta?.path ? abs(meta.path, configDir) : join(dataDir, "vault.db");
-  return { dataDir, config: { ...config, storage }, dbPath };
+  return { dataDir, config: { ...config, storage }, configDir, dbPath };
 }
 
 /**
@@ -93,7 +102,10 @@ export async function run(
     const { db, close } = openDb(t.dbPath);
     try {
       const temp = await driver.cleanTemp(ageMs);
-      const swept = await createBlobStore(db, driver).sweep(Date.now() - ageMs);
+      const store = createBlobStore(db, driver);
+      const rows = await runPluginGc(t, db, store, driver, Date.now() - ageMs);
+      if (rows.repositories > 0) io.out(`plugins removed ${rows.removed} unreferenced row${rows.removed === 1 ? "" : "s"} in ${rows.repositories} repositor${rows.repositories === 1 ? "y" : "ies"}\n`);
+      const swept = await store.sweep(Date.now() - ageMs);
       io.out(
         `removed ${temp} temp file${temp === 1 ? "" : "s"} and ${swept.removed} blob${swept.removed === 1 ? "" : "s"} ` +
           `(${swept.bytes} bytes) older than ${minutes} minutes from ${t.dataDir}\n`,
@@ -107,4 +119,42 @@ export async function run(
     io.err(`vault gc: ${(e as Error).message}\n`);
     return 1;
   }
+}
+
+/**
+ * Runs the `gc` hook (core/plugin.ts VaultPlugin.gc) of every plugin that has one, once per repository of its format,
+ * with a GcContext over this process's own artifact store (no upstream, cache, auth or pool). Rows younger than
+ * `olderThan` (epoch ms) are left alone by contract. Runs before the blob sweep so blobs whose last row went are swept
+ * in the same run.
+ * @returns rows removed and repositories visited
+ * @throws ConfigError / PluginLoadError when the config or a plugin is invalid (gc then removes nothing)
+ */
+export async function runPluginGc(
+  t: { config: VaultConfig; configDir: string },
+  db: Db,
+  blobs: BlobStore,
+  driver: StorageDriver,
+  olderThan: number,
+): Promise<{ removed: number; repositories: number }> {
+  const repos = t.config.repositories ?? [];
+  if (repos.length === 0 && !(t.config.backends && t.config.backends.length)) return { removed: 0, repositories: 0 };
+  const plugins = await loadPlugins(t.config, t.configDir);
+  const config = resolveConfig(t.config, plugins, { configDir: t.configDir });
+  const log = createLogger("warn");
+  let removed = 0;
+  let repositories = 0;
+  for (const repo of config.repositories) {
+    const plugin = plugins.get(repo.format);
+    if (!plugin?.gc) continue;
+    const rlog = log.child({ repo: repo.name });
+    const artifacts = createArtifactStore({ db, blobs, repo, log: rlog });
+    const ctx: GcContext = { repo: { name: repo.name, type: repo.type, mount: mountOf(repo) }, config: repo, storage: driver, metadata: db, artifacts, log: rlog };
+    try {
+      removed += (await plugin.gc(ctx, { olderThan })).removed;
+      repositories++;
+    } finally {
+      artifacts.close();
+    }
+  }
+  return { removed, repositories };
 }
