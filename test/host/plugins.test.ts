@@ -180,5 +180,5 @@ describe("bad plugins stop the boot with a message naming the plugin", () => {
       expect(code).toBe(2);
       expect(err).toBe(`vault serve: plugin errors:\n  ${message}\n`);
     }
-  });
+  }, 60_000);
 });

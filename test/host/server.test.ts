@@ -321,4 +321,4 @@ test("graceful shutdown: /-/ready 503, the in-flight download finishes into the 
     await sv.stop();
     await up.stop();
   }
-});
+}, 60_000);
