@@ -9,7 +9,7 @@ import { parseDigest, sha256Digest } from "./digest.ts";
 import { parseContentRange, uploadRangeHeader } from "./content-range.ts";
 import { isValidTag } from "./name.ts";
 import { parseManifest, referencedBlobs, referrerDescriptor, type Descriptor, type ParsedManifest } from "./manifest.ts";
-import { blobReply, negotiatedManifestReply } from "./reply.ts";
+import { blobReply, blobRowHeaders, negotiatedManifestReply } from "./reply.ts";
 import {
   blobPath,
   CATALOG_PREFIX,
@@ -110,7 +110,7 @@ export function createHosted(ctx: PluginContext<OciRepoConfig>, o: HostedOptions
     if (actual !== d.value) throw ociError("DIGEST_INVALID", "uploaded content does not match the digest", { expected: d.value, actual });
     await ctx.artifacts.put(blobPath(t.image, d.value), Bun.file(s.path).stream(), {
       contentType: BLOB_TYPE,
-      headers: { "docker-content-digest": d.value },
+      headers: blobRowHeaders(d.value),
       expect: { sha256: d.hex, sizeBytes: s.sizeBytes },
     });
     await uploads.remove(s);
@@ -124,7 +124,7 @@ export function createHosted(ctx: PluginContext<OciRepoConfig>, o: HostedOptions
     const body = await ctx.storage.get(blobKey(d.value));
     await ctx.artifacts.put(blobPath(image, d.value), body, {
       contentType: BLOB_TYPE,
-      headers: { "docker-content-digest": d.value },
+      headers: blobRowHeaders(d.value),
       expect: { sha256: d.hex, sizeBytes: src.sizeBytes },
     });
   }

@@ -19,7 +19,7 @@ import {
   UPSTREAM_MANIFEST_ACCEPT,
   type Descriptor,
 } from "./manifest.ts";
-import { blobReply, negotiatedManifestReply, sortUnique } from "./reply.ts";
+import { blobReply, HIT_HEADERS, negotiatedManifestReply, sortUnique } from "./reply.ts";
 import { blobPath, CATALOG_PREFIX, catalogPath, manifestPath, nsPrefix, tagListPath, tagPath } from "./layout.ts";
 import { UpstreamAuthenticator, type UpstreamCredentials } from "./upstream-auth.ts";
 import type { ImageRef, OciRepoConfig, RegistryService } from "./types.ts";
@@ -359,7 +359,7 @@ export function createProxy(ctx: PluginContext<OciRepoConfig>): RegistryService 
       const d = parseDigest(digest);
       const key = up.key + blobPath(name, d.value);
       const hit = await ctx.artifacts.get(key);
-      if (hit && hit.status === 200 && hit.blobDigest) return blobReply(req, ctx, hit, d.value, t.ns ? nsHeaders(t, "HIT") : undefined);
+      if (hit && hit.status === 200 && hit.blobDigest) return blobReply(req, ctx, hit, d.value, HIT_HEADERS, t.ns ? nsHeaders(t) : undefined);
       let res: Response;
       try {
         res = await withAuth(up, name, (h) =>
@@ -370,7 +370,7 @@ export function createProxy(ctx: PluginContext<OciRepoConfig>): RegistryService 
             expect: { sha256: d.hex },
             upstreamHeaders: h,
             contentType: BLOB_TYPE,
-            keepHeaders: ["docker-content-digest"],
+            keepHeaders: ["docker-content-digest", "docker-distribution-api-version"],
           }),
         );
       } catch (e) {
@@ -452,7 +452,7 @@ export function createProxy(ctx: PluginContext<OciRepoConfig>): RegistryService 
             expect: { sha256: d.hex },
             upstreamHeaders: h,
             contentType: BLOB_TYPE,
-            keepHeaders: ["docker-content-digest"],
+            keepHeaders: ["docker-content-digest", "docker-distribution-api-version"],
           });
           return r.entry;
         });

@@ -42,11 +42,24 @@ export async function manifestReply(req: Request, ctx: PluginContext, entry: Art
   return res;
 }
 
-/** Answers GET/HEAD (with Range) for a stored blob row, adding `Docker-Content-Digest` and the API version header. */
-export function blobReply(req: Request, ctx: PluginContext, entry: ArtifactEntry, digest: string, extra?: Record<string, string>): Promise<Response> {
-  const headers: Record<string, string> = { [API_VERSION_HEADER]: API_VERSION, ...extra };
-  if (entry.headers["docker-content-digest"] !== digest) headers["docker-content-digest"] = digest;
+/** Extra headers of a proxy cache hit (one shared object: no per-request allocation). */
+export const HIT_HEADERS: Readonly<Record<string, string>> = Object.freeze({ "x-vault-cache": "HIT" });
+
+/**
+ * Answers GET/HEAD (with Range) for a stored blob row. Rows written by this plugin carry `Docker-Content-Digest` and
+ * the API version header among their replayed headers, so a hit adds nothing per request beyond `fixed`.
+ * @param fixed constant extra headers (e.g. {@link HIT_HEADERS}); `extra` per-request ones (`OCI-Namespace`)
+ */
+export function blobReply(req: Request, ctx: PluginContext, entry: ArtifactEntry, digest: string, fixed?: Readonly<Record<string, string>>, extra?: Record<string, string>): Promise<Response> {
+  const h = entry.headers;
+  if (!extra && h["docker-content-digest"] === digest && h[API_VERSION_HEADER] !== undefined) return ctx.artifacts.respond(req, entry, fixed as Record<string, string> | undefined);
+  const headers: Record<string, string> = { ...fixed, [API_VERSION_HEADER]: API_VERSION, "docker-content-digest": digest, ...extra };
   return ctx.artifacts.respond(req, entry, headers);
+}
+
+/** Headers stored with every blob row (replayed by the artifact store on each answer). */
+export function blobRowHeaders(digest: string): Record<string, string> {
+  return { "docker-content-digest": digest, [API_VERSION_HEADER]: API_VERSION };
 }
 
 /** Parsed `n`/`last` of a listing request. `n` undefined = no limit asked. */
