@@ -43,7 +43,7 @@ export function checkPlugin(p: unknown, source: string): string[] {
   if (schemaProblem) out.push(`${id}: configSchema does not compile: ${schemaProblem}`);
   if (typeof plugin.routes !== "function") out.push(`${id}: "routes" must be a function (app, ctx) => void`);
   if (typeof plugin.renderError !== "function") out.push(`${id}: "renderError" must be a function (err, req) => Response`);
-  for (const k of ["hostRoutes", "start", "stop", "classify"] as const) {
+  for (const k of ["hostRoutes", "start", "stop", "classify", "gc"] as const) {
     if (plugin[k] !== undefined && typeof plugin[k] !== "function") out.push(`${id}: "${k}" must be a function when given`);
   }
   if (plugin.defaultUpstream !== undefined && typeof plugin.defaultUpstream !== "string") out.push(`${id}: "defaultUpstream" must be a URL string`);
