@@ -17,6 +17,8 @@ import {
   BUSYBOX_MANIFEST,
   BUSYBOX_V2S2_MANIFEST,
   checkDirImage,
+  DOCKER_LIST,
+  DOCKER_MANIFEST,
   fillUpstream,
   mustSkopeo,
   OCI_INDEX,
@@ -342,6 +344,31 @@ describe.skipIf(!HAVE)("oci hosted registry, token flow, group, gc", () => {
     expect((await bi.json()).errors[0].code).toBe("MANIFEST_BLOB_UNKNOWN");
     const goodIndex = { schemaVersion: 2, mediaType: OCI_INDEX, manifests: [{ mediaType: OCI_MANIFEST, digest: d, size: body.length }] };
     expect((await put("idx", goodIndex, OCI_INDEX)).status).toBe(201);
+  });
+
+  test("a Docker manifest list asked by tag by a client without list support gets the linux/amd64 child", async () => {
+    const auth = { authorization: "Basic " + btoa(`writer:${PW}`) };
+    const list = JSON.stringify({
+      schemaVersion: 2,
+      mediaType: DOCKER_LIST,
+      manifests: [{ mediaType: DOCKER_MANIFEST, digest: BUSYBOX_V2S2_MANIFEST, size: 427, platform: { architecture: "amd64", os: "linux" } }],
+    });
+    const put = await fetch(`${vault.url}/v2/hosted/busybox/manifests/list`, { method: "PUT", body: list, headers: { ...auth, "content-type": DOCKER_LIST } });
+    expect(put.status).toBe(201);
+    const reader = { authorization: "Basic " + btoa(`reader:${PW}`) };
+    const child = await fetch(`${vault.url}/v2/hosted/busybox/manifests/list`, { headers: { ...reader, accept: DOCKER_MANIFEST } });
+    expect(child.status).toBe(200);
+    expect(child.headers.get("content-type")).toBe(DOCKER_MANIFEST);
+    expect(child.headers.get("docker-content-digest")).toBe(BUSYBOX_V2S2_MANIFEST);
+    await child.arrayBuffer();
+    const whole = await fetch(`${vault.url}/v2/hosted/busybox/manifests/list`, { headers: { ...reader, accept: `${DOCKER_MANIFEST}, ${DOCKER_LIST}` } });
+    expect(whole.headers.get("content-type")).toBe(DOCKER_LIST);
+    expect(sha256(new Uint8Array(await whole.arrayBuffer()))).toBe(sha256(list));
+    // by digest the list itself is served
+    const byDigest = await fetch(`${vault.url}/v2/hosted/busybox/manifests/${sha256(list)}`, { headers: { ...reader, accept: DOCKER_MANIFEST } });
+    expect(byDigest.headers.get("content-type")).toBe(DOCKER_LIST);
+    await byDigest.arrayBuffer();
+    expect((await fetch(`${vault.url}/v2/hosted/busybox/manifests/list`, { method: "DELETE", headers: auth })).status).toBe(202);
   });
 
   test("names, tags and paths: NAME_INVALID, TAG_INVALID, traversal refused", async () => {
