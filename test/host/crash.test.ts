@@ -10,7 +10,7 @@ import { tmpDataDir } from "../helpers/tmp.ts";
 const SIZE = 24 * 1024 * 1024;
 
 /** Deterministic bytes (xorshift), so a wrong or partial file cannot match by accident. */
-function payload(size: number): Uint8Array {
+function payload(size: number): Uint8Array<ArrayBuffer> {
   const out = new Uint8Array(size);
   let x = 0x9e3779b9;
   for (let i = 0; i < size; i++) {
