@@ -36,6 +36,13 @@ export function pathProblem(pathname: string, o?: PathCheckOptions): string | nu
   for (const seg of pathname.split("/")) {
     const d = seg.includes("%") ? safeDecode(seg) : seg;
     if (d === "." || d === "..") return "dot segment";
+    if (d !== seg && d.includes("/")) {
+      // an allowed %2F: the parts it separates must be proper segments too (`@scope%2fname`, not `..%2f`)
+      for (const part of d.split("/")) {
+        if (part === "." || part === "..") return "dot segment";
+        if (part === "") return "empty segment";
+      }
+    }
   }
   return null;
 }
