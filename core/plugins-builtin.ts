@@ -4,7 +4,8 @@
  * scanning the plugins directory (when running from source).
  */
 export const BUILTIN_PLUGINS: Record<string, () => Promise<{ default?: unknown }>> = {
-  s3: () => import("../plugins/s3/index.ts"),
   http: () => import("../plugins/http/index.ts"),
   pypi: () => import("../plugins/pypi/index.ts"),
+  oci: () => import("../plugins/oci/index.ts"),
+  s3: () => import("../plugins/s3/index.ts"),
 };

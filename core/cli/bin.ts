@@ -17,6 +17,16 @@ export const COMMANDS: Record<string, string> = {
   conda: "conda channel tools (mirror, pull-cache, push-cache)",
 };
 
+/** Commands imported through static specifiers (so `bun build --compile` embeds them); others are found on disk. */
+const BUILTIN: Record<string, () => Promise<{ run?: (args: string[]) => Promise<number> }>> = {
+  serve: () => import("./commands/serve.ts"),
+  config: () => import("./commands/config.ts"),
+  user: () => import("./commands/user.ts"),
+  token: () => import("./commands/token.ts"),
+  prefetch: () => import("./commands/prefetch.ts"),
+  gc: () => import("./commands/gc.ts"),
+};
+
 const USAGE = `usage: vault <command> [options]
 
 commands:
@@ -47,7 +57,7 @@ export async function main(argv: string[]): Promise<number> {
     return 2;
   }
   const file = join(import.meta.dir, "commands", `${cmd}.ts`);
-  if (!existsSync(file)) {
+  if (!BUILTIN[cmd] && !existsSync(file)) {
     process.stderr.write(
       COMMANDS[cmd]
         ? `vault: the "${cmd}" command is not available in this build yet (core/cli/commands/${cmd}.ts is missing)\n`
@@ -55,7 +65,7 @@ export async function main(argv: string[]): Promise<number> {
     );
     return 2;
   }
-  const mod = (await import(pathToFileURL(file).href)) as { run?: (args: string[]) => Promise<number> };
+  const mod = BUILTIN[cmd] ? await BUILTIN[cmd]() : ((await import(pathToFileURL(file).href)) as { run?: (args: string[]) => Promise<number> });
   if (typeof mod.run !== "function") {
     process.stderr.write(`vault: core/cli/commands/${cmd}.ts does not export run(args)\n`);
     return 1;
