@@ -199,8 +199,12 @@ export function createProxy(ctx: PluginContext<OciRepoConfig>): RegistryService 
     return entry;
   }
 
-  /** GET by tag when the upstream's HEAD gave no digest: fetch, hash, store the manifest row. */
-  async function manifestByTagGet(up: Upstream, name: string, tag: string): Promise<ArtifactEntry> {
+  /**
+   * GET by tag (a tag never seen, or an upstream HEAD without digest): one upstream round trip; the bytes are hashed,
+   * checked against `Docker-Content-Digest`, and the manifest row and the tag row are committed together.
+   * @returns the tag row
+   */
+  async function manifestByTagGet(up: Upstream, name: string, tag: string, tagKey: string): Promise<ArtifactEntry> {
     const url = `${up.base}/v2/${name}/manifests/${tag}`;
     const res = await upstreamFetch(up, name, url, { method: "GET", accept: UPSTREAM_MANIFEST_ACCEPT });
     if (res.status === 404) {
@@ -219,17 +223,21 @@ export function createProxy(ctx: PluginContext<OciRepoConfig>): RegistryService 
       throw new VaultError("VAULT_DIGEST_MISMATCH", 502, "upstream manifest does not match its Docker-Content-Digest", { expected: claimed, actual: digest });
     let type = bareMediaType(res.headers.get("content-type"));
     if (!(MANIFEST_TYPES as readonly string[]).includes(type)) type = parseManifest(bytes, null).mediaType;
-    const entry = await ctx.artifacts.put(up.key + manifestPath(name, digest), bytes, { contentType: type });
+    const [, tagEntry] = await ctx.artifacts.commit([
+      { path: up.key + manifestPath(name, digest), body: bytes, opts: { contentType: type } },
+      { path: tagKey, body: bytes, opts: { contentType: type, kind: "metadata" } },
+    ]);
     await markCatalog(up, name);
-    return entry;
+    return tagEntry;
   }
 
   const tagFlights = new Map<string, Promise<{ entry: ArtifactEntry; status: string }>>();
 
   /**
-   * The tag row of `name:tag`: fresh → HIT; else one coalesced `HEAD` upstream: same digest → REVALIDATED (row
-   * refreshed), new digest → manifest fetched by digest, tag row rewritten (MISS); upstream 404 → row dropped,
-   * MANIFEST_UNKNOWN; upstream failure → STALE (within `cache.maxStaleSeconds`), else the error.
+   * The tag row of `name:tag`: fresh → HIT; never seen → one GET by tag (MISS); stale → one coalesced `HEAD`
+   * upstream (no Docker Hub pull quota): same digest → REVALIDATED (row refreshed), new digest → manifest fetched by
+   * digest, tag row rewritten (MISS); upstream 404 → row dropped, MANIFEST_UNKNOWN; upstream failure → STALE (within
+   * `cache.maxStaleSeconds`), else the error.
    */
   async function tagEntry(up: Upstream, name: string, tag: string): Promise<{ entry: ArtifactEntry; status: string }> {
     const key = up.key + tagPath(name, tag);
@@ -246,6 +254,8 @@ export function createProxy(ctx: PluginContext<OciRepoConfig>): RegistryService 
 
   async function revalidateTag(up: Upstream, name: string, tag: string, key: string, cur: ArtifactEntry | null): Promise<{ entry: ArtifactEntry; status: string }> {
     try {
+      // never seen: one GET by tag (a HEAD first would cost a round trip and no pull quota is saved)
+      if (!cur || !cur.blobDigest) return { entry: await manifestByTagGet(up, name, tag, key), status: "MISS" };
       const url = `${up.base}/v2/${name}/manifests/${tag}`;
       const head = await upstreamFetch(up, name, url, { method: "HEAD", accept: UPSTREAM_MANIFEST_ACCEPT });
       if (head.status === 404) {
@@ -254,12 +264,9 @@ export function createProxy(ctx: PluginContext<OciRepoConfig>): RegistryService 
       }
       if (head.status !== 200) throw new VaultError("VAULT_UPSTREAM_ERROR", 502, `upstream answered ${head.status}`, { upstreamStatus: head.status });
       const digest = head.headers.get("docker-content-digest");
-      let manifest: ArtifactEntry;
-      let status = "MISS";
-      if (digest && isSha256(digest)) {
-        if (cur && cur.blobDigest === digest) status = "REVALIDATED";
-        manifest = await manifestByDigest(up, name, digest);
-      } else manifest = await manifestByTagGet(up, name, tag);
+      if (!digest || !isSha256(digest)) return { entry: await manifestByTagGet(up, name, tag, key), status: "MISS" };
+      const status = cur.blobDigest === digest ? "REVALIDATED" : "MISS";
+      const manifest = await manifestByDigest(up, name, digest);
       const bytes = await ctx.artifacts.read(manifest);
       const entry = await ctx.artifacts.put(key, bytes, { contentType: manifest.contentType ?? undefined, kind: "metadata" });
       return { entry, status };

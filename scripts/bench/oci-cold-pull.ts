@@ -3,8 +3,9 @@
  * Benchmark: a cold pull of a multi-layer image with skopeo, through the vault's oci proxy (empty cache each round)
  * vs directly from the upstream registry (Debian's docker-registry).
  *   bun scripts/bench/oci-cold-pull.ts [--rounds 3] [--layers 8] [--layer-mib 8]
- * The upstream holds one image of `layers` random layers; each round starts a fresh vault (real CLI, empty data dir)
- * and times `skopeo copy docker://… dir:…` both ways, alternating the order. Prints wall times and the median
+ * The upstream holds one image of `layers` random layers; each round starts a fresh vault (real CLI, empty data dir),
+ * warms it with a pull of another small image (JIT, upstream auth discovery), then times `skopeo copy docker://…
+ * dir:…` of the measured image (not in the vault's cache) both ways, alternating the order. Prints wall times and the median
  * vault/direct ratio (target ≤ 1.15). Needs skopeo and docker-registry (apt-get install -y skopeo docker-registry).
  */
 import { join } from "node:path";
@@ -72,6 +73,16 @@ try {
   });
   const put = await fetch(`${upstream.url}/v2/${name}/manifests/latest`, { method: "PUT", body: manifest, headers: { "content-type": "application/vnd.oci.image.manifest.v1+json" } });
   if (put.status !== 201) throw new Error(`manifest push failed: ${put.status}`);
+  // a small other image to warm each fresh vault (JIT, upstream auth discovery) before the measured cold pull
+  const warmCfg = await pushBlob(upstream.url, "bench/warm", cfg);
+  const warmLayer = await pushBlob(upstream.url, "bench/warm", bytesOf(64 * 1024, 7));
+  const warmManifest = JSON.stringify({
+    schemaVersion: 2,
+    mediaType: "application/vnd.oci.image.manifest.v1+json",
+    config: { mediaType: "application/vnd.oci.image.config.v1+json", digest: warmCfg.digest, size: warmCfg.size },
+    layers: [{ mediaType: "application/vnd.oci.image.layer.v1.tar", digest: warmLayer.digest, size: warmLayer.size }],
+  });
+  await fetch(`${upstream.url}/v2/bench/warm/manifests/latest`, { method: "PUT", body: warmManifest, headers: { "content-type": "application/vnd.oci.image.manifest.v1+json" } });
   console.log(`image: ${layers} layers × ${layerMiB} MiB; ${rounds} round(s); fresh vault per round`);
 
   // warm the page cache and skopeo itself
@@ -85,6 +96,7 @@ try {
     const vtmp = await tempDir("vault-bench-cold-v-");
     const vault = await startVaultCli({ repositories: [{ name: "hub", format: "oci", type: "proxy", upstream: upstream.url, libraryPrefix: false }] }, vtmp.dir);
     const host = vault.url.replace(/^http:\/\//, "");
+    await timedCopy(`docker://${host}/hub/bench/warm:latest`, join(vdir, "w"));
     let direct = 0;
     let through = 0;
     try {

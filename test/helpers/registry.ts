@@ -30,6 +30,11 @@ export interface TestRegistry {
   requests(): RegistryRequest[];
   /** How many completed requests match. */
   count(pred: (r: RegistryRequest) => boolean): number;
+  /**
+   * Resolves with the count once at least `n` completed requests match (the log is read asynchronously, so a request
+   * the client saw finish may be logged a moment later). Rejects after `timeoutMs` (default 5000) with the count.
+   */
+  waitForCount(pred: (r: RegistryRequest) => boolean, n: number, timeoutMs?: number): Promise<number>;
   /** Stops the process (SIGTERM, then SIGKILL after 5 s) and waits for it. Idempotent. */
   stop(): Promise<void>;
 }
@@ -128,6 +133,7 @@ export async function startRegistry(o: StartRegistryOptions = {}): Promise<TestR
     await writeFile(cfg, lines.join("\n") + "\n");
     const proc: Subprocess<"ignore", "pipe", "pipe"> = Bun.spawn([bin, "serve", cfg], { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
     const requests: RegistryRequest[] = [];
+    const waiters = new Set<() => void>();
     const log: string[] = [];
     let resolveUp!: () => void;
     let rejectUp!: (e: Error) => void;
@@ -146,8 +152,10 @@ export async function startRegistry(o: StartRegistryOptions = {}): Promise<TestR
       }
       const msg = String(rec.msg ?? "");
       if (msg.startsWith("listening on")) resolveUp();
-      if (msg === "response completed")
+      if (msg === "response completed") {
         requests.push({ method: String(rec["http.request.method"]), uri: String(rec["http.request.uri"]), status: Number(rec["http.response.status"]) });
+        for (const w of [...waiters]) w();
+      }
     };
     void readLines(proc.stderr, onLine).catch(() => {});
     void readLines(proc.stdout, onLine).catch(() => {});
@@ -173,6 +181,23 @@ export async function startRegistry(o: StartRegistryOptions = {}): Promise<TestR
       dataDir,
       requests: () => requests.slice(),
       count: (pred) => requests.filter(pred).length,
+      waitForCount(pred, n, timeoutMs = 5000) {
+        return new Promise<number>((resolve, reject) => {
+          const check = () => {
+            const c = requests.filter(pred).length;
+            if (c < n) return;
+            waiters.delete(check);
+            clearTimeout(timer);
+            resolve(c);
+          };
+          const timer = setTimeout(() => {
+            waiters.delete(check);
+            reject(new Error(`only ${requests.filter(pred).length} of ${n} expected registry requests after ${timeoutMs} ms`));
+          }, timeoutMs);
+          waiters.add(check);
+          check();
+        });
+      },
       stop() {
         return (stopped ??= (async () => {
           if (proc.exitCode !== null || proc.signalCode !== null) return;
