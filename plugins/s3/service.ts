@@ -634,6 +634,9 @@ export function createS3Service(ctx: PluginContext) {
     if (local) {
       const f = Bun.file(local);
       delete headers["content-length"]; // Bun sets it from the file (sendfile)
+      // Bun adds `content-disposition: filename="<blob hex>"` to a Bun.file body sent with headers (it cannot be
+      // deleted afterwards); an object stored without a Content-Disposition must not get the blob's name.
+      headers["content-disposition"] ??= "inline";
       return new Response(range ? f.slice(range.start, range.end + 1) : f, { status, headers });
     }
     const body = await ctx.storage.get(key, range ?? undefined);
