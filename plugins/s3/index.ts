@@ -51,6 +51,17 @@ export default definePlugin<RepositoryConfig>({
     app.all("/", (c) => svc.handle(c.request), { parse: "none" as const });
     app.all("/*", (c) => svc.handle(c.request), { parse: "none" as const });
   },
+  /**
+   * Warns at boot when the repository is anonymously readable: `anonymousRead` is inherited from
+   * `auth.anonymousRead` (default true), so without `anonymousRead: false` on the repository anyone may list and read
+   * every bucket.
+   */
+  async start(ctx: PluginContext) {
+    if (ctx.config.anonymousRead === true)
+      ctx.log.warn("s3 repository is anonymously readable: every bucket can be listed and read without credentials (set anonymousRead: false on the repository to require them)", {
+        repository: ctx.repo.name,
+      });
+  },
   gc: gcS3,
   renderError(err: VaultError, req: Request): Response {
     const e = toS3Error(err);

@@ -43,3 +43,20 @@ test("a stored Content-Disposition and response-content-disposition still win", 
   await over.Body!.transformToString();
   expect(over.ContentDisposition).toBe('attachment; filename="x.txt"');
 });
+
+test("an s3 repository inherits auth.anonymousRead (default true): anonymous reads work and the boot log warns; anonymousRead: false is quiet and closed", async () => {
+  const { spawnVault } = await import("../helpers/vault.ts");
+  const open = await spawnVault({ config: { repositories: [{ name: "objects", format: "s3", type: "hosted" }] } });
+  const closed = await spawnVault({ config: { repositories: [{ name: "objects", format: "s3", type: "hosted", anonymousRead: false }] } });
+  try {
+    const warned = (out: string) => out.split("\n").some((l) => l.includes('"level":"warn"') && l.includes("anonymously readable") && l.includes('"repository":"objects"'));
+    expect(warned(open.output())).toBe(true);
+    expect((await fetch(`${open.url}/objects/`)).status).toBe(200);
+    expect(warned(closed.output())).toBe(false);
+    const denied = await fetch(`${closed.url}/objects/`);
+    expect(denied.status).toBe(403);
+    expect(await denied.text()).toContain("<Code>AccessDenied</Code>");
+  } finally {
+    await Promise.all([open.stop(), closed.stop()]);
+  }
+}, 60_000);
