@@ -58,9 +58,7 @@ export default definePlugin<RepositoryConfig>({
    */
   async start(ctx: PluginContext) {
     if (ctx.config.anonymousRead === true)
-      ctx.log.warn("s3 repository is anonymously readable: every bucket can be listed and read without credentials (set anonymousRead: false on the repository to require them)", {
-        repository: ctx.repo.name,
-      });
+      ctx.log.warn("s3 repository is anonymously readable: every bucket can be listed and read without credentials (set anonymousRead: false on the repository to require them)");
   },
   gc: gcS3,
   renderError(err: VaultError, req: Request): Response {

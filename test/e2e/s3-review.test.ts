@@ -49,7 +49,7 @@ test("an s3 repository inherits auth.anonymousRead (default true): anonymous rea
   const open = await spawnVault({ config: { repositories: [{ name: "objects", format: "s3", type: "hosted" }] } });
   const closed = await spawnVault({ config: { repositories: [{ name: "objects", format: "s3", type: "hosted", anonymousRead: false }] } });
   try {
-    const warned = (out: string) => out.split("\n").some((l) => l.includes('"level":"warn"') && l.includes("anonymously readable") && l.includes('"repository":"objects"'));
+    const warned = (out: string) => out.split("\n").some((l) => l.includes('"level":"warn"') && l.includes("anonymously readable") && l.includes('"repo":"objects"'));
     expect(warned(open.output())).toBe(true);
     expect((await fetch(`${open.url}/objects/`)).status).toBe(200);
     expect(warned(closed.output())).toBe(false);
