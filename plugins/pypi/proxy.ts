@@ -8,7 +8,7 @@
  * <simplePrefix><project>/           project page          cache key simple/<project>/ (+ #json, #html, #text-html)
  * files/<upstream file URL path>     wheel / sdist         cache key files/<path>      (immutable, sha256-verified)
  * files/<…>.metadata, files/<…>.asc  PEP 658 metadata, signature (only when the page advertised them)
- * pypi/<project>[/<version>]/json    Warehouse JSON API    cache key pypi/<…>/json#<public-URL hash>
+ * pypi/<project>[/<version>]/json    Warehouse JSON API    cache key pypi/<…>/json#<hash of public URL + file hosts>
  * ```
  * The snapshot entry (`simple/<project>/`) holds the parsed upstream page; each representation is rendered from it
  * once per snapshot and stored as pre-built bytes, tagged with the snapshot's digest.
@@ -150,6 +150,11 @@ export function createPypiProxy(ctx: PluginContext<PypiRepoConfig>): PypiProxy {
   const spDepth = sp === "" ? 0 : sp.split("/").length - 1;
   const projectRootHref = "../".repeat(spDepth + 1);
   const allowedOrigins = new Set(c.fileOrigins);
+  // Snapshots and JSON API documents map file links with the file hosts in force when they were built; a 304
+  // revalidation keeps them as they are. The hosts' fingerprint is therefore stored with each of them (the snapshot's
+  // content type, the JSON document's key), so documents built under other `fileHosts` are rebuilt, not kept forever.
+  const originsTag = new Bun.CryptoHasher("sha256").update([...allowedOrigins].sort().join("\n")).digest("hex").slice(0, 12);
+  const snapshotType = `${SNAPSHOT_CONTENT_TYPE}; file-hosts=${originsTag}`;
   const links = new LinkTable(MAX_LINKS);
   const mount = ctx.repo.mount;
 
@@ -170,7 +175,7 @@ export function createPypiProxy(ctx: PluginContext<PypiRepoConfig>): PypiProxy {
       class: "mutable",
       ttlSeconds: d.ttlSeconds,
       upstreamHeaders: { accept: UPSTREAM_ACCEPT },
-      contentType: SNAPSHOT_CONTENT_TYPE,
+      contentType: snapshotType,
       transform: async (body, upstream) => {
         try {
           const out = await task(
@@ -185,7 +190,7 @@ export function createPypiProxy(ctx: PluginContext<PypiRepoConfig>): PypiProxy {
             },
             body.byteLength,
           );
-          return { body: out.body!, contentType: SNAPSHOT_CONTENT_TYPE };
+          return { body: out.body!, contentType: snapshotType };
         } catch (e) {
           if (e instanceof SimpleParseError || (e instanceof Error && e.name === "SimpleParseError"))
             throw badUpstreamPage(safeUrl(d.upstreamUrl), e.message);
@@ -195,8 +200,19 @@ export function createPypiProxy(ctx: PluginContext<PypiRepoConfig>): PypiProxy {
     };
   }
 
-  /** The snapshot entry of a document (fresh, revalidated, or stale when upstream fails). Throws 404 when upstream has none. */
+  /** Whether a stored snapshot was built with the current file hosts (see `snapshotType`). */
+  function currentSnapshot(e: ArtifactEntry): boolean {
+    return e.contentType === snapshotType;
+  }
+
+  /**
+   * The snapshot entry of a document (fresh, revalidated, or stale when upstream fails); one built under other
+   * `fileHosts` is dropped and fetched again. Throws 404 when upstream has none.
+   */
   async function snapshot(d: DocumentSpec, signal?: AbortSignal) {
+    // Checked before the fetch: a revalidation would keep the old snapshot, and a fetch right after one joins it.
+    const old = await ctx.artifacts.get(d.key);
+    if (old && old.status === 200 && !currentSnapshot(old)) await ctx.cache.invalidate(d.key);
     const r = await ctx.cache.fetch(snapshotSpec(d), { signal });
     if (r.entry.status !== 200 || !r.entry.blobDigest) throw errors.notFound(d.kind === "index" ? "simple index" : `project ${d.project}`);
     return r;
@@ -261,7 +277,7 @@ export function createPypiProxy(ctx: PluginContext<PypiRepoConfig>): PypiProxy {
     const uncached: string[] = [];
     for (const p of cands) {
       const e = await ctx.artifacts.get(`simple/${p}/`);
-      if (!e || e.status !== 200 || !e.blobDigest) {
+      if (!e || e.status !== 200 || !e.blobDigest || !currentSnapshot(e)) {
         uncached.push(p);
         continue;
       }
@@ -320,7 +336,7 @@ export function createPypiProxy(ctx: PluginContext<PypiRepoConfig>): PypiProxy {
     const tail = version !== undefined ? `${version}/json` : "json";
     if (!isNormalized(raw)) return redirect(`${mount}/pypi/${name}/${tail}${url.search}`);
     const repoUrl = ctx.baseUrl(req) + "/";
-    const tag = new Bun.CryptoHasher("sha256").update(repoUrl).digest("hex").slice(0, 12);
+    const tag = new Bun.CryptoHasher("sha256").update(`${repoUrl}\n${originsTag}`).digest("hex").slice(0, 12);
     const upstreamUrl = `${c.jsonApiBase}${name}/${version !== undefined ? encodeURIComponent(version) + "/" : ""}json`;
     return ctx.cache.serve(req, {
       key: `pypi/${name}/${tail}#${tag}`,
