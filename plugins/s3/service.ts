@@ -249,8 +249,13 @@ export function createS3Service(ctx: PluginContext) {
       await authenticate(c);
       res = await route(c);
     } catch (e) {
-      const err = toS3Error(e);
-      if (err.code === "InternalError") ctx.log.error("s3 request failed", { error: e instanceof Error ? e.message : String(e), requestId, path: rawPath });
+      let err = toS3Error(e);
+      if (err.code === "InternalError" && req.signal.aborted) {
+        // The client went away (e.g. an upload cancelled mid-body): not a server fault. Nothing was stored (the blob
+        // store discards the unfinished spool file); answer as S3 does for a short body, for the access log and metrics.
+        ctx.log.info("s3 client disconnected", { requestId, path: rawPath, method: c.method });
+        err = new S3Error("IncompleteBody", "the client closed the connection before the body ended");
+      } else if (err.code === "InternalError") ctx.log.error("s3 request failed", { error: e instanceof Error ? e.message : String(e), requestId, path: rawPath });
       res = renderS3Error(err, { requestId, resource: rawPath, head: c.head });
       // Drain nothing: Bun discards an unread request body (and never sends 100 Continue for it).
     }
