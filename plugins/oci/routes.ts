@@ -76,8 +76,13 @@ export async function handleApi(req: Request, rest: string, query: string, a: Ad
   try {
     return withApiHeader(await dispatch(req, rest, query, a));
   } catch (e) {
-    const err = e instanceof VaultError ? e : new VaultError("VAULT_INTERNAL", 500, "internal error", { cause: e instanceof Error ? e.message : String(e) });
-    if (err.status >= 500) log.error("registry request failed", { code: err.code, error: err.message, detail: err.detail, method: req.method, path: splitUrl(req.url).path });
+    let err = e instanceof VaultError ? e : new VaultError("VAULT_INTERNAL", 500, "internal error", { cause: e instanceof Error ? e.message : String(e) });
+    if (err.status >= 500 && req.signal.aborted) {
+      // The client went away mid-request (a push cancelled during a PATCH/PUT body): not a server fault. The upload
+      // session is left as it was before the request; answer (to nobody) as a bad upload, for the access log and metrics.
+      log.info("registry client disconnected", { method: req.method, path: splitUrl(req.url).path });
+      err = ociError("BLOB_UPLOAD_INVALID", "the client closed the connection before the body ended");
+    } else if (err.status >= 500) log.error("registry request failed", { code: err.code, error: err.message, detail: err.detail, method: req.method, path: splitUrl(req.url).path });
     return renderOciError(err, req);
   }
 }
