@@ -46,12 +46,15 @@ export function parseAccept(accept: string): MediaRange[] {
 }
 
 /**
- * Chooses the representation of a simple page (PEP 691): `format` (the `?format=` query value) overrides
- * `accept`; no Accept means `*\/*`. Each offer takes the q of its most specific matching range (exact type or
+ * Chooses the representation of a simple page (PEP 691): `format` (the `?format=` query value, decoded; a `+`
+ * decoded to a space is restored) overrides `accept`; no Accept means `*\/*`. Each offer takes the q of its most specific matching range (exact type or
  * its `latest` alias > `type/*` > `*\/*`); the highest q > 0 wins, ties go to text/html, then v1+html, then JSON.
  * @returns the representation, or null when nothing is acceptable (answer 406)
  */
 export function negotiate(accept: string | null | undefined, format?: string | null): Representation | null {
+  // `?format=application/vnd.pypi.simple.v1+json` written unencoded (as PEP 691 shows it) arrives with the `+`
+  // decoded to a space by form decoding; no media type contains a space, so put the `+` back.
+  if (format) format = format.replace(/(application\/vnd\.pypi\.simple\.(?:v1|latest)) (json|html)\b/gi, "$1+$2");
   const header = format != null && format !== "" ? format : accept == null || accept.trim() === "" ? "*/*" : accept;
   const ranges = parseAccept(header);
   let best: Representation | null = null;
