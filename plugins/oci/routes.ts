@@ -70,12 +70,14 @@ function withApiHeader(res: Response): Response {
 
 /**
  * Answers one registry API request. `rest` is the raw path after the API root (`""` for the base endpoint).
- * Every error is rendered as OCI JSON; 5xx are logged with `log`.
+ * Every error is rendered as OCI JSON; 5xx are logged with the logger of the repository the name resolved to (else `log`).
  */
 export async function handleApi(req: Request, rest: string, query: string, a: Addressing, log: PluginContext["log"]): Promise<Response> {
+  const resolved: { ctx?: PluginContext } = {};
   try {
-    return withApiHeader(await dispatch(req, rest, query, a));
+    return withApiHeader(await dispatch(req, rest, query, a, resolved));
   } catch (e) {
+    if (resolved.ctx) log = resolved.ctx.log;
     let err = e instanceof VaultError ? e : new VaultError("VAULT_INTERNAL", 500, "internal error", { cause: e instanceof Error ? e.message : String(e) });
     if (err.status >= 500 && req.signal.aborted) {
       // The client went away mid-request (a push cancelled during a PATCH/PUT body): not a server fault. The upload
@@ -87,7 +89,7 @@ export async function handleApi(req: Request, rest: string, query: string, a: Ad
   }
 }
 
-async function dispatch(req: Request, rest: string, query: string, a: Addressing): Promise<Response> {
+async function dispatch(req: Request, rest: string, query: string, a: Addressing, resolved: { ctx?: PluginContext }): Promise<Response> {
   const route = parseApiPath(rest);
   if (!route) throw ociError("NAME_UNKNOWN", "no such registry endpoint", {}, {}, 404);
   const method = req.method;
@@ -101,6 +103,7 @@ async function dispatch(req: Request, rest: string, query: string, a: Addressing
   }
   const target = a.resolve(route.name);
   if (!target) throw ociError("NAME_UNKNOWN", "repository name not known to registry", { name: route.name });
+  resolved.ctx = target.ctx;
   const svc = a.serviceOf(target.ctx);
   const action = actionFor(route.kind, method);
   if (!action) throw ociError("UNSUPPORTED", `${method} not allowed here`);

@@ -66,3 +66,33 @@ test("a PATCH cut off mid-body is logged as a 400 (not 500), and the session sta
   const blob = await fetch(`${v.url}/v2/images/app/blobs/${digest}`, { headers: { authorization: AUTH } });
   expect(await blob.text()).toBe("layer bytes\n");
 }, 30_000);
+
+test("errors of /v2/<repo>/… requests are logged with the repository the name resolved to, not the first oci repository", async () => {
+  const { spawnVault } = await import("../helpers/vault.ts");
+  const s = await spawnVault({
+    config: {
+      auth: { anonymousRead: false, admin: { user: "root", password: "root-password-123" } },
+      repositories: [
+        { name: "first", format: "oci", type: "hosted" },
+        { name: "second", format: "oci", type: "hosted" },
+      ],
+    },
+  });
+  try {
+    const post = await fetch(`${s.url}/v2/second/app/blobs/uploads/`, { method: "POST", headers: { authorization: AUTH } });
+    expect(post.status).toBe(202);
+    const path = new URL(post.headers.get("location")!, s.url).pathname;
+    const sock = await Bun.connect({ hostname: "127.0.0.1", port: s.port, socket: { data() {}, drain() {}, close() {}, error() {} } });
+    sock.write(`PATCH ${path} HTTP/1.1\r\nHost: 127.0.0.1:${s.port}\r\nAuthorization: ${AUTH}\r\nContent-Length: 4194304\r\n\r\n`);
+    sock.write(new Uint8Array(256 * 1024));
+    sock.flush();
+    await Bun.sleep(100);
+    sock.end();
+    const deadline = Date.now() + 10_000;
+    const line = () => s.output().split("\n").find((l) => l.includes("registry client disconnected"));
+    while (!line() && Date.now() < deadline) await Bun.sleep(20);
+    expect(line()).toContain('"repo":"second"');
+  } finally {
+    await s.stop();
+  }
+}, 30_000);
