@@ -86,3 +86,25 @@ test("adding a file host rewrites links of a page and a JSON API document cached
     await second.stop();
   }
 }, 30_000);
+
+test("a page linking files on a host outside fileHosts logs one warning naming the host (the real CLI)", async () => {
+  const { spawnVault } = await import("../../test/helpers/vault.ts");
+  const s = await spawnVault({ config: config([index.url]) });
+  try {
+    for (let i = 0; i < 2; i++) expect((await fetch(`${s.url}/py/simple/demo/`)).status).toBe(200);
+    // stderr is read asynchronously: wait (bounded) for both access-log lines, which follow any warning
+    const accessLines = () => s.output().split("\n").filter((l) => l.includes('"msg":"request"') && l.includes('"path":"/py/simple/demo/"')).length;
+    const deadline = Date.now() + 10_000;
+    while (accessLines() < 2 && Date.now() < deadline) await Bun.sleep(20);
+    expect(accessLines()).toBe(2);
+    const warnings = s
+      .output()
+      .split("\n")
+      .filter((l) => l.includes('"level":"warn"') && l.includes("not in fileHosts"));
+    expect(warnings.length).toBe(1);
+    expect(warnings[0]).toContain(`"fileHost":"${files.url}"`);
+    expect(warnings[0]).toContain('"project":"demo"');
+  } finally {
+    await s.stop();
+  }
+}, 30_000);

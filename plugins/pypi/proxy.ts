@@ -157,6 +157,20 @@ export function createPypiProxy(ctx: PluginContext<PypiRepoConfig>): PypiProxy {
   const snapshotType = `${SNAPSHOT_CONTENT_TYPE}; file-hosts=${originsTag}`;
   const links = new LinkTable(MAX_LINKS);
   const mount = ctx.repo.mount;
+  /** File hosts already reported as outside `fileHosts` (one warning per host and process). */
+  const warnedOrigins = new Set<string>();
+
+  /** Warns once per host when a page links files the vault does not rewrite (clients then bypass the cache). */
+  function warnForeign(origins: string[] | undefined, project: string | undefined): void {
+    for (const o of origins ?? []) {
+      if (warnedOrigins.has(o) || warnedOrigins.size >= 100) continue;
+      warnedOrigins.add(o);
+      ctx.log.warn("project page links files on a host not in fileHosts: they are left pointing upstream, so clients download them directly, bypassing the vault (add the host to fileHosts to cache them)", {
+        fileHost: o,
+        project,
+      });
+    }
+  }
 
   /** Runs a pypi document task inline, or in the pool when the document is big. */
   async function task(input: PypiTaskInput, sizeBytes: number, signal?: AbortSignal): Promise<PypiTaskOutput> {
@@ -190,6 +204,7 @@ export function createPypiProxy(ctx: PluginContext<PypiRepoConfig>): PypiProxy {
             },
             body.byteLength,
           );
+          warnForeign(out.foreignOrigins, d.project);
           return { body: out.body!, contentType: snapshotType };
         } catch (e) {
           if (e instanceof SimpleParseError || (e instanceof Error && e.name === "SimpleParseError"))

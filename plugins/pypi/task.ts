@@ -17,19 +17,25 @@ export type PypiTaskInput =
 export interface PypiTaskOutput {
   body?: Uint8Array;
   links: [string, FileLink][];
+  /** build: origins (`http://host:port`) of file links left pointing upstream because they are not in `fileOrigins`. */
+  foreignOrigins?: string[];
 }
 
 /**
  * Runs one pypi document operation.
- * - `build`: upstream page → snapshot bytes (throws SimpleParseError on unusable upstream documents)
+ * - `build`: upstream page → snapshot bytes, plus the origins of file links not rewritten (throws SimpleParseError on
+ *   unusable upstream documents)
  * - `render`: snapshot → JSON/HTML bytes, plus the snapshot's links
  * - `links`: snapshot → its links only
  * - `jsonapi`: Warehouse JSON → rewritten JSON + links (throws SyntaxError on bad JSON)
  */
 export function pypiSimple(i: PypiTaskInput): PypiTaskOutput {
   switch (i.op) {
-    case "build":
-      return { body: buildSnapshot(i), links: [] };
+    case "build": {
+      const body = buildSnapshot(i);
+      const s = i.kind === "project" ? readSnapshot(body) : null;
+      return { body, links: [], foreignOrigins: s?.kind === "project" ? foreignOriginsOf(s.page.files) : [] };
+    }
     case "render": {
       const s = readSnapshot(i.snapshot);
       return { body: renderSnapshot(i, s), links: s.kind === "project" ? linksOf(s.page) : [] };
@@ -41,4 +47,19 @@ export function pypiSimple(i: PypiTaskInput): PypiTaskOutput {
     case "jsonapi":
       return rewriteJsonApi(i);
   }
+}
+
+/** Distinct origins of the http(s) file URLs that were not mapped to a vault path (`path` unset), sorted. */
+function foreignOriginsOf(files: { url: string; path?: string }[]): string[] {
+  const out = new Set<string>();
+  for (const f of files) {
+    if (f.path !== undefined) continue;
+    try {
+      const u = new URL(f.url);
+      if (u.protocol === "http:" || u.protocol === "https:") out.add(u.origin);
+    } catch {
+      // not a URL: nothing to report
+    }
+  }
+  return [...out].sort();
 }
