@@ -29,12 +29,14 @@ export default defineConfig({
     { name: "pypi", format: "pypi", type: "proxy", upstream: "https://pypi.org/simple/" },
     // curl http://127.0.0.1:8080/apache/httpd/KEYS  →  <upstream>httpd/KEYS, cached
     { name: "apache", format: "http", type: "proxy", upstream: "${VAULT_APACHE_UPSTREAM:-https://archive.apache.org/dist/}" },
-    // docker pull 127.0.0.1:8080/docker/library/busybox  (root: true also serves Docker's registry-mirrors: /v2/<image>)
-    { name: "docker", format: "oci", type: "proxy", upstream: "https://registry-1.docker.io", root: true },
+    // docker pull 127.0.0.1:8080/hub/library/busybox. root: true also answers Docker's registry-mirrors (/v2/<image>),
+    // except for Docker Hub namespaces named like a vault repository; give the mirror its own `port:` to avoid that.
+    { name: "hub", format: "oci", type: "proxy", upstream: "https://registry-1.docker.io", root: true },
     // skopeo copy … docker://127.0.0.1:8080/containers/<image>:<tag>  (push needs a user with write permission)
-    { name: "containers", format: "oci", type: "hosted" },
+    { name: "containers", format: "oci", type: "hosted", anonymousRead: false },
     // aws --endpoint-url http://127.0.0.1:8080/objects s3 ls  (add `port: 9000` for buckets at the root of their own listener)
-    { name: "objects", format: "s3", type: "hosted" },
+    // private: objects are readable only with an access key (`vault token create --user U --s3`)
+    { name: "objects", format: "s3", type: "hosted", anonymousRead: false },
     ...optional,
   ],
 });

@@ -1,5 +1,6 @@
 /** Config validation: a table of bad configs → exact error paths and messages; seed `backends:` mapping; defaults. */
 import { describe, expect, test } from "bun:test";
+import { authorizationFor } from "../upstream/client.ts";
 import { definePlugin, textError, type VaultPlugin } from "../plugin.ts";
 import { checkConfig, validateConfig, buildConfigSchema, createAjv, checkPluginSchema } from "./schema.ts";
 import { parseYamlConfig } from "./load.ts";
@@ -162,6 +163,16 @@ backends:
     expect(c.repositories[1].apiPrefix).toBe("");
     expect(r.warnings).toEqual(["backends[1].config.auth_url: accepted but has no effect (the registry's token service is discovered from its WWW-Authenticate challenge)"]);
     expect((c as unknown as Record<string, unknown>).backends).toBeUndefined();
+  });
+
+  test("empty seed credentials (an unset ${VAR:-}) mean anonymous upstream access", () => {
+    const yaml = `backends:\n  - type: dockerhub\n    config:\n      prefix: /dockerhub/\n      username: ""\n      password: ""\n  - type: http\n    config:\n      prefix: /files/\n      base_url: https://files.example/\n      username: bob\n      password: ""\n`;
+    const r = checkConfig(parseYamlConfig(yaml), plugins, { configDir: "/etc/vault" });
+    expect(r.errors).toEqual([]);
+    expect(r.config!.repositories[0].upstreamAuth).toBeUndefined();
+    expect(r.config!.repositories[1].upstreamAuth).toEqual({ username: "bob" });
+    expect(authorizationFor({ username: "", password: "" })).toBeUndefined();
+    expect(authorizationFor({ username: "bob" })).toBe("Basic " + Buffer.from("bob:").toString("base64"));
   });
 
   test("a missing plugin is named (dockerhub needs oci)", () => {

@@ -118,10 +118,13 @@ export function mapSeedConfig(raw: Record<string, unknown>, takenNames: Set<stri
     }
     keys.upstream = `config.${urlKey}`;
     if (upstream !== undefined) repo.upstream = upstream as string;
-    if (cfg.username !== undefined || cfg.password !== undefined) {
+    // `username: "${DOCKER_USERNAME:-}"` with the variable unset means anonymous access, not empty credentials.
+    const username = cfg.username === "" ? undefined : cfg.username;
+    const password = cfg.password === "" ? undefined : cfg.password;
+    if (username !== undefined || password !== undefined) {
       repo.upstreamAuth = {};
-      if (cfg.username !== undefined) repo.upstreamAuth.username = cfg.username as string;
-      if (cfg.password !== undefined) repo.upstreamAuth.password = cfg.password as string;
+      if (username !== undefined) repo.upstreamAuth.username = username as string;
+      if (password !== undefined) repo.upstreamAuth.password = password as string;
       keys["upstreamAuth.username"] = "config.username";
       keys["upstreamAuth.password"] = "config.password";
       keys.upstreamAuth = "config";

@@ -1,6 +1,6 @@
 /** Tests of the upstream client against real loopback servers: raw bodies, credentials, redirects, retries, timeouts, proxy env. */
 import { afterEach, describe, expect, test } from "bun:test";
-import { createUpstreamClient, noProxyMatches, parseNoProxy } from "./client.ts";
+import { causeOf, createUpstreamClient, noProxyMatches, parseNoProxy } from "./client.ts";
 import { startUpstream, type TestUpstream } from "../../test/helpers/upstream.ts";
 import { silentLogger } from "../log.ts";
 import { VaultError } from "../errors.ts";
@@ -155,4 +155,11 @@ describe("upstream client", () => {
     expect(noProxyMatches(new URL("http://any/"), parseNoProxy("*"))).toBe(true);
     expect(noProxyMatches(new URL("http://any/"), parseNoProxy(""))).toBe(false);
   });
+});
+
+test("causeOf gives clients a short cause without runtime hints", () => {
+  expect(causeOf(Object.assign(new Error("x"), { code: "ECONNREFUSED" }))).toBe("ECONNREFUSED");
+  expect(causeOf(new Error("Unable to connect. Is the computer able to access the url? For more information, pass `verbose: true` in the second argument to fetch()"))).toBe(
+    "Unable to connect. Is the computer able to access the url?",
+  );
 });

@@ -151,7 +151,7 @@ export function createUpstreamClient(o: UpstreamClientOptions): UpstreamClient {
         throw new VaultError("VAULT_UPSTREAM_TIMEOUT", 504, `upstream did not answer within ${connectMs} ms`, { url: redactUrl(url.href) });
       }
       metrics.upstreamErrors.inc({ repository, kind: "connect" });
-      const err = new VaultError("VAULT_UPSTREAM_DOWN", 503, `upstream unreachable: ${(e as Error)?.message ?? String(e)}`, {
+      const err = new VaultError("VAULT_UPSTREAM_DOWN", 503, `upstream unreachable: ${causeOf(e)}`, {
         url: redactUrl(url.href),
       });
       (err as unknown as Record<symbol, boolean>)[RETRYABLE] = true;
@@ -192,7 +192,7 @@ export function createUpstreamClient(o: UpstreamClientOptions): UpstreamClient {
                 } else {
                   metrics.upstreamErrors.inc({ repository, kind: "read" });
                   ctrl.error(
-                    new VaultError("VAULT_UPSTREAM_DOWN", 503, `upstream body failed: ${(e as Error)?.message ?? String(e)}`, { url: redactUrl(url.href) }),
+                    new VaultError("VAULT_UPSTREAM_DOWN", 503, `upstream body failed: ${causeOf(e)}`, { url: redactUrl(url.href) }),
                   );
                 }
                 return;
@@ -270,10 +270,22 @@ async function backoff(attempt: number, signal?: AbortSignal): Promise<void> {
   });
 }
 
+/**
+ * A short, client-safe cause of a network error: the error code (`ConnectionRefused`, `ECONNRESET`, …) or the first
+ * sentence of the message, without runtime hints such as Bun's "pass `verbose: true`" advice.
+ */
+export function causeOf(e: unknown): string {
+  const code = (e as { code?: unknown })?.code;
+  if (typeof code === "string" && code) return code;
+  const msg = e instanceof Error ? e.message : String(e);
+  return msg.split(/(?<=[.?!])\s+(?:For more information|pass `verbose)/)[0].split("\n")[0].slice(0, 200);
+}
+
 /** `Authorization` value for configured upstream credentials: Basic `username:password|token`, or `Bearer token`. */
 export function authorizationFor(a: RepositoryConfig["upstreamAuth"]): string | undefined {
   if (!a) return undefined;
-  if (a.username !== undefined) return "Basic " + Buffer.from(`${a.username}:${a.password ?? a.token ?? ""}`).toString("base64");
+  // Empty values (an unset `${VAR:-}`) mean no credentials.
+  if (a.username) return "Basic " + Buffer.from(`${a.username}:${a.password ?? a.token ?? ""}`).toString("base64");
   if (a.token) return `Bearer ${a.token}`;
   return undefined;
 }

@@ -50,7 +50,7 @@ export class UpstreamAuthenticator {
 
   constructor(private readonly o: UpstreamAuthOptions) {
     const c = o.credentials;
-    this.basic = c && c.username !== undefined ? "Basic " + Buffer.from(`${c.username}:${c.password ?? ""}`).toString("base64") : undefined;
+    this.basic = c && c.username ? "Basic " + Buffer.from(`${c.username}:${c.password ?? ""}`).toString("base64") : undefined;
   }
 
   /**
