@@ -380,13 +380,15 @@ export function createCacheEngine(o: CacheEngineOptions): VaultCacheEngine {
           if ((wantSize !== undefined && total > wantSize) || (contentLength !== undefined && total > contentLength))
             throw new VaultError("VAULT_SIZE_MISMATCH", 502, "upstream sent more bytes than announced", { url });
           hasher.update(value);
-          await spool.write(value);
+          const wait = spool.append(value);
+          if (wait) await wait;
           if (!announced) {
             if (spool.bytesWritten >= ANNOUNCE_BYTES) announce();
             else announceTimer ??= setTimeout(announce, ANNOUNCE_MS);
           }
         }
       }
+      await spool.flush();
       const size = spool.bytesWritten;
       if (contentLength !== undefined && size !== contentLength)
         throw new VaultError("VAULT_SIZE_MISMATCH", 502, "upstream body shorter than Content-Length", { url, expected: contentLength, actual: size });
@@ -395,9 +397,8 @@ export function createCacheEngine(o: CacheEngineOptions): VaultCacheEngine {
       const hex = hasher.digest("hex");
       if (wantHex !== undefined && hex !== wantHex)
         throw new VaultError("VAULT_DIGEST_MISMATCH", 502, "upstream bytes do not match the expected digest", { url, expected: wantHex, actual: hex });
-      await spool.closeWriter();
-      if (!announced) announce();
-      spool.finish();
+      // Verified. Publish the blob and record the row BEFORE the clients' responses end, so that a request made after
+      // a download finished is a HIT.
       let entry: ArtifactEntry | null = null;
       if (d.store) {
         try {
@@ -422,6 +423,14 @@ export function createCacheEngine(o: CacheEngineOptions): VaultCacheEngine {
           await spool.remove();
         }
       } else await spool.remove();
+      clearTimeout(announceTimer);
+      if (!announced && !f.headSettled) {
+        // Nothing announced yet (a small, fast download): answer every client from the stored entry (sendfile, ETag).
+        announced = true;
+        if (entry) head.ok({ kind: "entry", entry, status: "MISS" });
+        else head.ok({ kind: "stream", headers: hdrs, size: contentLength ?? size, spool });
+      }
+      spool.finish();
       spool.end();
       done.resolve(entry);
       return true;
@@ -432,7 +441,7 @@ export function createCacheEngine(o: CacheEngineOptions): VaultCacheEngine {
       log.warn("upstream download failed; nothing stored", { key: spec.key, url, code: v.code, error: v.message, bytes: spool.bytesWritten });
       spool.fail(v);
       void reader?.cancel().catch(() => {});
-      await spool.remove();
+      await spool.remove().catch(() => {});
       spool.end();
       fail(v);
       return false;
@@ -584,6 +593,11 @@ export function createCacheEngine(o: CacheEngineOptions): VaultCacheEngine {
       // The flight ended and its spool closed between lookup and now: answer from what it stored.
       const entry = await f.done.catch(() => null);
       if (entry) return artifacts.respond(req, entry, { "x-vault-cache": "MISS" });
+      // Not stored (no-store, or storing failed): this flight is over for good, fetch again.
+      if (flights.get(spec.key) === f) {
+        flights.delete(spec.key);
+        gauge();
+      }
       return fromFlight(req, spec, null, false);
     }
     return new Response(body, { status, headers });

@@ -4,43 +4,63 @@ import type { FileHandle } from "node:fs/promises";
 
 /** Largest chunk a reader takes from the file in one read, bytes. */
 const READ_CHUNK = 256 * 1024;
+/** Bytes appended but not yet written to the file above which {@link Spool.append} asks the pump to wait, bytes. */
+const MAX_UNWRITTEN = 8 * 1024 * 1024;
+/**
+ * The writer asks the kernel to write the file's dirty pages out (fdatasync, in the background) every this many
+ * bytes, so the fsync before the file is published at the end has little left to do, bytes.
+ */
+const SYNC_EVERY = 32 * 1024 * 1024;
 
-/** What the writer announces after each append: the chunk and where it starts. */
-interface Progress {
-  offset: number;
-  chunk: Uint8Array;
+/** Bun's "direct" stream controller (write returns a promise when the client pushes back). */
+interface DirectController {
+  write(chunk: Uint8Array): number | Promise<number>;
+  close(): void;
 }
 
 /**
- * One spool file (`<spoolDir>/<uuid>.part-cache`), created exclusively, written by exactly one pump and read by
+ * One spool file (`<spoolDir>/<uuid>.part-cache`), created exclusively, appended to by exactly one pump and read by
  * any number of tailing readers.
  *
- * - The writer appends with {@link write}; `bytesWritten` counts bytes already in the file (visible to readers).
- * - Each append resolves the current progress promise with the chunk, so a reader waiting at exactly that offset
- *   takes the chunk directly (it is fed by the pump, no file read); a reader further behind reads the file with
- *   positional reads through one shared read handle. Readers pull: nothing is queued beyond what a client asks for
- *   (backpressure), and a slow or gone client never slows the download nor buffers memory.
- * - {@link finish} (after the caller verified length and digest) lets readers end cleanly; {@link fail} errors every
- *   reader at once (with no reason: the cause is logged by the engine), so clients see an aborted response, never a
- *   clean short one.
+ * - The pump calls {@link append} with each upstream chunk. Chunks are kept in memory until they are in the file:
+ *   one `writev` at a time writes every chunk appended so far (so writes coalesce by themselves when the disk is
+ *   slower than the upstream), and `append` returns a promise to wait on only when more than 8 MiB are not yet
+ *   written (bounded memory). Every 32 MiB an fdatasync runs in the background.
+ * - `bytesWritten` counts bytes appended (what readers may have); bytes below {@link durable} are in the file.
+ * - Readers are Bun "direct" streams that push to the client, honouring its backpressure: a reader at or past
+ *   `durable` is handed the appended chunks themselves (the first client of a download is fed from memory while the
+ *   file is written, no file read); a reader further behind reads the file in 256 KiB positional reads through one
+ *   shared read handle. A slow or gone client never slows the download (it falls behind and reads the file).
+ * - {@link finish} (after the caller verified length and digest, and stored the entry) lets readers end cleanly;
+ *   {@link fail} cuts every reader's response at once (the cause is logged by the engine), so clients see an aborted
+ *   response, never a clean short one.
  * - The read handle stays open until the spool is ended ({@link end}) and the last reader is released, so readers
  *   keep working after the file has been renamed into the blob store or unlinked.
  */
 export class Spool {
+  /** Bytes appended (readers may have them). */
   bytesWritten = 0;
+  /** Bytes in the file. */
+  durable = 0;
   finished = false;
   error: Error | undefined;
   private wfd: FileHandle | undefined;
   private rfd: FileHandle | undefined;
+  /** Appended chunks not yet in the file, in order; `mem[0]` starts at `durable`. */
+  private mem: Uint8Array[] = [];
+  /** Chunks of `mem` being written by the running writev. */
+  private inflight = 0;
+  private writing: Promise<void> | undefined;
+  private writeError: Error | undefined;
+  private syncing: Promise<void> | undefined;
+  private syncedTo = 0;
   private readers = 0;
   private ended = false;
   private closed = false;
-  private progress!: Promise<Progress | null>;
-  private resolveProgress!: (p: Progress | null) => void;
+  private progress: Promise<void> | undefined;
+  private wake: (() => void) | undefined;
 
-  private constructor(readonly path: string) {
-    this.arm();
-  }
+  private constructor(readonly path: string) {}
 
   /** Creates the file exclusively (`wx`) and opens the shared read handle. */
   static async create(path: string): Promise<Spool> {
@@ -56,56 +76,126 @@ export class Spool {
     return s;
   }
 
-  private arm(): void {
-    this.progress = new Promise((r) => (this.resolveProgress = r));
-  }
-
-  private announce(p: Progress | null): void {
-    const resolve = this.resolveProgress;
-    this.arm();
-    resolve(p);
-  }
-
-  /** Appends `chunk` (all of it) and wakes the readers. */
-  async write(chunk: Uint8Array): Promise<void> {
-    const offset = this.bytesWritten;
-    let done = 0;
-    while (done < chunk.byteLength) {
-      const { bytesWritten } = await this.wfd!.write(chunk, done, chunk.byteLength - done, offset + done);
-      done += bytesWritten;
+  /** Wakes readers waiting for more bytes or for the end. */
+  private notify(): void {
+    const w = this.wake;
+    if (w) {
+      this.wake = undefined;
+      this.progress = undefined;
+      w();
     }
-    this.bytesWritten = offset + done;
-    this.announce({ offset, chunk });
   }
 
-  /** Closes the write handle (the caller then publishes the file). */
-  async closeWriter(): Promise<void> {
+  /** Resolves at the next append, finish or failure. */
+  private next(): Promise<void> {
+    return (this.progress ??= new Promise<void>((r) => (this.wake = r)));
+  }
+
+  /**
+   * Appends `chunk` (kept by reference: the caller must not modify it) and wakes the readers.
+   * @returns a promise to wait on before appending more when too many bytes are not yet written, else undefined;
+   *   it rejects when writing the file failed
+   */
+  append(chunk: Uint8Array): Promise<void> | undefined {
+    if (this.writeError) return Promise.reject(this.writeError);
+    this.mem.push(chunk);
+    this.bytesWritten += chunk.byteLength;
+    this.notify();
+    if (!this.writing) this.writing = this.writeLoop();
+    return this.bytesWritten - this.durable > MAX_UNWRITTEN ? this.writing : undefined;
+  }
+
+  /** Writes `mem` to the file, one writev of everything appended so far at a time, until it is empty. */
+  private async writeLoop(): Promise<void> {
+    try {
+      while (this.mem.length > 0) {
+        const batch = this.mem.slice();
+        this.inflight = batch.length;
+        let pos = this.durable;
+        let left = 0;
+        for (const c of batch) left += c.byteLength;
+        let bufs = batch;
+        for (;;) {
+          const { bytesWritten } = await this.wfd!.writev(bufs, pos);
+          pos += bytesWritten;
+          left -= bytesWritten;
+          if (left <= 0) break;
+          if (bytesWritten <= 0) throw new Error("spool write made no progress");
+          bufs = skip(bufs, bytesWritten);
+        }
+        this.mem.splice(0, batch.length);
+        this.inflight = 0;
+        this.durable = pos;
+        if (pos - this.syncedTo >= SYNC_EVERY && !this.syncing) {
+          this.syncedTo = pos;
+          const fd = this.wfd!;
+          this.syncing = fd.datasync().then(
+            () => {
+              this.syncing = undefined;
+            },
+            () => {
+              this.syncing = undefined;
+            },
+          );
+        }
+      }
+    } catch (e) {
+      this.writeError = e instanceof Error ? e : new Error(String(e));
+      throw this.writeError;
+    } finally {
+      this.writing = undefined;
+    }
+  }
+
+  /**
+   * Waits until every appended byte is in the file, then closes the write handle (the caller then verifies and
+   * publishes the file).
+   * @throws the write error, if writing failed
+   */
+  async flush(): Promise<void> {
+    while (this.writing) await this.writing;
+    if (this.writeError) throw this.writeError;
+    if (this.mem.length > 0) {
+      this.writing = this.writeLoop();
+      await this.writing;
+    }
+    if (this.syncing) await this.syncing;
+    await this.closeWriter();
+  }
+
+  /** Closes the write handle. */
+  private async closeWriter(): Promise<void> {
     const w = this.wfd;
     this.wfd = undefined;
     await w?.close();
   }
 
-  /** All bytes are written and verified: readers end cleanly at `bytesWritten`. */
+  /** All bytes are written, verified (and stored): readers end cleanly at `bytesWritten`. */
   finish(): void {
     this.finished = true;
-    this.announce(null);
+    this.notify();
   }
 
-  /** The download failed: every reader errors with `err` (abnormal end of the client response). */
+  /** The download failed: every reader's response is cut. */
   fail(err: Error): void {
     if (this.finished || this.error) return;
     this.error = err;
-    this.announce(null);
+    this.notify();
   }
 
-  /** The flight is over (entry recorded or discarded): close handles once no reader needs them. */
+  /**
+   * The flight is over (entry recorded or discarded): close handles once no reader needs them. Clients woken by the
+   * flight's answer in this same turn still get their reader: the check runs on the next macrotask.
+   */
   end(): void {
     this.ended = true;
-    void this.maybeClose();
+    setImmediate(() => void this.maybeClose());
   }
 
   /** Removes the spool file (after a failure, or when the response must not be stored). */
   async remove(): Promise<void> {
+    while (this.writing) await this.writing.catch(() => {});
+    if (this.syncing) await this.syncing;
     await this.closeWriter().catch(() => {});
     await unlink(this.path).catch(() => {});
   }
@@ -113,20 +203,40 @@ export class Spool {
   private async maybeClose(): Promise<void> {
     if (this.closed || !this.ended || this.readers > 0) return;
     this.closed = true;
+    this.mem = [];
+    while (this.writing) await this.writing.catch(() => {});
+    if (this.syncing) await this.syncing;
     await this.closeWriter().catch(() => {});
     await this.rfd?.close().catch(() => {});
   }
 
+  /** The appended bytes at `pos` (≥ `durable`) up to `limit`, from one chunk in memory (no copy). */
+  private fromMemory(pos: number, limit: number): Uint8Array | undefined {
+    let at = this.durable;
+    for (const c of this.mem) {
+      const end = at + c.byteLength;
+      if (pos < end) {
+        const a = pos - at;
+        const b = Math.min(c.byteLength, limit - at);
+        return a === 0 && b === c.byteLength ? c : c.subarray(a, b);
+      }
+      at = end;
+    }
+    return undefined;
+  }
+
   /**
-   * A reader of bytes `[start, end)` (`end` undefined: to the end of the download) as a pull-based stream. It ends
-   * cleanly only after {@link finish} (a range too), and errors when the download fails. Returns null when the spool is already closed (the caller then serves the stored entry).
-   * @param onEnd called once with the number of bytes delivered when the reader ends, errors or is cancelled
+   * A reader of bytes `[start, end)` (`end` undefined: to the end of the download), as a Bun direct stream. It ends
+   * cleanly only after {@link finish} (a range too), and is cut when the download fails. Returns null when the spool
+   * is already closed (the caller then serves the stored entry).
+   * @param onEnd called once with the number of bytes delivered when the reader ends, fails or is cancelled
    */
   reader(start: number, end: number | undefined, onEnd?: (bytes: number) => void): ReadableStream<Uint8Array> | null {
     if (this.closed) return null;
     this.readers++;
     let pos = start;
     let released = false;
+    let cancelled = false;
     const release = () => {
       if (released) return;
       released = true;
@@ -135,68 +245,66 @@ export class Spool {
       void this.maybeClose();
     };
     const limit = end ?? Infinity;
-    return new ReadableStream<Uint8Array>(
-      {
-        pull: async (ctrl) => {
-          for (;;) {
-            if (this.error) {
-              release();
-              // No reason on purpose: Bun.serve prints a stream's error reason to stderr (a multi-line dump that would
-              // break JSON-line logs); the engine logs the cause. The client sees the connection cut either way.
-              ctrl.error(undefined);
-              return;
-            }
-            if (pos >= limit) {
-              // A range ends cleanly only once the whole download is verified: bytes of a file that then fails its
-              // digest check must not reach a client as a complete response.
-              if (!this.finished) {
-                await this.progress;
-                continue;
-              }
-              release();
-              ctrl.close();
-              return;
-            }
-            const avail = Math.min(this.bytesWritten, limit);
-            if (pos < avail) {
-              const n = Math.min(avail - pos, READ_CHUNK);
+    const pull = async (ctrl: DirectController): Promise<void> => {
+      try {
+        for (;;) {
+          if (cancelled) return;
+          if (this.error) throw this.error;
+          const avail = Math.min(this.bytesWritten, limit);
+          if (pos < avail) {
+            let chunk: Uint8Array | undefined;
+            if (pos >= this.durable) chunk = this.fromMemory(pos, avail);
+            if (chunk === undefined) {
+              const n = Math.min(this.durable - pos, avail - pos, READ_CHUNK);
               const buf = Buffer.allocUnsafe(n);
-              let got = 0;
-              try {
-                got = (await this.rfd!.read(buf, 0, n, pos)).bytesRead;
-              } catch (e) {
-                release();
-                ctrl.error(e);
-                return;
-              }
-              if (got <= 0) {
-                release();
-                ctrl.error(new Error("spool file shorter than announced"));
-                return;
-              }
-              if (this.error) continue;
-              pos += got;
-              ctrl.enqueue(got === n ? buf : buf.subarray(0, got));
-              return;
+              const got = (await this.rfd!.read(buf, 0, n, pos)).bytesRead;
+              if (got <= 0) throw new Error("spool file shorter than announced");
+              if (this.error || cancelled) continue;
+              chunk = got === n ? buf : buf.subarray(0, got);
             }
-            if (this.finished) {
-              release();
-              if (end !== undefined && pos < end) ctrl.error(new Error("download ended before the requested range"));
-              else ctrl.close();
-              return;
-            }
-            const p = await this.progress;
-            if (p && p.offset === pos && !this.error) {
-              const take = Math.min(p.chunk.byteLength, limit - pos);
-              pos += take;
-              ctrl.enqueue(take === p.chunk.byteLength ? p.chunk : p.chunk.subarray(0, take));
-              return;
-            }
+            pos += chunk.byteLength;
+            const w = ctrl.write(chunk);
+            if (w instanceof Promise) await w;
+            continue;
           }
-        },
-        cancel: () => release(),
+          // A response ends cleanly only once the whole download is verified and stored: bytes of a file that then
+          // fails its digest check must not reach a client as a complete response (a range too).
+          if (this.finished) {
+            if (end !== undefined && pos < end) throw new Error("download ended before the requested range");
+            release();
+            ctrl.close();
+            return;
+          }
+          await this.next();
+        }
+      } catch {
+        release();
+        // Rejected with no reason on purpose: Bun.serve prints a stream's error to stderr (a multi-line dump that
+        // would break JSON-line logs); the engine logs a failed download. The client sees the connection cut.
+        throw undefined;
+      }
+    };
+    return new ReadableStream<Uint8Array>({
+      type: "direct",
+      pull: pull as never,
+      cancel: () => {
+        cancelled = true;
+        release();
       },
-      { highWaterMark: 0 },
-    );
+    } as unknown as UnderlyingDefaultSource<Uint8Array>);
   }
+}
+
+/** `bufs` without its first `n` bytes. */
+function skip(bufs: Uint8Array[], n: number): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  for (const b of bufs) {
+    if (n >= b.byteLength) {
+      n -= b.byteLength;
+      continue;
+    }
+    out.push(n > 0 ? b.subarray(n) : b);
+    n = 0;
+  }
+  return out;
 }
