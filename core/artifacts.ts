@@ -6,7 +6,8 @@ import type { BlobStore, DbOrTx } from "./storage/blobs.ts";
 import { DigestMismatchError, NotFoundError, blobKey } from "./storage/driver.ts";
 import { artifacts } from "./db/schema.ts";
 import { VaultError, errors } from "./errors.ts";
-import { etagForDigest, respondEntry } from "./http/respond.ts";
+import { etagForDigest, prepareEntry, respondEntry } from "./http/respond.ts";
+import { tagFastHit, type FastHit } from "./http/fast.ts";
 import { metrics } from "./metrics.ts";
 
 type Row = typeof artifacts.$inferSelect;
@@ -59,6 +60,11 @@ export interface VaultArtifactStore extends ArtifactStore {
    * @throws VaultError VAULT_STORAGE when a blob is being swept at that very moment
    */
   record(rows: ArtifactRecord[]): ArtifactEntry[];
+  /**
+   * `respond` for the cache engine: `counter` is bumped again by every host fast-path replay of this answer
+   * (core/server.ts), as the engine bumps it for every hit it answers itself.
+   */
+  respondCounted(req: Request, entry: ArtifactEntry, extraHeaders: Record<string, string> | undefined, counter: () => void): Promise<Response>;
   /** Applies a revalidation result to a stored row; returns the updated entry, or null when the row is gone. */
   refresh(path: string, f: ArtifactRefresh): ArtifactEntry | null;
   /** Writes the batched hit counts / last-access times now (one transaction). */
@@ -84,6 +90,19 @@ export interface ArtifactStoreOptions {
 }
 
 const MAX_KEY = "\u{10ffff}";
+
+/** One entry of the hot map. `gone` is set when it is replaced, deleted or evicted (host fast-path copies then die). */
+interface HotRecord {
+  entry: ArtifactEntry;
+  /** epoch ms of the last database read or write that confirmed it */
+  loadedAt: number;
+  gone: boolean;
+  /** Built on the first plain full-body hit. */
+  fast?: FastHit;
+}
+
+/** Request headers after which an answer is not the plain full 200 (or depends on more than the URL). */
+const NOT_PLAIN = ["range", "if-match", "if-none-match", "if-modified-since", "if-unmodified-since", "if-range"];
 
 /** Raw row → plugin-facing entry. */
 function toEntry(r: Row): ArtifactEntry {
@@ -146,7 +165,7 @@ export function createArtifactStore(o: ArtifactStoreOptions): VaultArtifactStore
   const flushMs = o.flushIntervalMs ?? 1000;
   const presignTtl = o.presignTtlSeconds ?? 300;
   const redirect = o.repo.redirectDownloads === true && typeof blobs.driver.presignGet === "function";
-  const hot = new Map<string, { entry: ArtifactEntry; loadedAt: number }>();
+  const hot = new Map<string, HotRecord>();
   const pending = new Map<string, { hits: number; at: number }>();
   let timer: ReturnType<typeof setTimeout> | undefined;
   const addBytes = metrics.bytesServed.bind({ repository });
@@ -166,11 +185,23 @@ export function createArtifactStore(o: ArtifactStoreOptions): VaultArtifactStore
     .prepare();
 
   function remember(entry: ArtifactEntry, now = Date.now()): void {
-    if (!hot.has(entry.path) && hot.size >= maxHot) {
+    const old = hot.get(entry.path);
+    if (old) old.gone = true;
+    else if (hot.size >= maxHot) {
       const oldest = hot.keys().next().value;
-      if (oldest !== undefined) hot.delete(oldest);
+      if (oldest !== undefined) {
+        hot.get(oldest)!.gone = true;
+        hot.delete(oldest);
+      }
     }
-    hot.set(entry.path, { entry, loadedAt: now });
+    hot.set(entry.path, { entry, loadedAt: now, gone: false });
+  }
+
+  function forget(path: string): void {
+    const h = hot.get(path);
+    if (!h) return;
+    h.gone = true;
+    hot.delete(path);
   }
 
   function load(path: string): ArtifactEntry | null {
@@ -179,7 +210,7 @@ export function createArtifactStore(o: ArtifactStoreOptions): VaultArtifactStore
     if (h && now - h.loadedAt < hotTtlMs) return h.entry;
     const row = selectOne.get({ repository, path });
     if (!row) {
-      if (h) hot.delete(path);
+      forget(path);
       return null;
     }
     if (h && sameVersion(h.entry, row)) {
@@ -189,6 +220,39 @@ export function createArtifactStore(o: ArtifactStoreOptions): VaultArtifactStore
     const e = toEntry(row);
     remember(e, now);
     return e;
+  }
+
+  /** The fast-path record of a hot entry (built once per record). */
+  function fastOf(h: HotRecord, file: ReturnType<typeof Bun.file>): FastHit {
+    if (h.fast) return h.fast;
+    const path = h.entry.path;
+    const size = h.entry.sizeBytes;
+    return (h.fast = {
+      file,
+      sizeBytes: size,
+      live: (now) => !h.gone && now - h.loadedAt < hotTtlMs,
+      gone: () => h.gone,
+      hit(get) {
+        countHit(path);
+        if (get) addBytes(size);
+      },
+    });
+  }
+
+  /**
+   * Tags `res` for the host fast path when it is the plain full answer of the current hot entry: GET without Range or
+   * conditionals, 200 from Bun.file, an entry that never expires, no per-request extra headers (only `X-Vault-Cache: HIT`).
+   */
+  function maybeTag(req: Request, entry: ArtifactEntry, res: Response, extra: Record<string, string> | undefined, counter?: () => void): void {
+    if (entry.expiresAt !== null || req.method !== "GET" || res.status !== 200) return;
+    if (extra) for (const k in extra) if (k !== "x-vault-cache" || extra[k] !== "HIT") return;
+    const h = hot.get(entry.path);
+    if (!h || h.entry !== entry || h.gone) return;
+    const headers = req.headers;
+    for (const n of NOT_PLAIN) if (headers.has(n)) return;
+    const file = prepareEntry(entry, blobs).file;
+    if (!file) return;
+    tagFastHit(res, fastOf(h, file), counter);
   }
 
   function writeRows(tx: DbOrTx, recs: ArtifactRecord[], now: number): ArtifactEntry[] {
@@ -320,7 +384,7 @@ export function createArtifactStore(o: ArtifactStoreOptions): VaultArtifactStore
           .all()[0];
         if (old?.blobDigest) blobs.ref(tx, old.blobDigest, old.sizeBytes, -1);
       });
-      hot.delete(path);
+      forget(path);
       pending.delete(path);
     },
 
@@ -344,22 +408,11 @@ export function createArtifactStore(o: ArtifactStoreOptions): VaultArtifactStore
       }
     },
 
-    async respond(req, entry, extraHeaders) {
-      const res = await (redirect ? respondRedirect(req, entry, extraHeaders) : respondEntry(req, entry, blobs, { extraHeaders }));
-      const s = res.status;
-      if (s === 200 || s === 206 || s === 302) {
-        countHit(entry.path);
-        if (req.method === "GET" && s !== 302) {
-          let n = entry.sizeBytes;
-          if (s === 206) {
-            const m = /^bytes (\d+)-(\d+)\//.exec(res.headers.get("content-range") ?? "");
-            if (m) n = Number(m[2]) - Number(m[1]) + 1;
-          }
-          addBytes(n);
-        }
-      }
-      return res;
+    respond(req, entry, extraHeaders) {
+      return respond(req, entry, extraHeaders, undefined);
     },
+
+    respondCounted: (req, entry, extraHeaders, counter) => respond(req, entry, extraHeaders, counter),
 
     record,
 
@@ -383,7 +436,7 @@ export function createArtifactStore(o: ArtifactStoreOptions): VaultArtifactStore
         .returning()
         .all();
       if (rows.length === 0) {
-        hot.delete(path);
+        forget(path);
         return null;
       }
       const e = toEntry(rows[0]);
@@ -397,6 +450,24 @@ export function createArtifactStore(o: ArtifactStoreOptions): VaultArtifactStore
       flush();
     },
   };
+
+  async function respond(req: Request, entry: ArtifactEntry, extraHeaders: Record<string, string> | undefined, counter: (() => void) | undefined): Promise<Response> {
+    const res = await (redirect ? respondRedirect(req, entry, extraHeaders) : respondEntry(req, entry, blobs, { extraHeaders }));
+    const s = res.status;
+    if (s === 200 || s === 206 || s === 302) {
+      countHit(entry.path);
+      if (req.method === "GET" && s !== 302) {
+        let n = entry.sizeBytes;
+        if (s === 206) {
+          const m = /^bytes (\d+)-(\d+)\//.exec(res.headers.get("content-range") ?? "");
+          if (m) n = Number(m[2]) - Number(m[1]) + 1;
+        }
+        addBytes(n);
+        if (s === 200 && !redirect) maybeTag(req, entry, res, extraHeaders, counter);
+      }
+    }
+    return res;
+  }
 
   /** `redirectDownloads` on a remote driver: 302 to a presigned GET URL (conditionals are still answered here). */
   async function respondRedirect(req: Request, entry: ArtifactEntry, extra?: Record<string, string>): Promise<Response> {

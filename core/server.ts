@@ -18,6 +18,7 @@ import { createArtifactStore, type VaultArtifactStore } from "./artifacts.ts";
 import { createUpstreamClient } from "./upstream/client.ts";
 import { createCacheEngine } from "./cache/engine.ts";
 import { pathOf, pathProblem } from "./http/path.ts";
+import { fastTagOf, type FastHit, type FastTag } from "./http/fast.ts";
 
 /** A running (or ready to listen) vault. */
 export interface Vault {
@@ -79,7 +80,33 @@ interface Mount {
   ownsPaths: boolean;
   /** status → requests since the last scrape (folded into vault_http_requests_total on /-/metrics). */
   counts: Record<number, number>;
+  /**
+   * Plain hits replayed without Elysia or the plugin, by request-target (path and query), on the listener this mount
+   * belongs to; undefined when the host checks no read permission itself or anonymous read is off.
+   */
+  fast: Map<string, FastRoute> | undefined;
 }
+
+/** A published plain hit (core/http/fast.ts): what the host answers for a plain GET/HEAD of the same request-target. */
+interface FastRoute {
+  m: Mount;
+  hit: FastHit;
+  extra: (() => void) | undefined;
+  /** Response headers of the GET answer, exactly as the plugin's answer had them. */
+  headers: Record<string, string>;
+  /** The same plus Content-Length, for HEAD. */
+  headHeaders: Record<string, string>;
+  /** `"bytes"` of the GET access-log line (the Content-Length header of the answer, usually absent: null). */
+  getBytes: number | null;
+  /** JSON of the logged path, and the `,"repo":…}` tail of the access-log line. */
+  logPath: string;
+  logTail: string;
+}
+
+/** Most published plain hits per listener (oldest dropped first). */
+const FAST_MAX = 10_000;
+/** Request headers after which a request is not plain: it goes through the plugin. */
+const FAST_BLOCKERS = ["authorization", "range", "if-none-match", "if-modified-since", "if-match", "if-unmodified-since", "if-range", "cache-control", "pragma"];
 
 type BunServer = Server<unknown>;
 
@@ -92,6 +119,12 @@ const ID_PREFIX = Math.floor(Math.random() * 0xffffff)
   .padStart(5, "0");
 let idCounter = 0;
 const SANE_ID = /^[\x21-\x7e]{1,128}$/;
+
+/** `http://host:port/p?q` → `/p?q`, the request-target (no URL object). */
+function targetOf(url: string): string {
+  const i = url.indexOf("/", url.indexOf("//") + 2);
+  return i === -1 ? "/" : url.slice(i);
+}
 
 /** `http://host:port/path` → `http://host:port` (no URL object). */
 function originOf(url: string): string {
@@ -238,6 +271,7 @@ export async function createVault(rawConfig: VaultConfig, o: CreateVaultOptions)
         allowEncodedSlash: plugin.allowEncodedSlash === true,
         ownsPaths: plugin.ownsPaths === true,
         counts: {},
+        fast: undefined,
       };
     };
     const portMounts: { repo: ResolvedRepository; m: Mount }[] = [];
@@ -341,6 +375,11 @@ function makeVault(p: VaultParts): Vault {
     else deep.push(m);
   }
   deep.sort((a, b) => b.mount.length - a.mount.length);
+
+  // host fast path (core/http/fast.ts): one map of published plain hits per listener
+  const mainFast = new Map<string, FastRoute>();
+  for (const m of mounts) if (m.checkRead && m.auth.anonymousRead) m.fast = mainFast;
+  for (const { m } of p.portMounts) if (m.checkRead && m.auth.anonymousRead) m.fast = new Map();
   const findMount = (path: string): Mount | undefined => {
     const end = path.indexOf("/", 1);
     const hit = bySegment.get(end === -1 ? path : path.slice(0, end));
@@ -390,6 +429,10 @@ function makeVault(p: VaultParts): Vault {
    */
   const finish = (req: Request, res: Response, m: Mount | undefined, t0: number, path: string): Response => {
     const status = res.status;
+    if (status === 200 && m !== undefined && m.fast !== undefined) {
+      const tag = fastTagOf(res);
+      if (tag !== undefined) publish(m, m.fast, req, res, tag, path);
+    }
     const counts = m ? m.counts : otherCounts;
     counts[status] = (counts[status] ?? 0) + 1;
     let id = req.headers.get("x-request-id");
@@ -409,6 +452,70 @@ function makeVault(p: VaultParts): Vault {
         `{"time":"${isoNow()}","level":"info","msg":"request","reqId":"${id ?? newId()}","method":"${req.method}","path":${JSON.stringify(path)},"status":${status},"bytes":${bytes === null ? null : Number(bytes)},"durationMs":${Math.round((performance.now() - t0) * 1000) / 1000}${m === undefined ? "" : `,"repo":"${m.name}"`}}`,
       );
     }
+    return res;
+  };
+
+  /**
+   * Publishes a tagged plain hit for its request-target: the answer's headers as the plugin left them (a plugin may add
+   * its own), unless they vary per request (`Vary`, `Set-Cookie`).
+   */
+  const publish = (m: Mount, map: Map<string, FastRoute>, req: Request, res: Response, tag: FastTag, path: string): void => {
+    if (req.method !== "GET") return;
+    const target = targetOf(req.url);
+    const cur = map.get(target);
+    if (cur !== undefined && cur.hit === tag.hit && cur.extra === tag.extra && cur.m === m) return;
+    const headers: Record<string, string> = {};
+    res.headers.forEach((v, k) => {
+      headers[k] = v;
+    });
+    if (headers.vary !== undefined || headers["set-cookie"] !== undefined || headers["content-range"] !== undefined) return;
+    const cl = headers["content-length"];
+    if (cl !== undefined && cl !== String(tag.hit.sizeBytes)) return;
+    if (cur === undefined && map.size >= FAST_MAX) {
+      const oldest = map.keys().next().value;
+      if (oldest !== undefined) map.delete(oldest);
+    }
+    map.set(target, {
+      m,
+      hit: tag.hit,
+      extra: tag.extra,
+      headers,
+      headHeaders: { ...headers, "content-length": String(tag.hit.sizeBytes) },
+      getBytes: cl === undefined ? null : Number(cl),
+      logPath: JSON.stringify(path),
+      logTail: `,"repo":"${m.name}"}`,
+    });
+  };
+
+  /**
+   * Answers a plain GET/HEAD from a published hit: no Authorization, Range, conditional or Cache-Control/Pragma
+   * request header, entry still current. Same response headers, counters (hit count, bytes, cache result, requests
+   * by status) and access-log line as the plugin's answer. Returns undefined to take the normal path.
+   */
+  const replay = (fr: FastRoute, req: Request, t0: number, map: Map<string, FastRoute>, target: string): Response | undefined => {
+    const method = req.method;
+    const get = method === "GET";
+    if (!get && method !== "HEAD") return undefined;
+    const hit = fr.hit;
+    if (!hit.live(Date.now())) {
+      if (hit.gone()) map.delete(target);
+      return undefined;
+    }
+    const h = req.headers;
+    for (let i = 0; i < FAST_BLOCKERS.length; i++) if (h.has(FAST_BLOCKERS[i])) return undefined;
+    hit.hit(get);
+    if (fr.extra !== undefined) fr.extra();
+    const counts = fr.m.counts;
+    counts[200] = (counts[200] ?? 0) + 1;
+    let id = h.get("x-request-id");
+    if (id !== null && !SANE_ID.test(id)) id = null;
+    let headers = get ? fr.headers : fr.headHeaders;
+    if (id !== null) headers = { ...headers, "x-request-id": id };
+    const res = new Response(get ? hit.file : null, { headers });
+    if (logRequests)
+      sink(
+        `{"time":"${isoNow()}","level":"info","msg":"request","reqId":"${id ?? newId()}","method":"${method}","path":${fr.logPath},"status":200,"bytes":${get ? fr.getBytes : hit.sizeBytes},"durationMs":${Math.round((performance.now() - t0) * 1000) / 1000}${fr.logTail}`,
+      );
     return res;
   };
 
@@ -495,7 +602,16 @@ function makeVault(p: VaultParts): Vault {
   /** The main listener: ops endpoints, repository mounts, plugins' host routes, else a plain 404. */
   const handle = (req: Request, server: BunServer | undefined): Response | Promise<Response> => {
     const t0 = logRequests ? performance.now() : 0;
-    const path = pathOf(req.url);
+    const url = req.url;
+    if (mainFast.size !== 0) {
+      const target = targetOf(url);
+      const fr = mainFast.get(target);
+      if (fr !== undefined) {
+        const r = replay(fr, req, t0, mainFast, target);
+        if (r !== undefined) return r;
+      }
+    }
+    const path = pathOf(url);
     let m: Mount | undefined;
     let r: Response | Promise<Response>;
     try {
@@ -513,7 +629,17 @@ function makeVault(p: VaultParts): Vault {
     (m: Mount) =>
     (req: Request, server: BunServer): Response | Promise<Response> => {
       const t0 = logRequests ? performance.now() : 0;
-      const path = pathOf(req.url);
+      const url = req.url;
+      const fast = m.fast;
+      if (fast !== undefined && fast.size !== 0) {
+        const target = targetOf(url);
+        const fr = fast.get(target);
+        if (fr !== undefined) {
+          const r = replay(fr, req, t0, fast, target);
+          if (r !== undefined) return r;
+        }
+      }
+      const path = pathOf(url);
       let r: Response | Promise<Response>;
       try {
         r = serveMount(m, req, path, server);

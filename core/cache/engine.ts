@@ -677,8 +677,8 @@ export function createCacheEngine(o: CacheEngineOptions): VaultCacheEngine {
         }
       } else {
         if (entry.expiresAt === null) {
-          count("HIT");
-          return artifacts.respond(req, entry, HIT_HEADERS);
+          labels.HIT();
+          return artifacts.respondCounted(req, entry, HIT_HEADERS, labels.HIT);
         }
         const rd = requestDirectives(req.headers);
         const fresh = now < entry.expiresAt;
