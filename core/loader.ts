@@ -7,6 +7,7 @@ import { PLUGIN_API_VERSION, type VaultPlugin } from "./plugin.ts";
 import { checkPluginSchema } from "./config/schema.ts";
 import type { VaultConfig } from "./config/types.ts";
 import { BUILTIN_PLUGINS } from "./plugins-builtin.ts";
+import { SEED_BACKENDS } from "./config/seed.ts";
 
 /** Directory of the built-in plugins (from source; absent inside a compiled binary, where BUILTIN_PLUGINS is used). */
 export const BUILTIN_PLUGIN_DIR = join(import.meta.dir, "..", "plugins");
@@ -79,11 +80,28 @@ async function importEntry(entry: string, configDir: string): Promise<{ mod?: Re
   }
 }
 
-/** The built-in plugin modules: BUILTIN_PLUGINS plus any plugins/<dir>/index.ts found on disk that it does not list. */
-async function builtinModules(): Promise<{ source: string; mod?: Record<string, unknown>; error?: string }[]> {
-  const out: { source: string; mod?: Record<string, unknown>; error?: string }[] = [];
+/** Names of plugins/<dir>/index.ts found on disk that BUILTIN_PLUGINS does not list (none inside a compiled binary). */
+function unlistedBuiltinDirs(): string[] {
   const listed = new Set(Object.keys(BUILTIN_PLUGINS));
+  try {
+    return readdirSync(BUILTIN_PLUGIN_DIR, { withFileTypes: true })
+      .filter((d) => d.isDirectory() && !listed.has(d.name) && existsSync(join(BUILTIN_PLUGIN_DIR, d.name, "index.ts")))
+      .map((d) => d.name)
+      .sort();
+  } catch {
+    // no plugins directory (compiled binary): BUILTIN_PLUGINS is all there is
+    return [];
+  }
+}
+
+/**
+ * The built-in plugin modules: BUILTIN_PLUGINS plus any plugins/<dir>/index.ts found on disk that it does not list.
+ * @param only when given, just the built-ins whose name (= directory = format) it accepts
+ */
+async function builtinModules(only?: (name: string) => boolean): Promise<{ source: string; mod?: Record<string, unknown>; error?: string }[]> {
+  const out: { source: string; mod?: Record<string, unknown>; error?: string }[] = [];
   for (const [name, load] of Object.entries(BUILTIN_PLUGINS)) {
+    if (only && !only(name)) continue;
     const source = `plugins/${name}/index.ts`;
     try {
       out.push({ source, mod: (await load()) as Record<string, unknown> });
@@ -91,16 +109,8 @@ async function builtinModules(): Promise<{ source: string; mod?: Record<string, 
       out.push({ source, error: `plugin ${source}: failed to load: ${e instanceof Error ? e.message : String(e)}` });
     }
   }
-  let dirs: string[] = [];
-  try {
-    dirs = readdirSync(BUILTIN_PLUGIN_DIR, { withFileTypes: true })
-      .filter((d) => d.isDirectory() && !listed.has(d.name) && existsSync(join(BUILTIN_PLUGIN_DIR, d.name, "index.ts")))
-      .map((d) => d.name)
-      .sort();
-  } catch {
-    // no plugins directory (compiled binary): BUILTIN_PLUGINS is all there is
-  }
-  for (const name of dirs) {
+  for (const name of unlistedBuiltinDirs()) {
+    if (only && !only(name)) continue;
     const source = `plugins/${name}/index.ts`;
     try {
       out.push({ source, mod: await import(pathToFileURL(join(BUILTIN_PLUGIN_DIR, name, "index.ts")).href) });
@@ -111,20 +121,37 @@ async function builtinModules(): Promise<{ source: string; mod?: Record<string, 
   return out;
 }
 
+/** Formats a config asks for: its repositories' `format`s and the formats of its seed `backends:`. */
+function neededFormats(config: { repositories?: unknown; backends?: unknown }): Set<string> {
+  const out = new Set<string>();
+  if (Array.isArray(config.repositories))
+    for (const r of config.repositories) if (r && typeof r === "object" && typeof (r as { format?: unknown }).format === "string") out.add((r as { format: string }).format);
+  if (Array.isArray(config.backends))
+    for (const b of config.backends) {
+      const t = b && typeof b === "object" ? (b as { type?: unknown }).type : undefined;
+      if (typeof t === "string") out.add(SEED_BACKENDS[t]?.format ?? t);
+    }
+  return out;
+}
+
 /**
- * Loads every built-in plugin and the config's `plugins:` entries (file paths relative to `configDir`, or npm
+ * Loads the built-in plugins and the config's `plugins:` entries (file paths relative to `configDir`, or npm
  * package names resolved from `configDir`), and checks each: a default export, `apiVersion === PLUGIN_API_VERSION`,
  * a `configSchema` that compiles, `routes`/`renderError` functions, a format no other plugin has.
  *
- * @param o.builtins load the built-in plugins (default true)
+ * @param o.builtins `true` (default): every built-in plugin; `false`: none; `"needed"`: only the built-ins whose format
+ *   the config uses (its repositories and seed backends) or a `plugins:` entry also provides — a vault serving only
+ *   http repositories does not load the oci or s3 plugins and their SDKs (memory). When the config names a format that
+ *   is neither a built-in nor provided by a `plugins:` entry (or no format at all), every built-in is loaded, so errors
+ *   list them all as usual.
  * @param o.extra plugin objects to add as if loaded (tests)
  * @returns plugins by format
  * @throws PluginLoadError listing every problem (each line names the plugin)
  */
 export async function loadPlugins(
-  config: Pick<VaultConfig, "plugins">,
+  config: Pick<VaultConfig, "plugins"> & { repositories?: unknown; backends?: unknown },
   configDir: string,
-  o: { builtins?: boolean; extra?: VaultPlugin[] } = {},
+  o: { builtins?: boolean | "needed"; extra?: VaultPlugin[] } = {},
 ): Promise<Map<string, VaultPlugin>> {
   const errors: string[] = [];
   const plugins = new Map<string, VaultPlugin>();
@@ -144,20 +171,41 @@ export async function loadPlugins(
     plugins.set(plugin.format, plugin);
     sources.set(plugin.format, source);
   };
+  // third-party modules are imported first (added after the built-ins, as always): their formats decide which
+  // built-ins "needed" loads
+  const entries: { entry: unknown; r?: { mod?: Record<string, unknown>; error?: string } }[] = [];
+  for (const entry of config.plugins ?? []) {
+    if (typeof entry !== "string" || entry === "") entries.push({ entry });
+    else entries.push({ entry, r: await importEntry(entry, configDir) });
+  }
   if (o.builtins !== false) {
-    for (const b of await builtinModules()) {
+    let only: ((name: string) => boolean) | undefined;
+    if (o.builtins === "needed") {
+      const needed = neededFormats(config);
+      const provided = new Set<string>();
+      for (const e of entries) {
+        const f = (e.r?.mod?.default as { format?: unknown } | undefined)?.format;
+        if (typeof f === "string") provided.add(f);
+      }
+      for (const f of o.extra ?? []) if (typeof f?.format === "string") provided.add(f.format);
+      const builtinNames = new Set([...Object.keys(BUILTIN_PLUGINS), ...unlistedBuiltinDirs()]);
+      if (needed.size > 0 && [...needed].every((f) => builtinNames.has(f) || provided.has(f))) {
+        for (const f of provided) needed.add(f); // a clash with a built-in is still reported
+        only = (name) => needed.has(name);
+      }
+    }
+    for (const b of await builtinModules(only)) {
       if (b.error) errors.push(b.error);
       else add(b.mod!.default, b.source);
     }
   }
-  for (const entry of config.plugins ?? []) {
-    if (typeof entry !== "string" || entry === "") {
+  for (const { entry, r } of entries) {
+    if (!r) {
       errors.push(`plugins: entries must be file paths or npm package names (got ${JSON.stringify(entry)})`);
       continue;
     }
-    const r = await importEntry(entry, configDir);
     if (r.error) errors.push(r.error);
-    else add(r.mod!.default, entry);
+    else add(r.mod!.default, entry as string);
   }
   for (const p of o.extra ?? []) add(p, "(given in code)");
   if (errors.length > 0) throw new PluginLoadError(errors);

@@ -27,12 +27,12 @@
  * (`Symbol.for`) and `move()` in a worker is still recognised by piscina's bootstrap.
  */
 import { availableParallelism } from "node:os";
-import { Piscina, move, transferableSymbol, valueSymbol } from "piscina";
+import type { Piscina } from "piscina";
 import type { BunPlugin } from "bun";
 import type { TaskPool, TaskOptions } from "./plugin.ts";
 import type { PoolConfig } from "./config/types.ts";
 import { metrics } from "./metrics.ts";
-import { tasks, type TaskName, type TaskInput, type TaskOutput } from "../workers/tasks.ts";
+import type { TaskName, TaskInput, TaskOutput } from "../workers/tasks.ts";
 import { TASK_ERROR, type FlatTaskError } from "../workers/transfer.ts";
 
 export type { TaskName, TaskInput, TaskOutput } from "../workers/tasks.ts";
@@ -87,7 +87,19 @@ function reviveError(e: unknown): unknown {
   return e;
 }
 
-const TASK_NAMES: ReadonlySet<string> = new Set(Object.keys(tasks));
+/**
+ * The task functions (workers/tasks.ts) and piscina are loaded on first use: a vault whose plugins never offload
+ * (or never run a task at all) does not pay for their modules (several MiB of memory). Static `require` specifiers,
+ * so `bun build --compile` still embeds them.
+ */
+let taskModule: typeof import("../workers/tasks.ts") | undefined;
+function loadTasks(): typeof import("../workers/tasks.ts")["tasks"] {
+  return (taskModule ??= require("../workers/tasks.ts") as typeof import("../workers/tasks.ts")).tasks;
+}
+let taskNames: ReadonlySet<string> | undefined;
+function knownTasks(): ReadonlySet<string> {
+  return (taskNames ??= new Set(Object.keys(loadTasks())));
+}
 
 /**
  * Creates the worker pool over piscina.
@@ -101,24 +113,33 @@ const TASK_NAMES: ReadonlySet<string> = new Set(Object.keys(tasks));
 export function createPool(cfg: PoolConfig = {}, o: PoolOptions = {}): VaultPool {
   const threads = cfg.threads ?? Math.max(1, availableParallelism() - 1);
   if (!Number.isInteger(threads) || threads < 1) throw new RangeError(`pool.threads must be a positive integer (got ${threads})`);
-  const piscina = new Piscina({
-    filename: WORKER_ENTRY.href,
-    minThreads: Math.min(o.minThreads ?? 0, threads),
-    maxThreads: threads,
-    idleTimeout: o.idleTimeoutMs ?? 30_000,
-    closeTimeout: 10_000,
-  });
+  let lib: typeof import("piscina") | undefined;
+  let piscina: Piscina | undefined;
+  /** piscina and its pool, made at the first offloaded task (threads start then too: minThreads defaults to 0). */
+  const pool = (): Piscina => {
+    lib ??= require("piscina") as typeof import("piscina");
+    return (piscina ??= new lib.Piscina({
+      filename: WORKER_ENTRY.href,
+      minThreads: Math.min(o.minThreads ?? 0, threads),
+      maxThreads: threads,
+      idleTimeout: o.idleTimeoutMs ?? 30_000,
+      closeTimeout: 10_000,
+    }));
+  };
+  if ((o.minThreads ?? 0) > 0) pool();
   let inFlight = 0;
   let closing: Promise<void> | undefined;
 
   const run = async <I, O>(task: string, input: I, opts: TaskOptions = {}): Promise<O> => {
     if (closing) throw new Error("worker pool is closed");
-    if (!TASK_NAMES.has(task)) throw new TypeError(`unknown pool task "${task}" (known: ${[...TASK_NAMES].join(", ")})`);
+    const names = knownTasks();
+    if (!names.has(task)) throw new TypeError(`unknown pool task "${task}" (known: ${[...names].join(", ")})`);
     opts.signal?.throwIfAborted();
-    const payload = opts.transfer?.length ? move({ [transferableSymbol]: opts.transfer, [valueSymbol]: input } as never) : input;
+    const p = pool();
+    const payload = opts.transfer?.length ? lib!.move({ [lib!.transferableSymbol]: opts.transfer, [lib!.valueSymbol]: input } as never) : input;
     inFlight++;
     try {
-      return (await piscina.run(payload, { name: task, signal: opts.signal ?? null })) as O;
+      return (await p.run(payload, { name: task, signal: opts.signal ?? null })) as O;
     } catch (e) {
       throw reviveError(e);
     } finally {
@@ -131,15 +152,15 @@ export function createPool(cfg: PoolConfig = {}, o: PoolOptions = {}): VaultPool
     async runSized<N extends TaskName>(name: N, input: TaskInput<N>, sizeBytes: number, opts: TaskOptions = {}): Promise<TaskOutput<N>> {
       if (shouldOffload(sizeBytes, cfg)) return run<TaskInput<N>, TaskOutput<N>>(name, input, opts);
       opts.signal?.throwIfAborted();
-      return (await (tasks[name] as (i: TaskInput<N>) => unknown)(input)) as TaskOutput<N>;
+      return (await (loadTasks()[name] as (i: TaskInput<N>) => unknown)(input)) as TaskOutput<N>;
     },
     stats() {
-      const queued = closing ? 0 : piscina.queueSize;
+      const queued = closing || !piscina ? 0 : piscina.queueSize;
       const running = Math.min(threads, Math.max(0, inFlight - queued));
       return { queued, running, utilization: running / threads, threads };
     },
     close() {
-      return (closing ??= piscina.close());
+      return (closing ??= piscina ? piscina.close() : Promise.resolve());
     },
   };
 }

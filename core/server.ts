@@ -56,7 +56,7 @@ export interface Listener {
 export interface CreateVaultOptions {
   /** Directory relative paths in the config are resolved against (`plugins:`, `server.dataDir`). */
   configDir: string;
-  /** Plugins already loaded (else {@link loadPlugins} runs with the config's `plugins:`). */
+  /** Plugins already loaded (else {@link loadPlugins} runs with the config's `plugins:` and the built-ins it needs). */
   plugins?: Map<string, VaultPlugin>;
   /** Application logger (default: JSON lines on stderr at `server.logLevel`). */
   log?: Logger;
@@ -166,7 +166,7 @@ function render(plugin: VaultPlugin | undefined, err: VaultError, req: Request):
  * @throws PluginLoadError a plugin failed to load, or its `routes`/`hostRoutes`/`start` threw (names plugin and repository)
  */
 export async function createVault(rawConfig: VaultConfig, o: CreateVaultOptions): Promise<Vault> {
-  const plugins = o.plugins ?? (await loadPlugins(rawConfig, o.configDir));
+  const plugins = o.plugins ?? (await loadPlugins(rawConfig, o.configDir, { builtins: "needed" }));
   const config = resolveConfig(rawConfig, plugins, { configDir: o.configDir });
   const log = o.log ?? createLogger(config.server.logLevel);
   const dataDir = config.server.dataDir;

@@ -1,5 +1,8 @@
 /** Worker-side glue for piscina: move result buffers back instead of copying them, and keep error codes across the thread boundary. */
-import { move, transferableSymbol, valueSymbol } from "piscina";
+import type * as PiscinaLib from "piscina";
+
+/** piscina, loaded when a wrapped task first returns (core/pool.ts imports this module for TASK_ERROR on the main thread, where piscina is loaded only once something is offloaded). */
+let piscina: typeof PiscinaLib | undefined;
 
 /** Marker of an error flattened by {@link pooled} (structured clone drops `code` and custom fields of Error objects). */
 export const TASK_ERROR = "__vaultTaskError";
@@ -46,6 +49,7 @@ export function pooled<I, O>(fn: (input: I) => O | Promise<O>): (input: I) => Pr
     }
     const buffers = buffersOf(result);
     if (buffers.length === 0) return result;
+    const { move, transferableSymbol, valueSymbol } = (piscina ??= require("piscina") as typeof PiscinaLib);
     return move({ [transferableSymbol]: buffers, [valueSymbol]: result } as never) as O;
   };
 }

@@ -3,12 +3,20 @@ import { isAbsolute, join, resolve } from "node:path";
 import type { StorageConfig } from "../config/types.ts";
 import type { StorageDriver } from "./driver.ts";
 import { createFsDriver } from "./fs.ts";
-import { createS3Driver } from "./s3.ts";
+import type { S3DriverOptions } from "./s3.ts";
 
 export { createFsDriver } from "./fs.ts";
-export { createS3Driver, type S3DriverOptions } from "./s3.ts";
+export type { S3DriverOptions } from "./s3.ts";
 export { createBlobStore, type BlobStore, type DbOrTx } from "./blobs.ts";
 export * from "./driver.ts";
+
+/**
+ * The S3 driver (core/storage/s3.ts), loaded on first use: the AWS SDK it pulls in costs a vault on the fs driver
+ * some 10 MiB of memory. A static `require` specifier, so `bun build --compile` still embeds it.
+ */
+export function createS3Driver(o: S3DriverOptions): StorageDriver {
+  return (require("./s3.ts") as typeof import("./s3.ts")).createS3Driver(o);
+}
 
 /**
  * Creates the storage driver named by `cfg` (DESIGN.md §3).

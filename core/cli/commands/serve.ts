@@ -52,7 +52,7 @@ export async function run(args: string[]): Promise<number> {
     if (positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`);
     const loaded = await loadCliConfig(values);
     file = values.config ?? loaded.file;
-    const plugins = await loadPlugins(loaded.config, loaded.configDir);
+    const plugins = await loadPlugins(loaded.config, loaded.configDir, { builtins: "needed" });
     const check = checkConfig(loaded.config, plugins, { configDir: loaded.configDir });
     if (!check.config) throw new ConfigError(check.errors, file);
     const log = createLogger(check.config.server.logLevel);
