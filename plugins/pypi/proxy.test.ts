@@ -170,7 +170,6 @@ describe("upstream down", () => {
       await first.arrayBuffer();
       const f = await fetch(`${v.url}/py/files/packages/small-2.0-py3-none-any.whl`);
       expect(await f.text()).toBe("contents of small-2.0-py3-none-any.whl\n");
-      await settled(v);
       await own.stop();
       const stale = await fetch(`${v.url}/py/simple/small/`, { headers: { accept: JSON_ACCEPT } });
       expect(stale.status).toBe(200);

@@ -50,12 +50,6 @@ async function makeVenv(dir: string, candidates: string[]): Promise<{ python: st
   return { error: problems.join("; ") || "no python3 candidates" };
 }
 
-/** Waits until the repository's cache engine has no download in flight (a response ends before its entry is recorded). */
-async function settled(vault: StartedVault, repo: string): Promise<void> {
-  const cache = vault.vault.repositories.get(repo)!.cache as unknown as { drain(timeoutMs: number): Promise<void> };
-  await cache.drain(10_000);
-}
-
 /** Installed distributions of a venv: normalized name → version. */
 async function installed(venvPython: string): Promise<Record<string, string>> {
   const r = await run([venvPython, "-c", "import json,importlib.metadata as m;print(json.dumps({d.metadata['Name'].lower():d.version for d in m.distributions()}))"]);
@@ -128,7 +122,6 @@ describe("pip through a pypi proxy repository (native layout /<repo>/simple/)", 
 
   pipTest("a second fresh venv with an empty pip cache is served from the vault's cache (no new upstream requests)", async () => {
     const py = requirePy();
-    await settled(vault, "pypi");
     const before = { files: idx.fileRequests().length, index: idx.index.requests.length, filesHost: idx.files.requests.length };
     const venvB = await makeVenv(join(await tmpDataDir("pip-venv-b-"), "venv"), [py.python]);
     if ("error" in venvB) throw new Error(venvB.error);
@@ -217,7 +210,6 @@ describe("simple API over HTTP (fetch)", () => {
     const meta = await m.bytes();
     expect(new Bun.CryptoHasher("sha256").update(meta).digest("hex")).toBe(want.metadataSha256!);
     expect(new TextDecoder().decode(meta)).toContain("Name: wheel");
-    await settled(vault, "py");
     // a file whose page advertises no metadata has no .metadata
     const ex = await (await fetch(`${vault.url}/py/simple/example2/`, { headers: { accept: PIP_ACCEPT } })).json();
     const exUrl = new URL(ex.files[0].url, `${vault.url}/py/simple/example2/`).href;
