@@ -5,7 +5,9 @@ import type { FileHandle } from "node:fs/promises";
 /** Largest chunk a reader takes from the file in one read, bytes. */
 const READ_CHUNK = 256 * 1024;
 /** Bytes appended but not yet written to the file above which {@link Spool.append} asks the pump to wait, bytes. */
-const MAX_UNWRITTEN = 8 * 1024 * 1024;
+const MAX_UNWRITTEN = 4 * 1024 * 1024;
+/** Bytes already in the file kept in memory for readers that lag behind the writer (then they read the file), bytes. */
+const KEEP_WRITTEN = 4 * 1024 * 1024;
 /**
  * The writer asks the kernel to write the file's dirty pages out (fdatasync, in the background) every this many
  * bytes, so the fsync before the file is published at the end has little left to do, bytes.
@@ -22,15 +24,17 @@ interface DirectController {
  * One spool file (`<spoolDir>/<uuid>.part-cache`), created exclusively, appended to by exactly one pump and read by
  * any number of tailing readers.
  *
- * - The pump calls {@link append} with each upstream chunk. Chunks are kept in memory until they are in the file:
- *   one `writev` at a time writes every chunk appended so far (so writes coalesce by themselves when the disk is
- *   slower than the upstream), and `append` returns a promise to wait on only when more than 8 MiB are not yet
+ * - The pump calls {@link append} with each upstream chunk (kept by reference, no copy). One `writev` at a time
+ *   writes every chunk appended so far (so writes coalesce by themselves when the disk is
+ *   slower than the upstream), and `append` returns a promise to wait on only when more than 4 MiB are not yet
  *   written (bounded memory). Every 32 MiB an fdatasync runs in the background.
  * - `bytesWritten` counts bytes appended (what readers may have); bytes below {@link durable} are in the file.
- * - Readers are Bun "direct" streams that push to the client, honouring its backpressure: a reader at or past
- *   `durable` is handed the appended chunks themselves (the first client of a download is fed from memory while the
- *   file is written, no file read); a reader further behind reads the file in 256 KiB positional reads through one
- *   shared read handle. A slow or gone client never slows the download (it falls behind and reads the file).
+ * - Readers are Bun "direct" streams that push to the client, honouring its backpressure. Appended chunks stay in
+ *   memory until they are in the file and every reader has passed them, or until more than 4 MiB of written bytes
+ *   are kept: a reader within that window is handed the chunks themselves (the clients of a download are fed from
+ *   memory while the file is written, no file read); a reader further behind reads the file in 256 KiB positional
+ *   reads through one shared read handle. A slow or gone client never slows the download (it falls behind and reads
+ *   the file).
  * - {@link finish} (after the caller verified length and digest, and stored the entry) lets readers end cleanly;
  *   {@link fail} cuts every reader's response at once (the cause is logged by the engine), so clients see an aborted
  *   response, never a clean short one.
@@ -46,10 +50,12 @@ export class Spool {
   error: Error | undefined;
   private wfd: FileHandle | undefined;
   private rfd: FileHandle | undefined;
-  /** Appended chunks not yet in the file, in order; `mem[0]` starts at `durable`. */
+  /** Appended chunks kept in memory, in order: `mem[0]` starts at `memStart`; `mem[wIdx]` on are not yet in the file. */
   private mem: Uint8Array[] = [];
-  /** Chunks of `mem` being written by the running writev. */
-  private inflight = 0;
+  private memStart = 0;
+  private wIdx = 0;
+  /** Positions of the readers still reading. */
+  private active = new Set<{ pos: number }>();
   private writing: Promise<void> | undefined;
   private writeError: Error | undefined;
   private syncing: Promise<void> | undefined;
@@ -105,12 +111,30 @@ export class Spool {
     return this.bytesWritten - this.durable > MAX_UNWRITTEN ? this.writing : undefined;
   }
 
-  /** Writes `mem` to the file, one writev of everything appended so far at a time, until it is empty. */
+  /** Drops the chunks in the file that no reader needs any more (or that fall out of the kept window). */
+  private trim(): void {
+    let min = this.durable;
+    for (const r of this.active) if (r.pos < min) min = r.pos;
+    let drop = 0;
+    let at = this.memStart;
+    while (drop < this.wIdx) {
+      const end = at + this.mem[drop].byteLength;
+      if (end > min && this.durable - at <= KEEP_WRITTEN) break;
+      at = end;
+      drop++;
+    }
+    if (drop > 0) {
+      this.mem.splice(0, drop);
+      this.memStart = at;
+      this.wIdx -= drop;
+    }
+  }
+
+  /** Writes the unwritten chunks to the file, one writev of everything appended so far at a time, until none is left. */
   private async writeLoop(): Promise<void> {
     try {
-      while (this.mem.length > 0) {
-        const batch = this.mem.slice();
-        this.inflight = batch.length;
+      while (this.wIdx < this.mem.length) {
+        const batch = this.mem.slice(this.wIdx);
         let pos = this.durable;
         let left = 0;
         for (const c of batch) left += c.byteLength;
@@ -123,9 +147,9 @@ export class Spool {
           if (bytesWritten <= 0) throw new Error("spool write made no progress");
           bufs = skip(bufs, bytesWritten);
         }
-        this.mem.splice(0, batch.length);
-        this.inflight = 0;
+        this.wIdx += batch.length;
         this.durable = pos;
+        this.trim();
         if (pos - this.syncedTo >= SYNC_EVERY && !this.syncing) {
           this.syncedTo = pos;
           const fd = this.wfd!;
@@ -155,7 +179,7 @@ export class Spool {
   async flush(): Promise<void> {
     while (this.writing) await this.writing;
     if (this.writeError) throw this.writeError;
-    if (this.mem.length > 0) {
+    if (this.wIdx < this.mem.length) {
       this.writing = this.writeLoop();
       await this.writing;
     }
@@ -204,15 +228,17 @@ export class Spool {
     if (this.closed || !this.ended || this.readers > 0) return;
     this.closed = true;
     this.mem = [];
+    this.wIdx = 0;
+    this.memStart = this.durable;
     while (this.writing) await this.writing.catch(() => {});
     if (this.syncing) await this.syncing;
     await this.closeWriter().catch(() => {});
     await this.rfd?.close().catch(() => {});
   }
 
-  /** The appended bytes at `pos` (≥ `durable`) up to `limit`, from one chunk in memory (no copy). */
+  /** The appended bytes at `pos` (≥ `memStart`) up to `limit`, from one chunk in memory (no copy). */
   private fromMemory(pos: number, limit: number): Uint8Array | undefined {
-    let at = this.durable;
+    let at = this.memStart;
     for (const c of this.mem) {
       const end = at + c.byteLength;
       if (pos < end) {
@@ -234,14 +260,17 @@ export class Spool {
   reader(start: number, end: number | undefined, onEnd?: (bytes: number) => void): ReadableStream<Uint8Array> | null {
     if (this.closed) return null;
     this.readers++;
-    let pos = start;
+    const me = { pos: start };
+    this.active.add(me);
     let released = false;
     let cancelled = false;
     const release = () => {
       if (released) return;
       released = true;
       this.readers--;
-      onEnd?.(pos - start);
+      this.active.delete(me);
+      onEnd?.(me.pos - start);
+      this.trim();
       void this.maybeClose();
     };
     const limit = end ?? Infinity;
@@ -250,27 +279,31 @@ export class Spool {
         for (;;) {
           if (cancelled) return;
           if (this.error) throw this.error;
+          const pos = me.pos;
           const avail = Math.min(this.bytesWritten, limit);
           if (pos < avail) {
             let chunk: Uint8Array | undefined;
-            if (pos >= this.durable) chunk = this.fromMemory(pos, avail);
-            if (chunk === undefined) {
-              const n = Math.min(this.durable - pos, avail - pos, READ_CHUNK);
+            if (pos >= this.memStart) {
+              chunk = this.fromMemory(pos, avail);
+              if (chunk === undefined) throw new Error("spool bytes missing from memory");
+            } else {
+              const n = Math.min(this.memStart - pos, avail - pos, READ_CHUNK);
               const buf = Buffer.allocUnsafe(n);
               const got = (await this.rfd!.read(buf, 0, n, pos)).bytesRead;
               if (got <= 0) throw new Error("spool file shorter than announced");
               if (this.error || cancelled) continue;
               chunk = got === n ? buf : buf.subarray(0, got);
             }
-            pos += chunk.byteLength;
+            me.pos = pos + chunk.byteLength;
             const w = ctrl.write(chunk);
             if (w instanceof Promise) await w;
+            if (this.memStart < this.durable && me.pos > this.memStart) this.trim();
             continue;
           }
           // A response ends cleanly only once the whole download is verified and stored: bytes of a file that then
           // fails its digest check must not reach a client as a complete response (a range too).
           if (this.finished) {
-            if (end !== undefined && pos < end) throw new Error("download ended before the requested range");
+            if (end !== undefined && me.pos < end) throw new Error("download ended before the requested range");
             release();
             ctrl.close();
             return;
