@@ -92,10 +92,10 @@ interface FastRoute {
   m: Mount;
   hit: FastHit;
   extra: (() => void) | undefined;
-  /** Response headers of the GET answer, exactly as the plugin's answer had them. */
-  headers: Record<string, string>;
+  /** Response headers of the GET answer, exactly as the plugin's answer had them (a Headers object: Bun copies one faster than a plain object). */
+  headers: Headers;
   /** The same plus Content-Length, for HEAD. */
-  headHeaders: Record<string, string>;
+  headHeaders: Headers;
   /** `"bytes"` of the GET access-log line (the Content-Length header of the answer, usually absent: null). */
   getBytes: number | null;
   /** JSON of the logged path, and the `,"repo":…}` tail of the access-log line. */
@@ -479,8 +479,8 @@ function makeVault(p: VaultParts): Vault {
       m,
       hit: tag.hit,
       extra: tag.extra,
-      headers,
-      headHeaders: { ...headers, "content-length": String(tag.hit.sizeBytes) },
+      headers: new Headers(headers),
+      headHeaders: new Headers({ ...headers, "content-length": String(tag.hit.sizeBytes) }),
       getBytes: cl === undefined ? null : Number(cl),
       logPath: JSON.stringify(path),
       logTail: `,"repo":"${m.name}"}`,
@@ -510,7 +510,10 @@ function makeVault(p: VaultParts): Vault {
     let id = h.get("x-request-id");
     if (id !== null && !SANE_ID.test(id)) id = null;
     let headers = get ? fr.headers : fr.headHeaders;
-    if (id !== null) headers = { ...headers, "x-request-id": id };
+    if (id !== null) {
+      headers = new Headers(headers);
+      headers.set("x-request-id", id);
+    }
     const res = new Response(get ? hit.file : null, { headers });
     if (logRequests)
       sink(

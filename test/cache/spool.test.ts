@@ -17,7 +17,7 @@ function chunk(i: number, size: number): Uint8Array {
   return c;
 }
 
-function concat(parts: Uint8Array[]): Uint8Array {
+function concat(parts: Uint8Array[]): Uint8Array<ArrayBuffer> {
   const out = new Uint8Array(parts.reduce((a, p) => a + p.byteLength, 0));
   let o = 0;
   for (const p of parts) {
