@@ -4,6 +4,11 @@ import type { FileHandle } from "node:fs/promises";
 
 /** Largest chunk a reader takes from the file in one read, bytes. */
 const READ_CHUNK = 256 * 1024;
+/**
+ * A reader that pushed this many bytes without having to wait (a fast client, bytes already in memory) lets the event
+ * loop run other work before pushing more, so one download cannot hold up other clients, bytes.
+ */
+const YIELD_EVERY = 4 * 1024 * 1024;
 /** Bytes appended but not yet written to the file above which {@link Spool.append} asks the pump to wait, bytes. */
 const MAX_UNWRITTEN = 4 * 1024 * 1024;
 /** Bytes already in the file kept in memory for readers that lag behind the writer (then they read the file), bytes. */
@@ -274,6 +279,7 @@ export class Spool {
       void this.maybeClose();
     };
     const limit = end ?? Infinity;
+    let unyielded = 0;
     const pull = async (ctrl: DirectController): Promise<void> => {
       try {
         for (;;) {
@@ -296,7 +302,13 @@ export class Spool {
             }
             me.pos = pos + chunk.byteLength;
             const w = ctrl.write(chunk);
-            if (w instanceof Promise) await w;
+            if (w instanceof Promise) {
+              await w;
+              unyielded = 0;
+            } else if ((unyielded += chunk.byteLength) >= YIELD_EVERY) {
+              unyielded = 0;
+              await new Promise<void>((r) => setImmediate(r));
+            }
             if (this.memStart < this.durable && me.pos > this.memStart) this.trim();
             continue;
           }
