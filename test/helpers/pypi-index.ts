@@ -22,8 +22,8 @@ import { unzipSync, zipSync, strToU8 } from "fflate";
 import { startUpstream, type TestUpstream } from "./upstream.ts";
 import { tmpDataDir } from "./tmp.ts";
 
-/** Wheels shipped with the repository's shared fixtures. */
-export const FIXTURE_WHEEL_DIR = "/work/shared/fixtures/pypi";
+/** Wheels of the shared fixtures (`../shared/fixtures/pypi` beside the repository). */
+export const FIXTURE_WHEEL_DIR = join(import.meta.dir, "..", "..", "..", "shared", "fixtures", "pypi");
 /** Debian's wheel directory (python3-pip-whl, python3-setuptools-whl), used when present. */
 export const DEBIAN_WHEEL_DIR = "/usr/share/python-wheels";
 
