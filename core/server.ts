@@ -457,10 +457,11 @@ function makeVault(p: VaultParts): Vault {
 
   /**
    * Publishes a tagged plain hit for its request-target: the answer's headers as the plugin left them (a plugin may add
-   * its own), unless they vary per request (`Vary`, `Set-Cookie`).
+   * its own), unless they vary per request (`Vary`, `Set-Cookie`). Not for group repositories.
    */
   const publish = (m: Mount, map: Map<string, FastRoute>, req: Request, res: Response, tag: FastTag, path: string): void => {
-    if (req.method !== "GET") return;
+    // a group answers from the first member that has the path; that may change without the entry changing
+    if (req.method !== "GET" || m.ctx.repo.type === "group") return;
     const target = targetOf(req.url);
     const cur = map.get(target);
     if (cur !== undefined && cur.hit === tag.hit && cur.extra === tag.extra && cur.m === m) return;

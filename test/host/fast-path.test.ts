@@ -15,7 +15,7 @@ import { fastTagOf } from "../../core/http/fast.ts";
 import { silentLogger } from "../../core/log.ts";
 import { tmpDataDir } from "../helpers/tmp.ts";
 import { join } from "node:path";
-import type { CacheEngine } from "../../core/plugin.ts";
+import { definePlugin, textError, VaultError, type CacheEngine, type PluginContext } from "../../core/plugin.ts";
 
 /** Counts calls of the repository's cache.serve (the plugin's path); fast-path answers do not call it. */
 function countPluginCalls(vault: StartedVault, repo: string): () => number {
@@ -200,6 +200,60 @@ describe("host fast path", () => {
     expect(res.status).toBe(401);
     const again = await fetch(vault.url + "/closed/q.txt");
     expect(again.status).toBe(401);
+  });
+});
+
+describe("host fast path and groups", () => {
+  /** hosted: GET /<path> answers the stored entry; group: the first member (in order) that has it. */
+  const plugin = definePlugin({
+    format: "blobs",
+    apiVersion: 1,
+    types: ["hosted", "group"],
+    configSchema: { type: "object", properties: {} },
+    routes(app, ctx) {
+      app.get("/*", async ({ request }) => {
+        const key = new URL(request.url).pathname.slice(ctx.repo.mount.length + 1);
+        const stores: PluginContext[] = ctx.repo.type === "group" ? (ctx.config.members ?? []).map((n) => ctx.member(n)!) : [ctx];
+        for (const c of stores) {
+          const e = await c.artifacts.get(key);
+          if (e) return c.artifacts.respond(request, e);
+        }
+        return textError(new VaultError("VAULT_NOT_FOUND", 404, "not found"));
+      });
+    },
+    renderError: (err) => textError(err),
+  });
+
+  test("a hosted repository's hits are replayed; a group's are not (the member that answers may change)", async () => {
+    const vault = await startVault({
+      plugins: new Map([["blobs", plugin]]),
+      config: {
+        repositories: [
+          { name: "h1", format: "blobs", type: "hosted" },
+          { name: "h2", format: "blobs", type: "hosted" },
+          { name: "g", format: "blobs", type: "group", members: ["h1", "h2"] },
+        ],
+      },
+    });
+    try {
+      const h1 = vault.vault.repositories.get("h1")!;
+      const h2 = vault.vault.repositories.get("h2")!;
+      await h2.artifacts.put("f.txt", "from h2\n", { contentType: "text/plain" });
+      let gets = 0;
+      const get = h2.artifacts.get.bind(h2.artifacts);
+      h2.artifacts.get = (p) => {
+        gets++;
+        return get(p);
+      };
+      for (let i = 0; i < 3; i++) expect(await (await fetch(`${vault.url}/h2/f.txt`)).text()).toBe("from h2\n");
+      expect(gets).toBe(1); // published after the first answer, replayed twice
+      for (let i = 0; i < 2; i++) expect(await (await fetch(`${vault.url}/g/f.txt`)).text()).toBe("from h2\n");
+      expect(gets).toBe(3); // the group asked its member each time
+      await h1.artifacts.put("f.txt", "from h1\n", { contentType: "text/plain" });
+      expect(await (await fetch(`${vault.url}/g/f.txt`)).text()).toBe("from h1\n");
+    } finally {
+      await vault.stop();
+    }
   });
 });
 
