@@ -280,6 +280,8 @@ export class Spool {
     };
     const limit = end ?? Infinity;
     let unyielded = 0;
+    /** This reader's file-read buffer: reused, since Bun copies what a direct stream writes (no garbage per read). */
+    let buf: Buffer | undefined;
     const pull = async (ctrl: DirectController): Promise<void> => {
       try {
         for (;;) {
@@ -294,11 +296,11 @@ export class Spool {
               if (chunk === undefined) throw new Error("spool bytes missing from memory");
             } else {
               const n = Math.min(this.memStart - pos, avail - pos, READ_CHUNK);
-              const buf = Buffer.allocUnsafe(n);
+              buf ??= Buffer.allocUnsafe(READ_CHUNK);
               const got = (await this.rfd!.read(buf, 0, n, pos)).bytesRead;
               if (got <= 0) throw new Error("spool file shorter than announced");
               if (this.error || cancelled) continue;
-              chunk = got === n ? buf : buf.subarray(0, got);
+              chunk = buf.subarray(0, got);
             }
             me.pos = pos + chunk.byteLength;
             const w = ctrl.write(chunk);
