@@ -470,6 +470,7 @@ function makeVault(p: VaultParts): Vault {
       headers[k] = v;
     });
     if (headers.vary !== undefined || headers["set-cookie"] !== undefined || headers["content-range"] !== undefined) return;
+    delete headers["x-request-id"]; // per request: replay echoes the client's own
     const cl = headers["content-length"];
     if (cl !== undefined && cl !== String(tag.hit.sizeBytes)) return;
     if (cur === undefined && map.size >= FAST_MAX) {
