@@ -159,8 +159,9 @@ export function storageDriverSuite(name: string, make: () => Promise<DriverUnder
       expect(b.key).toBe("conf/b");
       expect(b.sizeBytes).toBe(70_001);
       expect(b.modifiedAt).toBeGreaterThan(0);
-      for (const p of [d.stat("conf/missing"), d.get("conf/missing"), d.get("conf/missing", { start: 0, end: 0 })]) {
-        const err = await rejection(p);
+      // One call at a time: creating all three promises first could leave a rejection unhandled while another is awaited.
+      for (const call of [() => d.stat("conf/missing"), () => d.get("conf/missing"), () => d.get("conf/missing", { start: 0, end: 0 })]) {
+        const err = await rejection(call());
         expect(err).toBeInstanceOf(NotFoundError);
         expect((err as NotFoundError).key).toBe("conf/missing");
         expect((err as NotFoundError).driver).toBe(d.name);
