@@ -657,43 +657,52 @@ export function createCacheEngine(o: CacheEngineOptions): VaultCacheEngine {
     return new Response(null, { headers: out });
   }
 
+  /**
+   * The lookup `serve` and `fetch` share: a key known to be missing upstream (in-memory negative cache, or a fresh
+   * stored 404/410 row) throws VAULT_NOT_FOUND marked HIT; an expired negative row counts as no entry.
+   * @returns the stored entry with a blob, or null on a miss
+   */
+  async function lookup(key: string, now: number): Promise<ArtifactEntry | null> {
+    if (negative.has(key, now)) {
+      count("NEGATIVE");
+      throw notFound(key, "HIT");
+    }
+    const entry = await artifacts.get(key);
+    if (entry && (entry.status >= 400 || !entry.blobDigest)) {
+      if (isFresh(entry, now)) {
+        count("NEGATIVE");
+        throw notFound(key, "HIT");
+      }
+      return null;
+    }
+    return entry;
+  }
+
   async function serve(req: Request, spec: CacheRequest): Promise<Response> {
     const method = req.method;
     if (method !== "GET" && method !== "HEAD")
       throw new VaultError("VAULT_METHOD_NOT_ALLOWED", 405, `${method} not allowed`, {}, { allow: "GET, HEAD" });
     const key = spec.key;
     const now = Date.now();
-    if (negative.has(key, now)) {
-      count("NEGATIVE");
-      throw notFound(key, "HIT");
-    }
-    const entry = await artifacts.get(key);
-    let stale: ArtifactEntry | null = null;
+    const entry = await lookup(key, now);
     if (entry) {
-      if (entry.status >= 400 || !entry.blobDigest) {
-        if (isFresh(entry, now)) {
-          count("NEGATIVE");
-          throw notFound(key, "HIT");
-        }
-      } else {
-        if (entry.expiresAt === null) {
-          labels.HIT();
-          return artifacts.respondCounted(req, entry, HIT_HEADERS, labels.HIT);
-        }
-        const rd = requestDirectives(req.headers);
-        const fresh = now < entry.expiresAt;
-        if (fresh && (!rd.revalidate || entry.cacheFlags.includes("immutable"))) {
-          count("HIT");
-          return artifacts.respond(req, entry, { "x-vault-cache": "HIT", age: ageOf(entry, now) });
-        }
-        if (rd.onlyIfCached) {
-          count("STALE");
-          return artifacts.respond(req, entry, { "x-vault-cache": "STALE", warning: STALE_WARNING, age: ageOf(entry, now) });
-        }
-        stale = entry;
-        if (now < breakerUntil && !flights.has(key)) return staleOrThrow(req, stale, errors.upstreamDown(spec.upstreamUrl, "upstream skipped after repeated failures"), now);
-        return fromFlight(req, spec, stale, rd.noStore);
+      if (entry.expiresAt === null) {
+        labels.HIT();
+        return artifacts.respondCounted(req, entry, HIT_HEADERS, labels.HIT);
       }
+      const rd = requestDirectives(req.headers);
+      const fresh = now < entry.expiresAt;
+      if (fresh && (!rd.revalidate || entry.cacheFlags.includes("immutable"))) {
+        count("HIT");
+        return artifacts.respond(req, entry, { "x-vault-cache": "HIT", age: ageOf(entry, now) });
+      }
+      if (rd.onlyIfCached) {
+        count("STALE");
+        return artifacts.respond(req, entry, { "x-vault-cache": "STALE", warning: STALE_WARNING, age: ageOf(entry, now) });
+      }
+      // stale: revalidate through the (coalesced) flight; serve this copy if upstream fails
+      if (now < breakerUntil && !flights.has(key)) return staleOrThrow(req, entry, errors.upstreamDown(spec.upstreamUrl, "upstream skipped after repeated failures"), now);
+      return fromFlight(req, spec, entry, rd.noStore);
     }
     const rd = requestDirectives(req.headers);
     if (rd.onlyIfCached) throw new VaultError("VAULT_NOT_CACHED", 504, `${key} is not cached`, {}, { "x-vault-cache": "MISS" });
@@ -709,16 +718,10 @@ export function createCacheEngine(o: CacheEngineOptions): VaultCacheEngine {
   async function fetchEntry(spec: CacheRequest, opts?: { signal?: AbortSignal }): Promise<{ entry: ArtifactEntry; status: CacheStatus }> {
     const key = spec.key;
     const now = Date.now();
-    if (negative.has(key, now)) {
-      count("NEGATIVE");
-      throw notFound(key, "HIT");
-    }
-    const entry = await artifacts.get(key);
+    const entry = await lookup(key, now);
     let stale: ArtifactEntry | null = null;
     if (entry) {
-      if (entry.status >= 400 || !entry.blobDigest) {
-        if (isFresh(entry, now)) throw notFound(key, "HIT");
-      } else if (isFresh(entry, now)) {
+      if (isFresh(entry, now)) {
         count("HIT");
         return { entry, status: "HIT" };
       } else stale = entry;
