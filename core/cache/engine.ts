@@ -10,7 +10,10 @@ import { parseRange } from "../http/respond.ts";
 import { NegativeCache } from "./negative.ts";
 import { POLICY_DEFAULTS, decideStore, requestDirectives, type StoreDecision } from "./policy.ts";
 import { Spool } from "./spool.ts";
+import { tailHash, type TailHash } from "./tail-hash.ts";
+import { upstreamBody } from "../upstream/client.ts";
 import { mkdir } from "node:fs/promises";
+import { availableParallelism } from "node:os";
 
 /** Options of {@link createCacheEngine}. */
 export interface CacheEngineOptions {
@@ -23,6 +26,12 @@ export interface CacheEngineOptions {
   log: Logger;
   /** Most keys in the negative cache (default 10 000). */
   negativeEntries?: number;
+  /**
+   * Hash downloads announced larger than 1 MiB on the tail-hash thread (./tail-hash.ts) instead of on the event loop.
+   * Default: when the machine has more than 2 cores. On 2 cores the upstream, the vault and its clients already use
+   * both, so moving the hash only adds the re-read of the file (measured: no gain) and the thread's memory.
+   */
+  tailHash?: boolean;
 }
 
 /** The cache engine plus graceful shutdown. */
@@ -49,6 +58,13 @@ const STALE_WARNING = '110 - "Response is Stale"';
 const ANNOUNCE_BYTES = 1024 * 1024;
 /** …or this long after the first byte arrived (ms), or when the verified body is complete. */
 const ANNOUNCE_MS = 250;
+/**
+ * A download announced larger than this is hashed on the tail-hash thread from the spool file (./tail-hash.ts);
+ * smaller or unannounced ones are hashed inline as bytes arrive, bytes.
+ */
+const TAIL_HASH_BYTES = 1024 * 1024;
+/** Default of {@link CacheEngineOptions.tailHash}. */
+const TAIL_HASH_DEFAULT = availableParallelism() > 2;
 
 /** How clients of a flight are answered once the upstream replied. */
 type FlightHead =
@@ -144,6 +160,7 @@ export function createCacheEngine(o: CacheEngineOptions): VaultCacheEngine {
   const maxStaleMs = (policy?.maxStaleSeconds ?? POLICY_DEFAULTS.maxStaleSeconds) * 1000;
   const lockTimeoutMs = (policy?.lockTimeoutSeconds ?? POLICY_DEFAULTS.lockTimeoutSeconds) * 1000;
   const negative = new NegativeCache(o.negativeEntries);
+  const useTailHash = o.tailHash ?? TAIL_HASH_DEFAULT;
   const flights = new Map<string, Flight>();
   let failures = 0;
   let breakerUntil = 0;
@@ -368,20 +385,25 @@ export function createCacheEngine(o: CacheEngineOptions): VaultCacheEngine {
       head.ok({ kind: "stream", headers: hdrs, size: contentLength, spool });
     };
 
-    const hasher = new Bun.CryptoHasher("sha256");
-    const reader = res.body ? res.body.getReader() : null;
+    // Large downloads are hashed on another thread from the spool file; the rest inline.
+    let tail: TailHash | undefined;
+    const hasher = useTailHash && contentLength !== undefined && contentLength > TAIL_HASH_BYTES ? undefined : new Bun.CryptoHasher("sha256");
+    if (!hasher) {
+      tail = tailHash(spool.path);
+      spool.onDurable = (n) => tail!.progress(n);
+    }
+    const body = upstreamBody(res) ?? (res.body ? genericBody(res.body) : null);
     try {
-      if (reader) {
-        for (;;) {
-          const { done: end, value } = await reader.read();
-          if (end) break;
-          if (!value || value.byteLength === 0) continue;
-          const total = spool.bytesWritten + value.byteLength;
-          if ((wantSize !== undefined && total > wantSize) || (contentLength !== undefined && total > contentLength))
-            throw new VaultError("VAULT_SIZE_MISMATCH", 502, "upstream sent more bytes than announced", { url });
-          hasher.update(value);
-          const wait = spool.append(value);
-          if (wait) await wait;
+      if (body) {
+        for (let chunks = await body.read(); chunks !== null; chunks = await body.read()) {
+          for (const value of chunks) {
+            const total = spool.bytesWritten + value.byteLength;
+            if ((wantSize !== undefined && total > wantSize) || (contentLength !== undefined && total > contentLength))
+              throw new VaultError("VAULT_SIZE_MISMATCH", 502, "upstream sent more bytes than announced", { url });
+            hasher?.update(value);
+            const wait = spool.append(value);
+            if (wait) await wait;
+          }
           if (!announced) {
             if (spool.bytesWritten >= ANNOUNCE_BYTES) announce();
             else announceTimer ??= setTimeout(announce, ANNOUNCE_MS);
@@ -394,7 +416,18 @@ export function createCacheEngine(o: CacheEngineOptions): VaultCacheEngine {
         throw new VaultError("VAULT_SIZE_MISMATCH", 502, "upstream body shorter than Content-Length", { url, expected: contentLength, actual: size });
       if (wantSize !== undefined && size !== wantSize)
         throw new VaultError("VAULT_SIZE_MISMATCH", 502, "upstream size differs from the expected size", { url, expected: wantSize, actual: size });
-      const hex = hasher.digest("hex");
+      let hex: string;
+      if (hasher) hex = hasher.digest("hex");
+      else {
+        const t = tail!;
+        tail = undefined;
+        try {
+          hex = await t.end(size);
+        } catch (e) {
+          log.error("hashing a download failed", { key: spec.key, error: (e as Error).message });
+          throw new VaultError("VAULT_STORAGE", 500, "cannot hash the downloaded file");
+        }
+      }
       if (wantHex !== undefined && hex !== wantHex)
         throw new VaultError("VAULT_DIGEST_MISMATCH", 502, "upstream bytes do not match the expected digest", { url, expected: wantHex, actual: hex });
       // Verified. Publish the blob and record the row BEFORE the clients' responses end, so that a request made after
@@ -440,7 +473,8 @@ export function createCacheEngine(o: CacheEngineOptions): VaultCacheEngine {
       if (!f.ac.signal.aborted && v.code !== "VAULT_DIGEST_MISMATCH" && v.code !== "VAULT_SIZE_MISMATCH") failed();
       log.warn("upstream download failed; nothing stored", { key: spec.key, url, code: v.code, error: v.message, bytes: spool.bytesWritten });
       spool.fail(v);
-      void reader?.cancel().catch(() => {});
+      tail?.abort();
+      void body?.cancel().catch(() => {});
       await spool.remove().catch(() => {});
       spool.end();
       fail(v);
@@ -789,6 +823,21 @@ export function createCacheEngine(o: CacheEngineOptions): VaultCacheEngine {
       for (const f of flights.values()) f.ac.abort(new VaultError("VAULT_UPSTREAM_DOWN", 503, "shutting down"));
       await Promise.all(list);
     },
+  };
+}
+
+/** A batch reader over any body stream (a response that did not come from the upstream client). */
+function genericBody(stream: ReadableStream<Uint8Array>): { read(): Promise<Uint8Array[] | null>; cancel(): Promise<void> } {
+  const reader = stream.getReader();
+  return {
+    async read() {
+      for (;;) {
+        const r = await reader.read();
+        if (r.done) return null;
+        if (r.value && r.value.byteLength > 0) return [r.value];
+      }
+    },
+    cancel: () => reader.cancel().catch(() => {}),
   };
 }
 

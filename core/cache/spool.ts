@@ -53,6 +53,8 @@ export class Spool {
   durable = 0;
   finished = false;
   error: Error | undefined;
+  /** Called with {@link durable} after each write to the file (e.g. to hash the written bytes on another thread). */
+  onDurable: ((bytes: number) => void) | undefined;
   private wfd: FileHandle | undefined;
   private rfd: FileHandle | undefined;
   /** Appended chunks kept in memory, in order: `mem[0]` starts at `memStart`; `mem[wIdx]` on are not yet in the file. */
@@ -154,6 +156,7 @@ export class Spool {
         }
         this.wIdx += batch.length;
         this.durable = pos;
+        this.onDurable?.(pos);
         this.trim();
         if (pos - this.syncedTo >= SYNC_EVERY && !this.syncing) {
           this.syncedTo = pos;

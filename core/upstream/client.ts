@@ -159,7 +159,10 @@ export function createUpstreamClient(o: UpstreamClientOptions): UpstreamClient {
     }
   }
 
-  /** Wraps the body so a stall longer than `readMs` errors it (VAULT_UPSTREAM_TIMEOUT) and closes the connection. */
+  /**
+   * Wraps the body so a stall longer than `readMs` errors it (VAULT_UPSTREAM_TIMEOUT) and closes the connection.
+   * The same guarded reader is what {@link upstreamBody} hands to the cache engine (no second stream in between).
+   */
   function guardBody(res: Response, ac: AbortController, readMs: number, url: URL, method: string, done: () => void): Response {
     const init = { status: res.status, statusText: res.statusText, headers: res.headers };
     let out: Response;
@@ -168,52 +171,28 @@ export function createUpstreamClient(o: UpstreamClientOptions): UpstreamClient {
       done();
       out = new Response(null, init);
     } else {
-      const reader = res.body.getReader();
-      let stalled = false;
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const onStall = () => {
-        stalled = true;
-        ac.abort();
-      };
+      const body = new UpstreamBody(res.body.getReader(), ac, readMs, redactUrl(url.href), repository, done);
       out = new Response(
         new ReadableStream<Uint8Array>(
           {
             async pull(ctrl) {
-              timer = setTimeout(onStall, readMs);
-              let r: Awaited<ReturnType<typeof reader.read>>;
+              let chunks: Uint8Array[] | null;
               try {
-                r = await reader.read();
+                chunks = await body.read();
               } catch (e) {
-                clearTimeout(timer);
-                done();
-                if (stalled) {
-                  metrics.upstreamErrors.inc({ repository, kind: "read_timeout" });
-                  ctrl.error(new VaultError("VAULT_UPSTREAM_TIMEOUT", 504, `upstream body stalled for ${readMs} ms`, { url: redactUrl(url.href) }));
-                } else {
-                  metrics.upstreamErrors.inc({ repository, kind: "read" });
-                  ctrl.error(
-                    new VaultError("VAULT_UPSTREAM_DOWN", 503, `upstream body failed: ${causeOf(e)}`, { url: redactUrl(url.href) }),
-                  );
-                }
+                ctrl.error(e);
                 return;
               }
-              clearTimeout(timer);
-              if (r.done) {
-                done();
-                ctrl.close();
-              } else ctrl.enqueue(r.value);
+              if (chunks === null) ctrl.close();
+              else for (const c of chunks) ctrl.enqueue(c);
             },
-            cancel(reason) {
-              clearTimeout(timer);
-              done();
-              ac.abort();
-              return reader.cancel(reason).catch(() => {});
-            },
+            cancel: () => body.cancel(),
           },
           { highWaterMark: 0 },
         ),
         init,
       );
+      GUARDED.set(out, body);
     }
     Object.defineProperty(out, "url", { value: url.href });
     return out;
@@ -253,6 +232,98 @@ export function createUpstreamClient(o: UpstreamClientOptions): UpstreamClient {
       }
     },
   };
+}
+
+/** Guarded readers of the bodies of responses returned by an upstream client, by response. */
+const GUARDED = new WeakMap<Response, UpstreamBody>();
+
+/**
+ * The stall-guarded reader behind a response of {@link createUpstreamClient}, for streaming consumers that want the
+ * upstream's chunks without a JavaScript stream in between (the cache engine's fill loop). Use either this or
+ * `res.body`, never both. Undefined for a response that did not come from an upstream client, or has no body.
+ */
+export function upstreamBody(res: Response): UpstreamBody | undefined {
+  return GUARDED.get(res);
+}
+
+/**
+ * Reads one upstream body in batches (every chunk the runtime has buffered, one await for all of them), and
+ * errors it when a read waits longer than `readMs` for bytes. One timer per `readMs` period checks the read in
+ * progress, rather than a timer set and cleared per chunk.
+ */
+export class UpstreamBody {
+  /** `performance.now()` when the read in progress began; 0 when no read is waiting. */
+  private waitingSince = 0;
+  private timer: ReturnType<typeof setTimeout> | undefined;
+  private stalled = false;
+  private over = false;
+
+  constructor(
+    private readonly reader: ReadableStreamDefaultReader<Uint8Array>,
+    private readonly ac: AbortController,
+    private readonly readMs: number,
+    /** Redacted URL, for errors. */
+    private readonly url: string,
+    private readonly repository: string,
+    private readonly done: () => void,
+  ) {}
+
+  private finish(): void {
+    if (this.over) return;
+    this.over = true;
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    this.done();
+  }
+
+  private check = (): void => {
+    this.timer = undefined;
+    if (this.waitingSince === 0 || this.over) return;
+    const waited = performance.now() - this.waitingSince;
+    if (waited >= this.readMs) {
+      this.stalled = true;
+      this.ac.abort();
+    } else this.timer = setTimeout(this.check, this.readMs - waited);
+  };
+
+  /**
+   * The next chunks (at least one, in order), or null at the end of the body.
+   * @throws VaultError VAULT_UPSTREAM_TIMEOUT (504) when no byte arrived for `readMs`, VAULT_UPSTREAM_DOWN (503)
+   *   when the connection failed (the cause's code or first sentence in the message)
+   */
+  async read(): Promise<Uint8Array[] | null> {
+    for (;;) {
+      if (this.over) return null;
+      this.waitingSince = performance.now();
+      this.timer ??= setTimeout(this.check, this.readMs);
+      let r: Bun.ReadableStreamDefaultReadManyResult<Uint8Array>;
+      try {
+        const p = (this.reader as unknown as { readMany(): Promise<typeof r> | typeof r }).readMany();
+        r = p instanceof Promise ? await p : p;
+      } catch (e) {
+        this.finish();
+        if (this.stalled) {
+          metrics.upstreamErrors.inc({ repository: this.repository, kind: "read_timeout" });
+          throw new VaultError("VAULT_UPSTREAM_TIMEOUT", 504, `upstream body stalled for ${this.readMs} ms`, { url: this.url });
+        }
+        metrics.upstreamErrors.inc({ repository: this.repository, kind: "read" });
+        throw new VaultError("VAULT_UPSTREAM_DOWN", 503, `upstream body failed: ${causeOf(e)}`, { url: this.url });
+      } finally {
+        this.waitingSince = 0;
+      }
+      const chunks = r.value.length > 0 ? (r.value as Uint8Array[]).filter((c) => c.byteLength > 0) : [];
+      if (r.done) this.finish();
+      if (chunks.length > 0) return chunks;
+      if (r.done) return null;
+    }
+  }
+
+  /** Stops reading and closes the connection. */
+  async cancel(reason?: unknown): Promise<void> {
+    this.finish();
+    this.ac.abort();
+    await this.reader.cancel(reason).catch(() => {});
+  }
 }
 
 async function backoff(attempt: number, signal?: AbortSignal): Promise<void> {

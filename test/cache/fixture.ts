@@ -37,6 +37,8 @@ export interface CacheFixtureOptions {
   /** Overrides of the CacheRequest built for a key (default: `.json` and `meta/…` are mutable, the rest immutable). */
   spec?: (key: string, req: Request) => Partial<CacheRequest>;
   upstreamDefaults?: UpstreamDefaults;
+  /** The engine's `tailHash` option (default: the engine's own default for this machine). */
+  tailHash?: boolean;
 }
 
 /** Starts the stack. Stop it with `stop()` (also stops the fake upstream). */
@@ -49,7 +51,7 @@ export async function cacheFixture(o: CacheFixtureOptions = {}): Promise<CacheFi
   const repo: RepositoryConfig = { name: "cached", format: "http", type: "proxy", upstream: up.url + "/", ...o.repo };
   const artifacts = createArtifactStore({ db: odb.db, blobs, repo, log: silentLogger });
   const upstream = createUpstreamClient({ repo, defaults: o.upstreamDefaults, log: silentLogger, env: {} });
-  const engine = createCacheEngine({ repo, artifacts, blobs, upstream, log: silentLogger });
+  const engine = createCacheEngine({ repo, artifacts, blobs, upstream, log: silentLogger, tailHash: o.tailHash });
   const server = Bun.serve({
     hostname: "127.0.0.1",
     port: 0,
