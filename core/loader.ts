@@ -28,7 +28,7 @@ const FORMAT_RE = /^[a-z0-9][a-z0-9_-]*$/;
  * @param source how the plugin is named in messages (`plugins/http/index.ts`, `./x.ts`, `vault-plugin-helm`)
  * @returns the problems found (empty when the plugin is usable)
  */
-export function checkPlugin(p: unknown, source: string): string[] {
+export function checkPlugin(p: unknown, source: string, o: { schema?: boolean } = {}): string[] {
   if (typeof p !== "object" || p === null) return [`plugin ${source}: no default export (expected export default definePlugin({ format, apiVersion, ... }))`];
   const plugin = p as Partial<VaultPlugin> & Record<string, unknown>;
   const id = typeof plugin.format === "string" && plugin.format ? `plugin "${plugin.format}" (${source})` : `plugin ${source}`;
@@ -40,7 +40,7 @@ export function checkPlugin(p: unknown, source: string): string[] {
   if (!Array.isArray(plugin.types) || plugin.types.length === 0 || !plugin.types.every((t) => TYPES.has(t))) {
     out.push(`${id}: "types" must list one or more of "proxy", "hosted", "group"`);
   }
-  const schemaProblem = checkPluginSchema(plugin.configSchema);
+  const schemaProblem = o.schema === false ? undefined : checkPluginSchema(plugin.configSchema);
   if (schemaProblem) out.push(`${id}: configSchema does not compile: ${schemaProblem}`);
   if (typeof plugin.routes !== "function") out.push(`${id}: "routes" must be a function (app, ctx) => void`);
   if (typeof plugin.renderError !== "function") out.push(`${id}: "renderError" must be a function (err, req) => Response`);
@@ -145,19 +145,21 @@ function neededFormats(config: { repositories?: unknown; backends?: unknown }): 
  *   is neither a built-in nor provided by a `plugins:` entry (or no format at all), every built-in is loaded, so errors
  *   list them all as usual.
  * @param o.extra plugin objects to add as if loaded (tests)
+ * @param o.checkSchemas `false` skips compiling each `configSchema` (the config was already checked with these same
+ *   plugins on another thread, core/config/check-thread.ts); default true
  * @returns plugins by format
  * @throws PluginLoadError listing every problem (each line names the plugin)
  */
 export async function loadPlugins(
   config: Pick<VaultConfig, "plugins"> & { repositories?: unknown; backends?: unknown },
   configDir: string,
-  o: { builtins?: boolean | "needed"; extra?: VaultPlugin[] } = {},
+  o: { builtins?: boolean | "needed"; extra?: VaultPlugin[]; checkSchemas?: boolean } = {},
 ): Promise<Map<string, VaultPlugin>> {
   const errors: string[] = [];
   const plugins = new Map<string, VaultPlugin>();
   const sources = new Map<string, string>();
   const add = (p: unknown, source: string) => {
-    const problems = checkPlugin(p, source);
+    const problems = checkPlugin(p, source, { schema: o.checkSchemas });
     if (problems.length > 0) {
       errors.push(...problems);
       return;

@@ -62,6 +62,11 @@ export interface CreateVaultOptions {
   log?: Logger;
   /** Receives one JSON line per request (default: stderr, batched per event-loop turn; off when `server.logLevel` is above info). */
   accessLog?: ((line: string) => void) | false;
+  /**
+   * The config already validated and resolved from `rawConfig` (by core/config/check-thread.ts, with `plugins` loaded
+   * without their schema check): it is used as is, and ajv is not loaded in this thread.
+   */
+  resolved?: ResolvedConfig;
 }
 
 /** Per-mount state on the hot path. */
@@ -167,7 +172,7 @@ function render(plugin: VaultPlugin | undefined, err: VaultError, req: Request):
  */
 export async function createVault(rawConfig: VaultConfig, o: CreateVaultOptions): Promise<Vault> {
   const plugins = o.plugins ?? (await loadPlugins(rawConfig, o.configDir, { builtins: "needed" }));
-  const config = resolveConfig(rawConfig, plugins, { configDir: o.configDir });
+  const config = o.resolved ?? resolveConfig(rawConfig, plugins, { configDir: o.configDir });
   const log = o.log ?? createLogger(config.server.logLevel);
   const dataDir = config.server.dataDir;
   mkdirSync(dataDir, { recursive: true });

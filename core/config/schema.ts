@@ -1,5 +1,5 @@
 /** The one configuration JSON Schema (core + every loaded plugin's configSchema), checked with ajv, plus cross-entry checks and defaults. */
-import Ajv, { type ErrorObject } from "ajv";
+import type { default as Ajv, ErrorObject } from "ajv";
 import { isAbsolute, resolve } from "node:path";
 import { VaultError } from "../errors.ts";
 import type { VaultPlugin } from "../plugin.ts";
@@ -71,7 +71,10 @@ export function isHttpUrl(s: string): boolean {
  * The annotation keyword `x-message: { <keyword>: "<message>" }` replaces the message of that keyword's errors.
  */
 export function createAjv(): Ajv {
-  const ajv = new Ajv({ allErrors: true, strict: false, coerceTypes: true, useDefaults: true, allowUnionTypes: true, verbose: true, logger: false });
+  // Loaded on first use: `vault serve` checks its config on a short-lived thread (core/config/check-thread.ts), so
+  // the serving thread never holds ajv or its compiled validators (about 10 MiB).
+  const AjvClass = (require("ajv") as { default: typeof Ajv }).default;
+  const ajv = new AjvClass({ allErrors: true, strict: false, coerceTypes: true, useDefaults: true, allowUnionTypes: true, verbose: true, logger: false });
   ajv.addFormat(HTTP_URL_FORMAT, { type: "string", validate: isHttpUrl });
   ajv.addFormat("uri", {
     type: "string",

@@ -1,10 +1,11 @@
 /** `vault serve`: validates the config, boots the vault, listens, logs one `listening` line per listener, shuts down gracefully on SIGTERM/SIGINT. */
-import { checkConfig, ConfigError } from "../../config/schema.ts";
+import { ConfigError } from "../../config/schema.ts";
+import { checkConfigInThread } from "../../config/check-thread.ts";
 import { loadPlugins, PluginLoadError } from "../../loader.ts";
 import { createLogger } from "../../log.ts";
 import { createVault, type Vault } from "../../server.ts";
 import { VaultError } from "../../errors.ts";
-import { COMMON_HELP, loadCliConfig, parseCommandArgs, UsageError } from "../args.ts";
+import { COMMON_HELP, parseCommandArgs, UsageError } from "../args.ts";
 
 const USAGE = `usage: vault serve [--config FILE] [--port N] [--host ADDR] [--data DIR] [--log-level L]
 
@@ -50,14 +51,14 @@ export async function run(args: string[]): Promise<number> {
       return 0;
     }
     if (positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`);
-    const loaded = await loadCliConfig(values);
-    file = values.config ?? loaded.file;
-    const plugins = await loadPlugins(loaded.config, loaded.configDir, { builtins: "needed" });
-    const check = checkConfig(loaded.config, plugins, { configDir: loaded.configDir });
-    if (!check.config) throw new ConfigError(check.errors, file);
+    file = values.config;
+    // Validated on a short-lived thread (ajv never loads here); the plugins are then imported here without the check.
+    const check = await checkConfigInThread(values);
+    file = check.file;
+    const plugins = await loadPlugins(check.config, check.configDir, { builtins: "needed", checkSchemas: false });
     const log = createLogger(check.config.server.logLevel);
     for (const w of check.warnings) log.warn("config", { note: w });
-    vault = await createVault(loaded.config, { configDir: loaded.configDir, plugins, log });
+    vault = await createVault(check.config, { configDir: check.configDir, plugins, log, resolved: check.config });
     let listeners;
     try {
       listeners = await vault.listen();
@@ -68,7 +69,7 @@ export async function run(args: string[]): Promise<number> {
     // lifecycle lines are written whatever the log level: tools (spawnVault, supervisors) wait for "listening"
     const lifecycle = createLogger("info");
     for (const l of listeners) lifecycle.info("listening", l.repository ? { url: l.url, port: l.port, repository: l.repository } : { url: l.url, port: l.port });
-    lifecycle.info("started", { repositories: vault.repositories.size, dataDir: check.config.server.dataDir, config: loaded.file });
+    lifecycle.info("started", { repositories: vault.repositories.size, dataDir: check.config.server.dataDir, config: check.file });
 
     return await new Promise<number>((resolveExit) => {
       let signals = 0;
