@@ -276,7 +276,8 @@ export async function startVaultCli(config: VaultConfig, dir: string): Promise<B
   const dataDir = join(dir, "data");
   const logFile = join(dir, "vault.log");
   await Bun.write(cfgFile, JSON.stringify(config));
-  const p = Bun.spawn([process.execPath, join(repo, "core/cli/bin.ts"), "serve", "--config", cfgFile, "--port", "0", "--host", "127.0.0.1", "--data", dataDir], {
+  const bunFlags = (process.env.VAULT_BENCH_BUN_FLAGS ?? "").split(/\s+/).filter(Boolean);
+  const p = Bun.spawn([process.execPath, ...bunFlags, join(repo, "core/cli/bin.ts"), "serve", "--config", cfgFile, "--port", "0", "--host", "127.0.0.1", "--data", dataDir], {
     cwd: repo,
     stdin: "ignore",
     stdout: "ignore",
