@@ -222,7 +222,7 @@ export async function createVault(rawConfig: VaultConfig, o: CreateVaultOptions)
       artifactsByRepo.push(artifacts);
       closers.push(() => artifacts.close());
       const upstream = createUpstreamClient({ repo, defaults: config.upstream, log: rlog });
-      const cache = createCacheEngine({ repo, artifacts, blobs, upstream, log: rlog });
+      const cache = createCacheEngine({ repo, artifacts, blobs, upstream, log: rlog, tailHash: config.pool?.tailHash });
       caches.push({ name: repo.name, drain: (ms) => cache.drain(ms) });
       const mount = mountOf(repo);
       const publicBase = config.server.publicUrl ? config.server.publicUrl + mount : undefined;

@@ -233,7 +233,7 @@ export function buildConfigSchema(plugins: Map<string, VaultPlugin>): object {
       pool: {
         type: "object",
         additionalProperties: false,
-        properties: { threads: { type: "integer", minimum: 1 }, offloadThresholdBytes: { type: "integer", minimum: 0 } },
+        properties: { threads: { type: "integer", minimum: 1 }, offloadThresholdBytes: { type: "integer", minimum: 0 }, tailHash: { type: "boolean" } },
       },
       plugins: { type: "array", items: str },
       repositories: { type: "array", items: repository },

@@ -96,6 +96,11 @@ export interface PoolConfig {
   threads?: number;
   /** Documents larger than this (bytes) are parsed/rewritten in the pool. Default 1 MiB. */
   offloadThresholdBytes?: number;
+  /**
+   * Proxy downloads announced larger than 1 MiB are hashed (sha256) on one extra thread that re-reads the spool file,
+   * instead of on the event loop (core/cache/tail-hash.ts). Default: true when the machine has more than 2 cores.
+   */
+  tailHash?: boolean;
 }
 
 /** The whole configuration (DESIGN.md §1). */
