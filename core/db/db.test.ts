@@ -3,7 +3,13 @@ import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { getTableConfig, SQLiteTable } from "drizzle-orm/sqlite-core";
 import { eq } from "drizzle-orm";
-import { openDb } from "./index.ts";
+import { readdirSync } from "node:fs";
+import { Database } from "bun:sqlite";
+import { drizzle } from "drizzle-orm/bun-sqlite";
+import { migrate } from "drizzle-orm/bun-sqlite/migrator";
+import { readMigrationFiles } from "drizzle-orm/migrator";
+import { MIGRATIONS_DIR, openDb } from "./index.ts";
+import { MIGRATION_SQL, embeddedMigrations } from "./migrations.ts";
 import * as schema from "./schema.ts";
 import { tmpDataDir } from "../../test/helpers/tmp.ts";
 
@@ -72,6 +78,27 @@ describe("openDb", () => {
       expect(row).toEqual({ digest: "sha256:" + "a".repeat(64), sizeBytes: 3, refCount: 1, createdAt: 1000 });
     } finally {
       second.close();
+    }
+  });
+
+  test("every migration drizzle-kit wrote is embedded, identical to what drizzle's folder reader returns", () => {
+    const files = readdirSync(MIGRATIONS_DIR).filter((f) => f.endsWith(".sql")).map((f) => f.replace(/\.sql$/, "")).sort();
+    expect(Object.keys(MIGRATION_SQL).sort()).toEqual(files);
+    expect(embeddedMigrations()).toEqual(readMigrationFiles({ migrationsFolder: MIGRATIONS_DIR }));
+  });
+
+  test("a database migrated from the folder by drizzle's own migrator opens with nothing applied twice", async () => {
+    const path = join(await tmpDataDir(), "vault.db");
+    const raw = new Database(path, { create: true });
+    migrate(drizzle(raw), { migrationsFolder: MIGRATIONS_DIR });
+    const before = raw.query<{ n: number }, []>("SELECT count(*) AS n FROM __drizzle_migrations").get()!.n;
+    raw.close();
+    const o = openDb(path);
+    try {
+      expect(o.sqlite.query<{ n: number }, []>("SELECT count(*) AS n FROM __drizzle_migrations").get()!.n).toBe(before);
+      expect(tableNames(o.sqlite)).toEqual(schemaTables);
+    } finally {
+      o.close();
     }
   });
 });

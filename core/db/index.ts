@@ -3,14 +3,20 @@ import { Database } from "bun:sqlite";
 import { mkdirSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { drizzle } from "drizzle-orm/bun-sqlite";
-import { migrate } from "drizzle-orm/bun-sqlite/migrator";
 import * as schema from "./schema.ts";
+import { embeddedMigrations, type MigrationMeta } from "./migrations.ts";
 import type { Db } from "../plugin.ts";
 
 export type { Db } from "../plugin.ts";
 
-/** Folder of the drizzle-kit generated migrations, found next to this module (not relative to the cwd). */
+/** Folder of the drizzle-kit generated migrations (their text is embedded by ./migrations.ts; nothing reads this at run time). */
 export const MIGRATIONS_DIR = join(import.meta.dir, "migrations");
+
+/** drizzle's migration runner, present on every drizzle database object but not in its public types. */
+interface MigratingDb {
+  dialect: { migrate(m: MigrationMeta[], session: unknown, config: { migrationsFolder: string }): void };
+  session: unknown;
+}
 
 /** An open metadata database. */
 export interface OpenDb {
@@ -26,8 +32,8 @@ export interface OpenDb {
  * Opens (creating when missing) the SQLite metadata database at `path` (DESIGN.md §3 "Metadata").
  *
  * Sets `journal_mode=WAL` (not for `:memory:`, which SQLite keeps in `memory` mode), `synchronous=NORMAL`,
- * `foreign_keys=ON` and `busy_timeout=5000` (ms), then applies every pending migration from
- * {@link MIGRATIONS_DIR}. Reopening an existing file applies only what is new, so it is idempotent.
+ * `foreign_keys=ON` and `busy_timeout=5000` (ms), then applies every pending migration (embedded from
+ * {@link MIGRATIONS_DIR} by ./migrations.ts, the same way drizzle's bun-sqlite migrator applies the folder). Reopening an existing file applies only what is new, so it is idempotent.
  *
  * @param path file path (its parent directory is created) or `":memory:"`
  * @throws Error from bun:sqlite when the file cannot be opened, or from the migrator when a migration fails
@@ -43,7 +49,8 @@ export function openDb(path: string): OpenDb {
     sqlite.exec("PRAGMA synchronous = NORMAL");
     sqlite.exec("PRAGMA foreign_keys = ON");
     const db = drizzle(sqlite, { schema });
-    migrate(db, { migrationsFolder: MIGRATIONS_DIR });
+    const m = db as unknown as MigratingDb;
+    m.dialect.migrate(embeddedMigrations(), m.session, { migrationsFolder: MIGRATIONS_DIR });
     let closed = false;
     return {
       db,
