@@ -78,6 +78,8 @@ export const metrics = {
   upstreamRequests: new Counter("vault_upstream_requests_total", "Upstream requests by repository and status"),
   poolQueue: new Gauge("vault_pool_queue_length", "Tasks waiting in the worker pool"),
   poolUtilization: new Gauge("vault_pool_utilization", "Worker pool utilisation, 0..1"),
+  poolTasks: new Counter("vault_pool_tasks_total", "Tasks run on the worker pool's threads, by task and outcome (ok, error)"),
+  tailHashed: new Counter("vault_tail_hashed_bytes_total", "Download bytes hashed on the tail-hash thread instead of the event loop"),
   inflight: new Gauge("vault_inflight_downloads", "Upstream downloads in flight"),
 };
 

@@ -51,6 +51,11 @@ export interface TaskOptions {
  */
 export interface TaskPool {
   run<I, O>(task: string, input: I, opts?: TaskOptions): Promise<O>;
+  /**
+   * Whether an input of `sizeBytes` belongs in the pool: strictly larger than the config's `pool.offloadThresholdBytes`
+   * (default 1 MiB). Smaller documents cost less to handle inline than to send to a thread.
+   */
+  offloads(sizeBytes: number): boolean;
   /** Queue length and utilisation (0..1), for metrics. */
   stats(): { queued: number; running: number; utilization: number; threads: number };
 }

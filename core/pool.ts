@@ -139,8 +139,11 @@ export function createPool(cfg: PoolConfig = {}, o: PoolOptions = {}): VaultPool
     const payload = opts.transfer?.length ? lib!.move({ [lib!.transferableSymbol]: opts.transfer, [lib!.valueSymbol]: input } as never) : input;
     inFlight++;
     try {
-      return (await p.run(payload, { name: task, signal: opts.signal ?? null })) as O;
+      const out = (await p.run(payload, { name: task, signal: opts.signal ?? null })) as O;
+      metrics.poolTasks.inc({ task, outcome: "ok" });
+      return out;
     } catch (e) {
+      metrics.poolTasks.inc({ task, outcome: "error" });
       throw reviveError(e);
     } finally {
       inFlight--;
@@ -149,6 +152,7 @@ export function createPool(cfg: PoolConfig = {}, o: PoolOptions = {}): VaultPool
 
   return {
     run,
+    offloads: (sizeBytes) => shouldOffload(sizeBytes, cfg),
     async runSized<N extends TaskName>(name: N, input: TaskInput<N>, sizeBytes: number, opts: TaskOptions = {}): Promise<TaskOutput<N>> {
       if (shouldOffload(sizeBytes, cfg)) return run<TaskInput<N>, TaskOutput<N>>(name, input, opts);
       opts.signal?.throwIfAborted();

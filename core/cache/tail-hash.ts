@@ -9,6 +9,7 @@
  */
 import { Worker } from "node:worker_threads";
 import type { TailHashIn, TailHashOut } from "../../workers/tail-hash.ts";
+import { metrics } from "../metrics.ts";
 
 /** True inside a `bun build --compile` binary (the worker entry is then embedded beside the binary's root). */
 const COMPILED = /\/\$bunfs\/|\/~BUN\//.test(import.meta.url);
@@ -41,7 +42,10 @@ function theWorker(): Worker {
     const p = waiting.get(m.id);
     if (!p) return;
     waiting.delete(m.id);
-    if ("hex" in m) p.ok(m.hex);
+    if ("hex" in m) {
+      metrics.tailHashed.inc({}, m.bytes);
+      p.ok(m.hex);
+    }
     else p.fail(Object.assign(new Error(`hashing the spool file failed: ${m.error}`), m.code ? { code: m.code } : {}));
   });
   const died = (e: Error) => {

@@ -46,8 +46,6 @@ export interface PypiRepoConfig extends RepositoryConfig {
 /** Default upstream index. */
 export const PYPI_DEFAULT_UPSTREAM = "https://pypi.org/simple/";
 
-/** Documents larger than this (bytes) are parsed/rendered in the worker pool (the pool's default threshold). */
-export const OFFLOAD_THRESHOLD_BYTES = 1024 * 1024;
 
 /** Most file links remembered in memory per repository (older ones are found again through the snapshots). */
 const MAX_LINKS = 200_000;
@@ -174,7 +172,7 @@ export function createPypiProxy(ctx: PluginContext<PypiRepoConfig>): PypiProxy {
 
   /** Runs a pypi document task inline, or in the pool when the document is big. */
   async function task(input: PypiTaskInput, sizeBytes: number, signal?: AbortSignal): Promise<PypiTaskOutput> {
-    if (sizeBytes > OFFLOAD_THRESHOLD_BYTES) return ctx.pool.run<PypiTaskInput, PypiTaskOutput>("pypiSimple", input, { signal });
+    if (ctx.pool.offloads(sizeBytes)) return ctx.pool.run<PypiTaskInput, PypiTaskOutput>("pypiSimple", input, { signal });
     return pypiSimple(input);
   }
 

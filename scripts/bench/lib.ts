@@ -264,7 +264,8 @@ export interface BenchVault {
 }
 
 /**
- * Runs `bun core/cli/bin.ts serve --config <json> --port 0 --host 127.0.0.1 --data <dir>` with stderr written to a
+ * Runs `bun core/cli/bin.ts serve --config <json>` (or the binary named by `VAULT_BENCH_BINARY`, with runtime flags from
+ * `VAULT_BENCH_BUN_FLAGS` otherwise): `serve --config <json> --port 0 --host 127.0.0.1 --data <dir>` with stderr written to a
  * file, so the benchmark process does not spend CPU reading the vault's access log (spawnVault pipes it), and
  * waits for the `{"msg":"listening"}` line. The default log level (info, with the access log) is kept: that is how
  * the vault runs by default.
@@ -277,7 +278,10 @@ export async function startVaultCli(config: VaultConfig, dir: string): Promise<B
   const logFile = join(dir, "vault.log");
   await Bun.write(cfgFile, JSON.stringify(config));
   const bunFlags = (process.env.VAULT_BENCH_BUN_FLAGS ?? "").split(/\s+/).filter(Boolean);
-  const p = Bun.spawn([process.execPath, ...bunFlags, join(repo, "core/cli/bin.ts"), "serve", "--config", cfgFile, "--port", "0", "--host", "127.0.0.1", "--data", dataDir], {
+  // VAULT_BENCH_BINARY=dist/vault measures the compiled binary (npm run build) instead of the sources.
+  const bin = process.env.VAULT_BENCH_BINARY;
+  const cmd = bin ? [resolve(bin)] : [process.execPath, ...bunFlags, join(repo, "core/cli/bin.ts")];
+  const p = Bun.spawn([...cmd, "serve", "--config", cfgFile, "--port", "0", "--host", "127.0.0.1", "--data", dataDir], {
     cwd: repo,
     stdin: "ignore",
     stdout: "ignore",

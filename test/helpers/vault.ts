@@ -73,6 +73,10 @@ export interface SpawnVaultOptions {
   args?: string[];
   /** Milliseconds to wait for the listening line (default 30 000). */
   startTimeoutMs?: number;
+  /** A compiled `vault` binary to run instead of `bun core/cli/bin.ts` (scripts/build.ts). */
+  binary?: string;
+  /** Working directory of the child (default: the repository root). */
+  cwd?: string;
 }
 
 /** A vault running as a child process of the real CLI. */
@@ -99,7 +103,7 @@ process.on("exit", () => {
 });
 
 /**
- * Runs `bun core/cli/bin.ts serve --config <file> --port 0 --host 127.0.0.1 --data <dataDir>` and waits for its
+ * Runs `bun core/cli/bin.ts serve --config <file> --port 0 --host 127.0.0.1 --data <dataDir>` (or `<binary> serve …`) and waits for its
  * `{"msg":"listening",...}` line(s) on stderr (one per listener: main plus each repository `port:`).
  * @throws Error with the child's output when it exits or times out before listening
  */
@@ -116,8 +120,9 @@ export async function spawnVault(o: SpawnVaultOptions): Promise<SpawnedVault> {
     file = join(await tmpDataDir("vault-config-"), "vault.config.json");
     await Bun.write(file, JSON.stringify(cfg, null, 2));
   }
-  const child = Bun.spawn([process.execPath, join(REPO_ROOT, "core/cli/bin.ts"), "serve", "--config", file, "--port", "0", "--host", "127.0.0.1", "--data", dataDir, ...(o.args ?? [])], {
-    cwd: REPO_ROOT,
+  const cmd = o.binary ? [o.binary] : [process.execPath, join(REPO_ROOT, "core/cli/bin.ts")];
+  const child = Bun.spawn([...cmd, "serve", "--config", file, "--port", "0", "--host", "127.0.0.1", "--data", dataDir, ...(o.args ?? [])], {
+    cwd: o.cwd ?? REPO_ROOT,
     env: { ...process.env, ...o.env },
     stdin: "ignore",
     stdout: "pipe",

@@ -1,0 +1,96 @@
+/**
+ * The single binary (scripts/build.ts, `npm run build`): built into a temp directory and run from another one, away
+ * from the source tree, it checks a config, serves an http and a pypi proxy repository, and uses every thread it
+ * carries: the config-check thread, the tail-hash thread (forced on) and the piscina pool (offload threshold 0).
+ */
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { randomBytes } from "node:crypto";
+import { join } from "node:path";
+import { writeFile } from "node:fs/promises";
+import { buildBinary } from "../../scripts/build.ts";
+import { spawnVault, type SpawnedVault } from "../helpers/vault.ts";
+import { startUpstream, type TestUpstream } from "../helpers/upstream.ts";
+import { startPypiIndex, type TestPypiIndex } from "../helpers/pypi-index.ts";
+import { tmpDataDir } from "../helpers/tmp.ts";
+
+let binary: string;
+let workDir: string;
+let files: TestUpstream;
+let index: TestPypiIndex;
+let vault: SpawnedVault;
+const big = new Uint8Array(randomBytes(3 * 1024 * 1024 + 5));
+const sha256 = (b: Uint8Array) => new Bun.CryptoHasher("sha256").update(b).digest("hex");
+
+beforeAll(async () => {
+  binary = join(await tmpDataDir("vault-bin-"), "vault");
+  expect((await buildBinary(binary)).filter((l) => l.startsWith("error"))).toEqual([]);
+  workDir = await tmpDataDir("vault-bin-run-");
+  const root = await tmpDataDir("vault-bin-up-");
+  await writeFile(join(root, "big.bin"), big);
+  files = await startUpstream({ root });
+  index = await startPypiIndex();
+  const cfg = [
+    "pool: { tailHash: true, offloadThresholdBytes: 0 }",
+    "repositories:",
+    `  - { name: files, format: http, type: proxy, upstream: "${files.url}/" }`,
+    `  - { name: py, format: pypi, type: proxy, upstream: "${index.indexUrl}" }`,
+  ].join("\n");
+  await writeFile(join(workDir, "vault.yml"), cfg + "\n");
+  vault = await spawnVault({ binary, cwd: workDir, config: join(workDir, "vault.yml"), dataDir: join(workDir, "data") });
+}, 120_000);
+
+afterAll(async () => {
+  await vault?.stop();
+  await files?.stop();
+  await index?.stop();
+});
+
+async function run(args: string[]): Promise<{ code: number; out: string; err: string }> {
+  const p = Bun.spawn([binary, ...args], { cwd: workDir, stdout: "pipe", stderr: "pipe" });
+  const [out, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+  return { code, out, err };
+}
+
+test("vault config check: ok for the served file; a bad file exits 2 naming the path", async () => {
+  const ok = await run(["config", "check", "vault.yml"]);
+  expect(ok.code).toBe(0);
+  expect(ok.out).toContain("ok");
+  await writeFile(join(workDir, "bad.yml"), "repositories:\n  - { name: x, format: http, type: proxy, upstream: 'ftp://x' }\n");
+  const bad = await run(["serve", "--config", "bad.yml", "--port", "0"]);
+  expect(bad.code).toBe(2);
+  expect(bad.err).toContain("repositories[0].upstream: must be an absolute http(s) URL");
+});
+
+test("a 3 MiB miss (hashed on the tail-hash thread) is stored; the next request is a HIT with the same bytes", async () => {
+  const miss = await fetch(`${vault.url}/files/big.bin`);
+  expect(miss.headers.get("x-vault-cache")).toBe("MISS");
+  expect(sha256(new Uint8Array(await miss.arrayBuffer()))).toBe(sha256(big));
+  const hit = await fetch(`${vault.url}/files/big.bin`);
+  expect(hit.headers.get("x-vault-cache")).toBe("HIT");
+  expect(sha256(new Uint8Array(await hit.arrayBuffer()))).toBe(sha256(big));
+  expect(files.count("/big.bin")).toBe(1);
+  const m = await (await fetch(`${vault.url}/-/metrics`)).text();
+  expect(m).toContain(`vault_tail_hashed_bytes_total ${big.byteLength}`);
+});
+
+test("a pypi simple page is rewritten in the pool and its wheel downloads through the vault", async () => {
+  const [name, list] = [...index.projects.entries()][0];
+  const page = await fetch(`${vault.url}/py/simple/${name}/`);
+  expect(page.status).toBe(200);
+  const html = await page.text();
+  const href = /href="([^"]+)"/.exec(html)?.[1];
+  expect(href).toBeDefined();
+  const fileUrl = new URL(href!.replace(/&amp;/g, "&"), `${vault.url}/py/simple/${name}/`);
+  expect(fileUrl.origin).toBe(vault.url);
+  const wheel = await fetch(fileUrl);
+  expect(wheel.status).toBe(200);
+  const bytes = new Uint8Array(await wheel.arrayBuffer());
+  expect(list.map((f) => f.sha256)).toContain(sha256(bytes));
+  expect(fileUrl.hash).toBe(`#sha256=${sha256(bytes)}`);
+  const m = await (await fetch(`${vault.url}/-/metrics`)).text();
+  expect(m).toMatch(/^vault_pool_tasks_total\{outcome="ok",task="pypiSimple"\} [1-9]/m);
+});
+
+test("SIGTERM stops the binary cleanly", async () => {
+  expect(await vault.stop()).toBe(0);
+});
