@@ -33,8 +33,10 @@ export interface PreparedEntry {
   lastModified: string;
   /** `lastModified` as epoch ms (second precision). */
   lastModifiedMs: number;
-  /** Headers of a 200 (without Content-Length, which Bun derives from the file). */
+  /** Representation headers, without Content-Length (206 and HEAD answers add their own). */
   headers: Record<string, string>;
+  /** Headers of a full 200: {@link headers} plus Content-Length (`size`). */
+  fullHeaders: Record<string, string>;
   /** Headers of a 304 (RFC 9110 §15.4.5). */
   notModified: Record<string, string>;
   /** The blob as a Bun.file on local drivers (sendfile), else undefined. */
@@ -82,7 +84,8 @@ export function prepareEntry(entry: ArtifactEntry, blobs: BlobStore): PreparedEn
   }
   for (const k of NOT_MODIFIED_HEADERS) if (headers[k] !== undefined) notModified[k] = headers[k];
   const path = entry.blobDigest ? blobs.localPath(entry.blobDigest) : undefined;
-  p = { size: entry.sizeBytes, etag, lastModified, lastModifiedMs, headers, notModified, file: path ? Bun.file(path) : undefined };
+  const fullHeaders = { ...headers, "content-length": String(entry.sizeBytes) };
+  p = { size: entry.sizeBytes, etag, lastModified, lastModifiedMs, headers, fullHeaders, notModified, file: path ? Bun.file(path) : undefined };
   prepared.set(entry, p);
   return p;
 }
@@ -208,7 +211,8 @@ export function respondEntry(req: Request, entry: ArtifactEntry, blobs: BlobStor
     if (extra) Object.assign(headers, extra);
     return new Response(null, { status: 200, headers });
   }
-  const headers = extra ? { ...p.headers, ...extra } : p.headers;
+  // Content-Length is given even for a file body (Bun would add it), so the access log and metrics know the size.
+  const headers = extra ? { ...p.fullHeaders, ...extra } : p.fullHeaders;
   if (p.file) return new Response(p.file, { status: 200, headers });
   const digest = entry.blobDigest;
   return blobs.open(digest).then((body) => new Response(body, { status: 200, headers: { ...headers, "content-length": String(p.size) } }));

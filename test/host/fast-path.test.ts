@@ -148,7 +148,10 @@ describe("host fast path", () => {
     expect(metric(m1, "vault_bytes_served_total", 'repository="files"') - metric(m0, "vault_bytes_served_total", 'repository="files"')).toBe(6 * size);
     expect(metric(m1, "vault_cache_results_total", 'repository="files",result="HIT"') - metric(m0, "vault_cache_results_total", 'repository="files",result="HIT"')).toBe(6);
     const line = log.map((l) => JSON.parse(l)).find((l) => l.reqId === "fast-req-1");
-    expect(line).toMatchObject({ msg: "request", method: "GET", path: "/files/c.txt", status: 200, repo: "files" });
+    expect(line).toMatchObject({ msg: "request", method: "GET", path: "/files/c.txt", status: 200, repo: "files", bytes: size });
+    // the plugin's own HIT answer (a stored file body) logs its size too
+    const plugHit = log.map((l) => JSON.parse(l)).filter((l) => l.path === "/files/c.txt");
+    expect(plugHit.every((l) => l.bytes === size)).toBe(true);
     expect(typeof line.durationMs).toBe("number");
     const artifacts = vault.vault.repositories.get("files")!.artifacts;
     (artifacts as unknown as { flush(): void }).flush();
