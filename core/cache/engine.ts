@@ -8,7 +8,7 @@ import { VaultError, errors, redactUrl, toVaultError } from "../errors.ts";
 import { metrics } from "../metrics.ts";
 import { parseRange } from "../http/respond.ts";
 import { NegativeCache } from "./negative.ts";
-import { POLICY_DEFAULTS, decideStore, requestDirectives, type StoreDecision } from "./policy.ts";
+import { POLICY_DEFAULTS, decideStore, requestDirectives, staleWhileRevalidateMs, type StoreDecision } from "./policy.ts";
 import { Spool } from "./spool.ts";
 import { tailHash, type TailHash } from "./tail-hash.ts";
 import { upstreamBody } from "../upstream/client.ts";
@@ -129,6 +129,10 @@ function expectHex(v: string | undefined): string | undefined {
  *   `Cache-Control: no-cache`/`max-age=0` (unless marked `immutable` and fresh), is checked with ONE coalesced conditional
  *   request (If-None-Match / If-Modified-Since from the stored validators): 304 → REVALIDATED (expiry, validators and kept
  *   headers merged, no body transferred); 200 → the entry is replaced (streamed as a MISS); 404/410 → evicted, 404.
+ * - **stale-while-revalidate** (RFC 5861 §3): within `max(cache.staleWhileRevalidateSeconds, upstream's
+ *   stale-while-revalidate=N)` seconds after expiry, a stale entry is answered at once (`X-Vault-Cache: STALE`,
+ *   `Warning: 110`, `Age`) and that same coalesced revalidation runs in the background; not for
+ *   `must-revalidate`/`no-cache` entries nor for clients asking `no-cache`/`max-age=0`/`no-store`.
  * - **Stale** (§8): on connection error, timeout or an upstream error status, a stored entry is answered with
  *   `X-Vault-Cache: STALE`, `Warning: 110` and `Age`, if it went stale less than `cache.maxStaleSeconds` ago (default
  *   7 days) and is not marked `must-revalidate`/`no-cache` (then 504). After 5 consecutive failures the upstream is skipped
@@ -575,6 +579,16 @@ export function createCacheEngine(o: CacheEngineOptions): VaultCacheEngine {
 
   /* ---------------------------------------------------------------- answering */
 
+  /** Starts the flight that revalidates a stale entry with no client waiting on it; its outcome is only logged. */
+  function revalidateInBackground(spec: CacheRequest, stale: ArtifactEntry): void {
+    const f = startFlight(spec, stale, false);
+    f.head.catch(() => {});
+    f.done.then(
+      () => {},
+      (e) => log.warn("background revalidation failed; the stale copy stays", { key: spec.key, error: toVaultError(e).message }),
+    );
+  }
+
   /** Answers a client from a flight (leader or follower). */
   async function fromFlight(req: Request, spec: CacheRequest, stale: ArtifactEntry | null, noStore: boolean): Promise<Response> {
     let f = flights.get(spec.key);
@@ -736,6 +750,13 @@ export function createCacheEngine(o: CacheEngineOptions): VaultCacheEngine {
       }
       // stale: revalidate through the (coalesced) flight; serve this copy if upstream fails
       if (now < breakerUntil && !flights.has(key)) return staleOrThrow(req, entry, errors.upstreamDown(spec.upstreamUrl, "upstream skipped after repeated failures"), now);
+      // RFC 5861 §3: within the stale-while-revalidate window the stale copy is the answer, and one background
+      // revalidation (the same coalesced flight) refreshes the entry for later requests.
+      if (!rd.revalidate && !rd.noStore && !mustRevalidate(entry) && now - entry.expiresAt <= staleWhileRevalidateMs(entry.cacheFlags, policy)) {
+        if (!flights.has(key)) revalidateInBackground(spec, entry);
+        count("STALE");
+        return artifacts.respond(req, entry, { "x-vault-cache": "STALE", warning: STALE_WARNING, age: ageOf(entry, now) });
+      }
       return fromFlight(req, spec, entry, rd.noStore);
     }
     const rd = requestDirectives(req.headers);

@@ -1,6 +1,6 @@
 /** Cache-Control parsing and the store/freshness decision (specs/http-caching.md §2). */
 import { describe, expect, test } from "bun:test";
-import { decideStore, parseCacheControl, requestDirectives, upstreamLifetime } from "./policy.ts";
+import { decideStore, parseCacheControl, requestDirectives, staleWhileRevalidateMs, upstreamLifetime } from "./policy.ts";
 import { NegativeCache } from "./negative.ts";
 import type { CacheRequest } from "../plugin.ts";
 
@@ -63,5 +63,16 @@ describe("cache policy", () => {
     expect(n.has("d", 0)).toBe(true);
     n.delete("d");
     expect(n.has("d", 0)).toBe(false);
+  });
+});
+
+describe("stale-while-revalidate", () => {
+  test("the upstream's delta-seconds is recorded as a flag; the window is the larger of it and the policy's, in ms", () => {
+    const d = decideStore(spec(), undefined, new Headers({ "cache-control": "max-age=5, stale-while-revalidate=30" }), 0);
+    expect(d.flags).toEqual(["stale-while-revalidate=30"]);
+    expect(staleWhileRevalidateMs(d.flags, undefined)).toBe(30_000);
+    expect(staleWhileRevalidateMs(d.flags, { staleWhileRevalidateSeconds: 120 })).toBe(120_000);
+    expect(staleWhileRevalidateMs([], undefined)).toBe(0);
+    expect(decideStore(spec(), undefined, new Headers({ "cache-control": "stale-while-revalidate=abc" }), 0).flags).toEqual([]);
   });
 });

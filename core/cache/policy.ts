@@ -41,7 +41,10 @@ export interface StoreDecision {
   store: boolean;
   /** epoch ms after which the entry must be revalidated; null = immutable. */
   expiresAt: number | null;
-  /** Flags persisted with the entry: `must-revalidate` (also for proxy-revalidate), `no-cache`, `immutable`. */
+  /**
+   * Flags persisted with the entry: `must-revalidate` (also for proxy-revalidate), `no-cache`, `immutable`, and
+   * `stale-while-revalidate=N` (seconds, RFC 5861 §3) when the upstream gave one.
+   */
   flags: string[];
 }
 
@@ -75,6 +78,8 @@ export function upstreamLifetime(h: Headers, cc: Directives): number | undefined
  *   (so an upstream may shorten but never lengthen the configured TTL); `no-cache` → stale at once (revalidate every use).
  * - `must-revalidate`/`proxy-revalidate` → flag: never served stale without a successful revalidation.
  * - `immutable` (RFC 8246) → flag: client `no-cache` does not trigger a revalidation while fresh.
+ * - `stale-while-revalidate=N` (RFC 5861 §3) → flag: for N s after expiry the stale copy is served at once while
+ *   one background revalidation runs.
  * @param now epoch ms of the response
  */
 export function decideStore(spec: CacheRequest, policy: CachePolicy | undefined, h: Headers, now: number): StoreDecision {
@@ -84,6 +89,8 @@ export function decideStore(spec: CacheRequest, policy: CachePolicy | undefined,
   const noCache = cc.get("no-cache") === true; // no-cache="field" only restricts those fields
   if (noCache) flags.push("no-cache");
   if (cc.has("immutable")) flags.push("immutable");
+  const swr = seconds(cc, "stale-while-revalidate");
+  if (swr !== undefined && swr > 0) flags.push(`stale-while-revalidate=${swr}`);
   const store = !cc.has("no-store") && !cc.has("private");
   if (spec.class === "immutable") return { store, expiresAt: null, flags };
   let ttl = spec.ttlSeconds ?? policy?.metadataTtlSeconds ?? POLICY_DEFAULTS.metadataTtlSeconds;
@@ -91,6 +98,17 @@ export function decideStore(spec: CacheRequest, policy: CachePolicy | undefined,
   if (life !== undefined) ttl = Math.min(ttl, life);
   if (noCache) ttl = 0;
   return { store, expiresAt: now + ttl * 1000, flags };
+}
+
+/**
+ * How long after expiry an entry may still be answered at once while a background revalidation runs, ms
+ * (RFC 5861 §3): the larger of the repository's `cache.staleWhileRevalidateSeconds` and the upstream's
+ * `stale-while-revalidate=N` recorded in `flags`; 0 when neither is set.
+ */
+export function staleWhileRevalidateMs(flags: readonly string[], policy: CachePolicy | undefined): number {
+  let s = policy?.staleWhileRevalidateSeconds ?? 0;
+  for (const f of flags) if (f.startsWith("stale-while-revalidate=")) s = Math.max(s, Number(f.slice(23)) || 0);
+  return s * 1000;
 }
 
 /** Client request directives that matter to the cache (§2 "Request directives"). */

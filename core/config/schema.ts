@@ -129,7 +129,7 @@ const REPOSITORY_PROPERTIES: Record<string, object> = {
   cache: {
     type: "object",
     additionalProperties: false,
-    properties: { metadataTtlSeconds: seconds, negativeTtlSeconds: seconds, maxStaleSeconds: seconds, lockTimeoutSeconds: seconds },
+    properties: { metadataTtlSeconds: seconds, negativeTtlSeconds: seconds, maxStaleSeconds: seconds, lockTimeoutSeconds: seconds, staleWhileRevalidateSeconds: seconds },
   },
   redirectDownloads: { type: "boolean" },
 };

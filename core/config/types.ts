@@ -10,6 +10,11 @@ export interface CachePolicy {
   maxStaleSeconds?: number;
   /** How long a follower waits for the leader's download before fetching on its own, seconds. Default 30. */
   lockTimeoutSeconds?: number;
+  /**
+   * For this long after expiry a stale entry is answered at once while one background revalidation runs, seconds
+   * (RFC 5861 §3). Default 0: clients wait for the revalidation. An upstream's `stale-while-revalidate=N` also applies.
+   */
+  staleWhileRevalidateSeconds?: number;
 }
 
 /** Credentials sent to an upstream (Basic, or a Bearer token). */

@@ -646,3 +646,81 @@ describe("engine.fetch, drain", () => {
     g.abort();
   });
 });
+
+describe("stale-while-revalidate (RFC 5861 §3)", () => {
+  test("repository policy: the stale copy is answered at once and one background revalidation replaces it", async () => {
+    const root = await rootWith({ "meta/p.json": '{"v":1}' });
+    fx = await cacheFixture({ upstream: { root }, repo: { cache: { staleWhileRevalidateSeconds: 60 } }, spec: () => ({ ttlSeconds: 0 }) });
+    const r1 = await fetch(`${fx.url}/meta/p.json`);
+    expect(r1.headers.get("x-vault-cache")).toBe("MISS");
+    expect(await r1.text()).toBe('{"v":1}');
+    await writeFile(join(root, "meta/p.json"), '{"v":22}');
+
+    // ten clients at once: all get the stale bytes without waiting; upstream sees ONE conditional request
+    const stale = await Promise.all(Array.from({ length: 10 }, () => fetch(`${fx!.url}/meta/p.json`)));
+    for (const r of stale) {
+      expect(r.headers.get("x-vault-cache")).toBe("STALE");
+      expect(r.headers.get("warning")).toBe('110 - "Response is Stale"');
+      expect(await r.text()).toBe('{"v":1}');
+    }
+    await fx.engine.drain(5000);
+    expect(fx.up.count("/meta/p.json")).toBe(2);
+    expect(fx.up.requests[1].headers.get("if-none-match")).not.toBeNull();
+    // the background fetch stored the new document: the next (again stale, ttl 0) answer carries it
+    const r3 = await fetch(`${fx.url}/meta/p.json`);
+    expect(r3.headers.get("x-vault-cache")).toBe("STALE");
+    expect(await r3.text()).toBe('{"v":22}');
+    await fx.engine.drain(5000);
+  });
+
+  test("the upstream's stale-while-revalidate=N is honoured; must-revalidate and client no-cache wait for the check", async () => {
+    let cc = "max-age=0, stale-while-revalidate=30";
+    let version = 1;
+    fx = await cacheFixture({
+      upstream: {
+        handler: (req) => {
+          const p = new URL(req.url).pathname;
+          if (p !== "/meta/a.json") return undefined;
+          return new Response(`{"v":${version}}`, { headers: { "cache-control": cc, "content-type": "application/json" } });
+        },
+      },
+    });
+    expect(await (await fetch(`${fx.url}/meta/a.json`)).text()).toBe('{"v":1}');
+    version = 2;
+    const s = await fetch(`${fx.url}/meta/a.json`);
+    expect(s.headers.get("x-vault-cache")).toBe("STALE");
+    expect(await s.text()).toBe('{"v":1}');
+    await fx.engine.drain(5000);
+
+    // a client asking no-cache is not answered stale: it waits for the revalidation (no validators here → a refetch)
+    version = 3;
+    const nc = await fetch(`${fx.url}/meta/a.json`, { headers: { "cache-control": "no-cache" } });
+    expect(nc.headers.get("x-vault-cache")).toBe("MISS");
+    expect(await nc.text()).toBe('{"v":3}');
+
+    // must-revalidate on the stored response disables it
+    cc = "max-age=0, must-revalidate, stale-while-revalidate=30";
+    version = 4;
+    await (await fetch(`${fx.url}/meta/a.json`, { headers: { "cache-control": "no-cache" } })).text();
+    version = 5;
+    const mr = await fetch(`${fx.url}/meta/a.json`);
+    expect(mr.headers.get("x-vault-cache")).toBe("MISS");
+    expect(await mr.text()).toBe('{"v":5}');
+  });
+
+  test("a failing background revalidation keeps the stale copy (answered STALE again), and creates no error for the client", async () => {
+    const root = await rootWith({ "meta/d.json": '{"v":1}' });
+    fx = await cacheFixture({ upstream: { root }, repo: { cache: { staleWhileRevalidateSeconds: 60 } }, spec: () => ({ ttlSeconds: 0 }) });
+    await (await fetch(`${fx.url}/meta/d.json`)).text();
+    await fx.up.stop();
+    const r = await fetch(`${fx.url}/meta/d.json`);
+    expect(r.status).toBe(200);
+    expect(r.headers.get("x-vault-cache")).toBe("STALE");
+    expect(await r.text()).toBe('{"v":1}');
+    await fx.engine.drain(5000);
+    const again = await fetch(`${fx.url}/meta/d.json`);
+    expect(again.headers.get("x-vault-cache")).toBe("STALE");
+    expect(await again.text()).toBe('{"v":1}');
+    expect((await fx.artifacts.get("meta/d.json"))?.status).toBe(200);
+  });
+});
