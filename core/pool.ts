@@ -11,16 +11,9 @@
  *   starts a replacement.
  *
  * ## Single binary (`bun build --compile`)
- * The worker entry is resolved relative to `import.meta.url`. In a compiled binary every module's
- * `import.meta.url` is the binary itself, `file:///$bunfs/root/<name>` (`B:/~BUN/root/` on Windows), so the entry
- * is looked up as `./workers/index.ts` beside it. Build with the repository as `root` and add the worker entry
- * and piscina's own worker bootstrap as extra entrypoints, with {@link bunCompilePlugin}:
- * ```ts
- * await Bun.build({
- *   entrypoints: ["./core/cli/bin.ts", "./workers/index.ts", "./node_modules/piscina/dist/worker.js"],
- *   root: ".", external: ["@napi-rs/nice"], compile: { outfile: "./vault" }, plugins: [bunCompilePlugin()],
- * });
- * ```
+ * The worker entry comes from core/threads.ts `threadEntry` (beside the binary's root when compiled).
+ * scripts/build.ts (`npm run build`) builds the binary with the repository as `root`, the worker entry and piscina's
+ * own worker bootstrap as extra entrypoints, and {@link bunCompilePlugin}.
  * The plugin fixes two things piscina needs inside the binary (verified with node_modules removed): Bun inlines
  * piscina's `__dirname` as the build machine's path, so the bootstrap path is pointed at its embedded copy; and
  * each entrypoint gets its own copy of piscina, so the module-private `kMovable` symbol becomes a registered one
@@ -32,6 +25,7 @@ import type { BunPlugin } from "bun";
 import type { TaskPool, TaskOptions } from "./plugin.ts";
 import type { PoolConfig } from "./config/types.ts";
 import { metrics } from "./metrics.ts";
+import { threadEntry } from "./threads.ts";
 import type { TaskName, TaskInput, TaskOutput } from "../workers/tasks.ts";
 import { TASK_ERROR, type FlatTaskError } from "../workers/transfer.ts";
 
@@ -40,11 +34,9 @@ export type { TaskName, TaskInput, TaskOutput } from "../workers/tasks.ts";
 /** Default size (bytes) above which a document is handed to the pool: 1 MiB. */
 export const DEFAULT_OFFLOAD_THRESHOLD_BYTES = 1024 * 1024;
 
-/** True inside a `bun build --compile` binary. */
-const COMPILED = /\/\$bunfs\/|\/~BUN\//.test(import.meta.url);
 
 /** URL of the worker entry (workers/index.ts), from source or inside a compiled binary. */
-export const WORKER_ENTRY: URL = COMPILED ? new URL("./workers/index.ts", import.meta.url) : new URL("../workers/index.ts", import.meta.url);
+export const WORKER_ENTRY: URL = threadEntry("workers/index.ts");
 
 /**
  * Whether an input of `sizeBytes` should run in the pool (true) or inline on the event loop (false).

@@ -10,11 +10,10 @@
 import { Worker } from "node:worker_threads";
 import type { TailHashIn, TailHashOut } from "../../workers/tail-hash.ts";
 import { metrics } from "../metrics.ts";
+import { threadEntry } from "../threads.ts";
 
-/** True inside a `bun build --compile` binary (the worker entry is then embedded beside the binary's root). */
-const COMPILED = /\/\$bunfs\/|\/~BUN\//.test(import.meta.url);
-/** The worker entry; a compiled binary must list `./workers/tail-hash.ts` among its entrypoints. */
-const ENTRY: URL = COMPILED ? new URL("./workers/tail-hash.ts", import.meta.url) : new URL("../../workers/tail-hash.ts", import.meta.url);
+/** The worker entry (scripts/build.ts lists it among the binary's entrypoints). */
+const ENTRY: URL = threadEntry("workers/tail-hash.ts");
 
 /** One file being hashed: report progress, then ask for the digest. */
 export interface TailHash {

@@ -13,6 +13,7 @@ import { ConfigError, checkConfig, type ResolvedConfig } from "./schema.ts";
 import { loadPlugins, PluginLoadError } from "../loader.ts";
 import { loadCliConfig, UsageError, type CommonValues } from "../cli/args.ts";
 import { VaultError } from "../errors.ts";
+import { threadEntry } from "../threads.ts";
 
 /** What {@link checkConfigInThread} resolves with. */
 export interface CheckedConfig {
@@ -34,9 +35,7 @@ type Answer =
   | { ok: false; kind: "other"; message: string; vaultCode?: string };
 
 const KIND = "vault-config-check";
-/** True inside a `bun build --compile` binary. */
-const COMPILED = /\/\$bunfs\/|\/~BUN\//.test(import.meta.url);
-const ENTRY: URL = COMPILED ? new URL("./core/config/check-thread.ts", import.meta.url) : new URL(import.meta.url);
+const ENTRY: URL = threadEntry("core/config/check-thread.ts");
 
 /** The thread's work: load, import plugins, validate. Never throws: failures become an answer. */
 async function check(values: CommonValues, cwd: string): Promise<Answer> {
