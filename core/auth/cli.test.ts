@@ -39,6 +39,8 @@ const basic = (u: string, p: string) => new Request("http://127.0.0.1/", { heade
 const bearer = (t: string) => new Request("http://127.0.0.1/", { headers: { authorization: "Bearer " + t } });
 const repo = (name: string) => auth.forRepository({ name, format: "pypi", type: "hosted" });
 const d = () => ["--data", dataDir];
+/** A repository entry for configs the CLI only reads (nothing is served, so the upstream is never contacted). */
+const pypiProxy = (name: string) => ({ name, format: "pypi", type: "proxy", upstream: "http://127.0.0.1:9/simple/" });
 
 beforeAll(async () => {
   expect(existsSync(BIN)).toBe(true);
@@ -97,10 +99,53 @@ describe("vault user", () => {
   });
 
   test("grant and revoke", async () => {
-    expect((await vault(["user", "grant", "ci-bot", "npm-local", "delete", ...d()])).stderr).toContain("ci-bot on npm-local: read,write,delete");
-    expect((await vault(["user", "revoke", "ci-bot", "npm-local", "write", ...d()])).stderr).toContain("ci-bot on npm-local: read");
+    const cfg = join(dataDir, "grant.config.json");
+    await Bun.write(cfg, JSON.stringify({ repositories: [pypiProxy("npm-local")] }));
+    const c = () => ["--config", cfg, ...d()];
+    expect((await vault(["user", "grant", "ci-bot", "npm-local", "delete", ...c()])).stderr).toContain("ci-bot on npm-local: read,write,delete");
+    expect((await vault(["user", "revoke", "ci-bot", "npm-local", "write", ...c()])).stderr).toContain("ci-bot on npm-local: read");
     expect((await core().getUser("ci-bot"))!.grants).toEqual([{ repository: "npm-local", actions: ["read"] }]);
-    expect((await vault(["user", "revoke", "ci-bot", "npm-local", ...d()])).code).toBe(0);
+    expect((await vault(["user", "revoke", "ci-bot", "npm-local", ...c()])).code).toBe(0);
+    expect((await core().getUser("ci-bot"))!.grants).toEqual([]);
+  });
+
+  test("grant refuses a repository the config does not define (exit 2, names it and the configured ones); '*' passes", async () => {
+    const cfg = join(dataDir, "grant.config.json");
+    await Bun.write(cfg, JSON.stringify({ repositories: [pypiProxy("npm-local"), pypiProxy("files")] }));
+    const r = await vault(["user", "grant", "ci-bot", "npm-locl", "read", "--config", cfg, ...d()]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('unknown repository "npm-locl"');
+    expect(r.stderr).toContain("configured repositories: npm-local, files");
+    expect((await core().getUser("ci-bot"))!.grants).toEqual([]);
+    const all = await vault(["user", "grant", "ci-bot", "*", "read", "--config", cfg, ...d()]);
+    expect(all.code).toBe(0);
+    expect(all.stderr).toContain("ci-bot on *: read");
+    expect((await vault(["user", "revoke", "ci-bot", "*", ...d()])).code).toBe(0);
+    expect((await core().getUser("ci-bot"))!.grants).toEqual([]);
+  });
+
+  test("grant resolves seed-style backends: a backend's repository is known, a raw-looking name is not", async () => {
+    const cfg = join(dataDir, "seed.config.yml");
+    await Bun.write(cfg, "backends:\n  - type: http\n    config:\n      prefix: /apache/\n      base_url: http://127.0.0.1:9/archive\n");
+    const ok = await vault(["user", "grant", "ci-bot", "apache", "read", "--config", cfg, ...d()]);
+    expect(ok.stderr).toContain("ci-bot on apache: read");
+    expect(ok.code).toBe(0);
+    const bad = await vault(["user", "grant", "ci-bot", "pypi", "read", "--config", cfg, ...d()]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('unknown repository "pypi"');
+    expect(bad.stderr).toContain("configured repositories: apache");
+    expect((await core().getUser("ci-bot"))!.grants).toEqual([{ repository: "apache", actions: ["read"] }]);
+    expect((await vault(["user", "revoke", "ci-bot", "apache", ...d()])).code).toBe(0);
+  });
+
+  test("grant without any config file is refused for a named repository, allowed for '*'", async () => {
+    const cwd = await tmpDataDir("vault-cli-noconfig-");
+    const r = await vault(["user", "grant", "ci-bot", "files", "read", ...d()], { cwd });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('unknown repository "files": no config file found (use --config FILE)');
+    const all = await vault(["user", "grant", "ci-bot", "*", "read", ...d()], { cwd });
+    expect(all.code).toBe(0);
+    expect((await vault(["user", "revoke", "ci-bot", "*", ...d()], { cwd })).code).toBe(0);
     expect((await core().getUser("ci-bot"))!.grants).toEqual([]);
   });
 

@@ -4,6 +4,8 @@ import { isAbsolute, join, resolve } from "node:path";
 import { openDb } from "../db/index.ts";
 import { loadConfig, findConfigFile } from "../config/load.ts";
 import type { VaultConfig } from "../config/types.ts";
+import { resolveConfig } from "../config/schema.ts";
+import { loadPlugins } from "../loader.ts";
 import { createLogger } from "../log.ts";
 import { VaultError } from "../errors.ts";
 import { createAuthCore, type AuthCore } from "./index.ts";
@@ -21,6 +23,12 @@ export interface CliAuth {
   auth: AuthCore;
   /** Absolute path of the SQLite file. */
   dbPath: string;
+  /** The loaded config as written (not validated; `{}` when no config file was found). */
+  config: VaultConfig;
+  /** Directory of the config file (the cwd when there is none). */
+  configDir: string;
+  /** Absolute path of the config file read; undefined when none was found. */
+  configFile?: string;
   close(): void;
 }
 
@@ -35,6 +43,7 @@ export async function openCliAuth(o: { config?: string; data?: string }, cwd = p
   let config: VaultConfig = {};
   let configDir = cwd;
   let file = o.config;
+  let configFile: string | undefined;
   if (file === undefined) {
     try {
       file = findConfigFile(undefined, cwd);
@@ -46,6 +55,7 @@ export async function openCliAuth(o: { config?: string; data?: string }, cwd = p
     const loaded = await loadConfig(file, { cwd });
     config = loaded.config;
     configDir = loaded.configDir;
+    configFile = loaded.file;
   }
   const dataDir = o.data !== undefined ? resolve(cwd, o.data) : resolve(configDir, config.server?.dataDir ?? "./data");
   const md = config.metadata;
@@ -56,11 +66,42 @@ export async function openCliAuth(o: { config?: string; data?: string }, cwd = p
   return {
     auth,
     dbPath,
+    config,
+    configDir,
+    configFile,
     close() {
       auth.flush();
       opened.close();
     },
   };
+}
+
+/**
+ * Names of the repositories the CLI's config defines after resolution (seed `backends:` entries become repositories
+ * too), in config order. Loads the plugins the config needs (core/loader.ts loadPlugins) to validate it.
+ * @returns `[]` when no config file was found
+ * @throws ConfigError (invalid config), PluginLoadError (a plugin fails to load)
+ */
+export async function configuredRepositories(cli: Pick<CliAuth, "config" | "configDir" | "configFile">): Promise<string[]> {
+  if (cli.configFile === undefined) return [];
+  const plugins = await loadPlugins(cli.config, cli.configDir, { builtins: "needed" });
+  return resolveConfig(cli.config, plugins, { configDir: cli.configDir, source: cli.configFile }).repositories.map((r) => r.name);
+}
+
+/**
+ * Refuses a grant on a repository the config does not define; `*` (every repository) always passes.
+ * @throws VaultError VAULT_BAD_REQUEST (400, exit 2) naming the repository and listing the configured ones;
+ *   ConfigError / PluginLoadError as {@link configuredRepositories}
+ */
+export async function requireConfiguredRepository(cli: Pick<CliAuth, "config" | "configDir" | "configFile">, repository: string): Promise<void> {
+  if (repository === "*") return;
+  const names = await configuredRepositories(cli);
+  if (names.includes(repository)) return;
+  const msg =
+    cli.configFile === undefined
+      ? `unknown repository "${repository}": no config file found (use --config FILE); only '*' (every repository) can be granted`
+      : `unknown repository "${repository}" in ${cli.configFile}; configured repositories: ${names.join(", ") || "none"} (or '*' for every repository)`;
+  throw new VaultError("VAULT_BAD_REQUEST", 400, msg);
 }
 
 /** The actor written to the audit log for CLI changes: `cli:<os user>`. */

@@ -1,7 +1,7 @@
 /** `vault user add|list|remove|passwd|grant|revoke|disable|enable`: manage users and their per-repository grants. */
 import { parseArgs } from "node:util";
-import { COMMON_OPTIONS, cliActor, formatTime, openCliAuth, readPassword, reportError, table } from "../../auth/cli.ts";
-import { isAction, parseGrantSpec } from "../../auth/permissions.ts";
+import { COMMON_OPTIONS, cliActor, formatTime, openCliAuth, readPassword, reportError, requireConfiguredRepository, table } from "../../auth/cli.ts";
+import { checkGrantRepository, isAction, parseActions, parseGrantSpec } from "../../auth/permissions.ts";
 import { VaultError } from "../../errors.ts";
 
 const USAGE = `usage:
@@ -13,14 +13,16 @@ const USAGE = `usage:
   vault user revoke NAME REPO [ACTION]      (revokes ACTION and above; without ACTION the whole grant)
   vault user disable|enable NAME
 common options: --config FILE, --data DIR
-REPO is a repository name or '*'. A user added without a password can only use API tokens (vault token create).
+REPO is a repository name or '*' (every repository); grant refuses a name the config does not define.
+A user added without a password can only use API tokens (vault token create).
 Prefer --password-stdin: a --password value is visible to other users of this machine.
 `;
 
 /**
  * Runs `vault user …`.
  * @param args the arguments after `user`
- * @returns exit code: 0 ok, 1 failure (unknown user, name taken, config), 2 usage
+ * @returns exit code: 0 ok, 1 failure (unknown user, name taken, config), 2 usage (including `grant` on a repository
+ *   the config does not define)
  */
 export async function run(args: string[]): Promise<number> {
   let parsed;
@@ -73,6 +75,8 @@ export async function run(args: string[]): Promise<number> {
         break;
       case "grant":
         need(3);
+        checkGrantRepository(rest[1]);
+        parseActions(rest[2]);
         break;
       case "revoke":
         need(2, 3);
@@ -124,6 +128,7 @@ export async function run(args: string[]): Promise<number> {
         return 0;
       }
       case "grant": {
+        await requireConfiguredRepository(cli, rest[1]);
         const u = await auth.grant(rest[0], rest[1], rest[2], by);
         const g = u.grants.find((x) => x.repository === rest[1]);
         process.stderr.write(`${u.name} on ${rest[1]}: ${g ? g.actions.join(",") : "nothing"}\n`);
