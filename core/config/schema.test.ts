@@ -4,6 +4,8 @@ import { authorizationFor } from "../upstream/client.ts";
 import { definePlugin, textError, type VaultPlugin } from "../plugin.ts";
 import { checkConfig, validateConfig, buildConfigSchema, createAjv, checkPluginSchema } from "./schema.ts";
 import { parseYamlConfig } from "./load.ts";
+import { join } from "node:path";
+import { tmpDataDir } from "../../test/helpers/tmp.ts";
 
 function fake(format: string, types: VaultPlugin["types"], properties: Record<string, unknown> = {}, defaultUpstream?: string): VaultPlugin {
   return definePlugin({ format, apiVersion: 1, types, configSchema: { type: "object", properties }, defaultUpstream, routes() {}, renderError: textError });
@@ -111,6 +113,17 @@ describe("bad configs are refused with the exact path and message", () => {
     expect(c.auth.anonymousRead).toBe(true);
     expect(c.repositories[0].upstream).toBe("https://pypi.org/simple/"); // the plugin's default upstream
     expect(c.repositories.map((r) => r.anonymousRead)).toEqual([true, false, true, true]);
+  });
+
+  test("upstreamCaFile: resolved against the config directory; a missing or non-PEM file is refused", async () => {
+    const dir = await tmpDataDir("vault-ca-");
+    await Bun.write(join(dir, "ca.pem"), "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n");
+    await Bun.write(join(dir, "junk.pem"), "not a certificate\n");
+    const ok = checkConfig({ repositories: [http("a", { upstreamCaFile: "ca.pem" })] }, plugins, { configDir: dir });
+    expect(ok.errors).toEqual([]);
+    expect(ok.config!.repositories[0].upstreamCaFile).toBe(join(dir, "ca.pem"));
+    const bad = checkConfig({ repositories: [http("a", { upstreamCaFile: "nope.pem" }), http("b", { upstreamCaFile: "junk.pem" })] }, plugins, { configDir: dir });
+    expect(bad.errors).toEqual([`repositories[0].upstreamCaFile: cannot read ${join(dir, "nope.pem")} (ENOENT)`, `repositories[1].upstreamCaFile: ${join(dir, "junk.pem")} holds no PEM certificate`]);
   });
 
   test("env-var strings for numbers are coerced (\"8080\" → 8080)", () => {

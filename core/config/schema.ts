@@ -1,6 +1,7 @@
 /** The one configuration JSON Schema (core + every loaded plugin's configSchema), checked with ajv, plus cross-entry checks and defaults. */
 import type { default as Ajv, ErrorObject } from "ajv";
 import { isAbsolute, resolve } from "node:path";
+import { readFileSync } from "node:fs";
 import { VaultError } from "../errors.ts";
 import type { VaultPlugin } from "../plugin.ts";
 import type { AuthConfig, MetadataConfig, RepositoryConfig, ServerConfig, StorageConfig, VaultConfig } from "./types.ts";
@@ -121,6 +122,7 @@ const REPOSITORY_PROPERTIES: Record<string, object> = {
     additionalProperties: false,
     properties: { username: { type: "string" }, password: { type: "string" }, token: { type: "string" } },
   },
+  upstreamCaFile: str,
   members: { type: "array", minItems: 1, items: str },
   writeTo: str,
   prefix: { type: "string", pattern: PREFIX_PATTERN, "x-message": { pattern: "must be a URL path such as /apache (letters, digits, . _ ~ -)" } },
@@ -512,6 +514,20 @@ export function checkConfig(raw: unknown, plugins: Map<string, VaultPlugin>, o: 
     if (visit(repo.name, new Set([repo.name]))) add(repoPath(i, "members"), `group cycle ${path.join(" → ")}`);
   }
 
+  // upstreamCaFile: a readable PEM file (relative to the config file)
+  repos.forEach((r, i) => {
+    if (!isObject(r) || typeof r.upstreamCaFile !== "string" || r.upstreamCaFile === "") return;
+    const file = isAbsolute(r.upstreamCaFile) ? r.upstreamCaFile : resolve(o.configDir ?? process.cwd(), r.upstreamCaFile);
+    let text = "";
+    try {
+      text = readFileSync(file, "utf8");
+    } catch (e) {
+      add(repoPath(i, "upstreamCaFile"), `cannot read ${file} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+      return;
+    }
+    if (!text.includes("-----BEGIN CERTIFICATE-----")) add(repoPath(i, "upstreamCaFile"), `${file} holds no PEM certificate`);
+  });
+
   // mounts: unique, not nested, not the ops namespace /-/
   const mounts: { mount: string; i: number; key: string }[] = [];
   repos.forEach((r, i) => {
@@ -577,6 +593,7 @@ export function checkConfig(raw: unknown, plugins: Map<string, VaultPlugin>, o: 
       const repo = r as RepositoryConfig;
       const plugin = plugins.get(repo.format)!;
       const out: ResolvedRepository = { ...repo, anonymousRead: repo.anonymousRead ?? anonymousRead };
+      if (repo.upstreamCaFile) out.upstreamCaFile = abs(repo.upstreamCaFile);
       if (repo.type === "proxy" && out.upstream === undefined) out.upstream = plugin.defaultUpstream;
       return out;
     }),

@@ -34,6 +34,11 @@ export interface RepositoryConfig {
   /** Absolute http(s) URL of the upstream (proxy). Defaults to the plugin's `defaultUpstream`. */
   upstream?: string;
   upstreamAuth?: UpstreamAuth;
+  /**
+   * PEM file of extra CA certificates trusted for this repository's upstream requests (a private CA, a self-signed
+   * mirror), in addition to the system roots; relative to the config file. Certificates are always verified.
+   */
+  upstreamCaFile?: string;
   /** Members of a group, in read order. */
   members?: string[];
   /** The hosted member that receives writes to a group. */

@@ -1,6 +1,8 @@
 /** Tests of the upstream client against real loopback servers: raw bodies, credentials, redirects, retries, timeouts, proxy env. */
 import { afterEach, describe, expect, test } from "bun:test";
 import { causeOf, createUpstreamClient, noProxyMatches, parseNoProxy } from "./client.ts";
+import { selfSignedCert, startTlsServer } from "../../test/helpers/tls.ts";
+import { renderMetrics } from "../metrics.ts";
 import { startUpstream, type TestUpstream } from "../../test/helpers/upstream.ts";
 import { silentLogger } from "../log.ts";
 import { VaultError } from "../errors.ts";
@@ -162,4 +164,33 @@ test("causeOf gives clients a short cause without runtime hints", () => {
   expect(causeOf(new Error("Unable to connect. Is the computer able to access the url? For more information, pass `verbose: true` in the second argument to fetch()"))).toBe(
     "Unable to connect. Is the computer able to access the url?",
   );
+});
+
+describe("TLS upstreams", () => {
+  test("a certificate the system does not trust is rejected (502 naming the code, not retried); upstreamCaFile makes it trusted", async () => {
+    const cert = await selfSignedCert();
+    let hits = 0;
+    const tls = startTlsServer(cert, () => {
+      hits++;
+      return new Response("over tls");
+    });
+    try {
+      const strict = createUpstreamClient({ repo: repo(tls.url + "/", { name: "tls-strict" }), log: silentLogger, env: {} });
+      const err = (await strict.fetch(tls.url + "/f").catch((e) => e)) as VaultError;
+      expect(err).toBeInstanceOf(VaultError);
+      expect(err.code).toBe("VAULT_UPSTREAM_ERROR");
+      expect(err.status).toBe(502);
+      expect(err.message).toContain("DEPTH_ZERO_SELF_SIGNED_CERT");
+      expect(err.message).toContain("upstreamCaFile");
+      expect(hits).toBe(0);
+      expect(renderMetrics()).toContain('vault_upstream_errors_total{kind="tls",repository="tls-strict"} 1');
+
+      const trusting = createUpstreamClient({ repo: repo(tls.url + "/", { upstreamCaFile: cert.certFile }), log: silentLogger, env: {} });
+      const res = await trusting.fetch(tls.url + "/f");
+      expect(await res.text()).toBe("over tls");
+      expect(hits).toBe(1);
+    } finally {
+      await tls.stop();
+    }
+  });
 });

@@ -1,6 +1,8 @@
 /** Upstream HTTP client of one repository: timeouts, bounded retries, manual redirects, proxy env, pinned credentials, raw bodies. */
 import type { Logger, UpstreamClient, UpstreamInit } from "../plugin.ts";
 import type { RepositoryConfig, UpstreamDefaults } from "../config/types.ts";
+import { readFileSync } from "node:fs";
+import { rootCertificates } from "node:tls";
 import { VaultError, redactUrl } from "../errors.ts";
 import { metrics } from "../metrics.ts";
 
@@ -53,7 +55,9 @@ const RETRYABLE = Symbol("retryable");
  *   (`*`, `host`, `.suffix`, `host:port`) match by host suffix and connect directly. TLS is always verified.
  * - Connections are reused by Bun's keep-alive pool.
  * - Metrics: `vault_upstream_requests_total{repository,status}`, `vault_upstream_latency_seconds{repository}`,
- *   `vault_upstream_errors_total{repository,kind}` (kind: connect, timeout, read_timeout, status).
+ *   `vault_upstream_errors_total{repository,kind}` (kind: connect, tls, timeout, read, read_timeout, status).
+ * - TLS: certificates are always verified against the system roots plus the repository's `upstreamCaFile`; a rejected
+ *   certificate is VAULT_UPSTREAM_ERROR (502) naming the verification code, and is not retried.
  *
  * @throws VaultError VAULT_UPSTREAM_DOWN (503) on connection failure after retries, VAULT_UPSTREAM_TIMEOUT (504)
  *   when no headers arrive in time, VAULT_UPSTREAM_ERROR (502) on a redirect loop or a non-http(s) redirect. URLs in
@@ -78,6 +82,8 @@ export function createUpstreamClient(o: UpstreamClientOptions): UpstreamClient {
     upstreamOrigin = null;
   }
   const authHeader = authorizationFor(o.repo.upstreamAuth);
+  // upstreamCaFile adds CAs to the system roots (a redirect to a public CDN still verifies).
+  const tls = o.repo.upstreamCaFile ? { ca: [...rootCertificates, readFileSync(o.repo.upstreamCaFile, "utf8")] } : undefined;
 
   function proxyFor(u: URL): string | false {
     if (noProxyMatches(u, noProxy)) return false;
@@ -122,6 +128,7 @@ export function createUpstreamClient(o: UpstreamClientOptions): UpstreamClient {
           signal: ac.signal,
           decompress: false,
           proxy: proxy === false ? false : { url: proxy, respectNoProxy: false },
+          ...(tls ? { tls } : {}),
         } as BunFetchRequestInit);
         metrics.upstreamRequests.inc({ repository, status: res.status });
         if (follow && REDIRECT.has(res.status) && res.headers.has("location")) {
@@ -150,8 +157,16 @@ export function createUpstreamClient(o: UpstreamClientOptions): UpstreamClient {
         metrics.upstreamErrors.inc({ repository, kind: "timeout" });
         throw new VaultError("VAULT_UPSTREAM_TIMEOUT", 504, `upstream did not answer within ${connectMs} ms`, { url: redactUrl(url.href) });
       }
+      const cause = causeOf(e);
+      if (isTlsRejection(e)) {
+        // Not retried: the same certificate is rejected again.
+        metrics.upstreamErrors.inc({ repository, kind: "tls" });
+        throw new VaultError("VAULT_UPSTREAM_ERROR", 502, `upstream TLS certificate not trusted: ${cause} (trust its CA with the repository's upstreamCaFile)`, {
+          url: redactUrl(url.href),
+        });
+      }
       metrics.upstreamErrors.inc({ repository, kind: "connect" });
-      const err = new VaultError("VAULT_UPSTREAM_DOWN", 503, `upstream unreachable: ${causeOf(e)}`, {
+      const err = new VaultError("VAULT_UPSTREAM_DOWN", 503, `upstream unreachable: ${cause}`, {
         url: redactUrl(url.href),
       });
       (err as unknown as Record<symbol, boolean>)[RETRYABLE] = true;
@@ -350,6 +365,27 @@ export function causeOf(e: unknown): string {
   if (typeof code === "string" && code) return code;
   const msg = e instanceof Error ? e.message : String(e);
   return msg.split(/(?<=[.?!])\s+(?:For more information|pass `verbose)/)[0].split("\n")[0].slice(0, 200);
+}
+
+/** OpenSSL/BoringSSL verification codes: the upstream's certificate chain, name or dates were rejected. */
+const TLS_REJECTIONS = new Set([
+  "DEPTH_ZERO_SELF_SIGNED_CERT",
+  "SELF_SIGNED_CERT_IN_CHAIN",
+  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+  "UNABLE_TO_GET_ISSUER_CERT",
+  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
+  "CERT_HAS_EXPIRED",
+  "CERT_NOT_YET_VALID",
+  "CERT_UNTRUSTED",
+  "CERT_REVOKED",
+  "ERR_TLS_CERT_ALTNAME_INVALID",
+  "HOSTNAME_MISMATCH",
+]);
+
+/** Whether a fetch error is a rejected upstream certificate (by its code). */
+export function isTlsRejection(e: unknown): boolean {
+  const code = (e as { code?: unknown })?.code;
+  return typeof code === "string" && TLS_REJECTIONS.has(code);
 }
 
 /** `Authorization` value for configured upstream credentials: Basic `username:password|token`, or `Bearer token`. */
