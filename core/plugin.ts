@@ -310,6 +310,14 @@ export interface VaultPlugin<C extends RepositoryConfig = RepositoryConfig> {
    * this format. Optional.
    */
   hostRoutes?(app: PluginApp, ctxs: PluginContext<C>[]): void;
+  /**
+   * The repository a request answered by this plugin's `hostRoutes` addresses, for `vault_http_requests_total` and the
+   * access log's `repo` (e.g. OCI's `/v2/<repo>/<image>/…`, `/token?scope=repository:<repo>/<image>:pull`). Called
+   * after the response is made, with the same `ctxs` as `hostRoutes`; must be cheap and not read the body. A name that
+   * is not one of `ctxs`, `undefined`, or a throw counts the request under repository `-` (as without this hook). Optional.
+   * @returns a repository name, or undefined when the request names none (`/v2/`, `_catalog`)
+   */
+  repositoryOf?(req: Request, ctxs: PluginContext<C>[]): string | undefined;
   /** Renders an error in the ecosystem's own format (status, headers from `err.headers`). */
   renderError(err: VaultError, req: Request): Response;
   /** If true the host does not check read permission before the plugin's routes (the plugin calls `ctx.auth.require`). */

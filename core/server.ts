@@ -197,7 +197,7 @@ export async function createVault(rawConfig: VaultConfig, o: CreateVaultOptions)
   const caches: { name: string; drain(timeoutMs: number): Promise<void> }[] = [];
   const contexts = new Map<string, PluginContext>();
   const mounts: Mount[] = [];
-  const hostApps: { plugin: VaultPlugin; handle: (req: Request) => Response | Promise<Response> }[] = [];
+  const hostApps: HostApp[] = [];
   const started: { plugin: VaultPlugin; ctx: PluginContext }[] = [];
 
   try {
@@ -307,7 +307,7 @@ export async function createVault(rawConfig: VaultConfig, o: CreateVaultOptions)
       } catch (e) {
         throw new PluginLoadError([`plugin "${plugin.format}" failed in hostRoutes(): ${e instanceof Error ? e.message : String(e)}`]);
       }
-      hostApps.push({ plugin, handle: elysia.fetch });
+      hostApps.push({ plugin, handle: elysia.fetch, ctxs });
     }
 
     // 3. start hooks
@@ -355,7 +355,7 @@ interface VaultParts {
   contexts: Map<string, PluginContext>;
   mounts: Mount[];
   portMounts: { repo: ResolvedRepository; m: Mount }[];
-  hostApps: { plugin: VaultPlugin; handle: (req: Request) => Response | Promise<Response> }[];
+  hostApps: HostApp[];
   started: { plugin: VaultPlugin; ctx: PluginContext }[];
   caches: { name: string; drain(timeoutMs: number): Promise<void> }[];
   artifacts: VaultArtifactStore[];
@@ -365,12 +365,20 @@ interface VaultParts {
   cleanup: () => Promise<void>;
 }
 
+/** A plugin's host routes (`hostRoutes`): its Elysia handler and the contexts of its repositories. */
+interface HostApp {
+  plugin: VaultPlugin;
+  handle: (req: Request) => Response | Promise<Response>;
+  ctxs: PluginContext[];
+}
+
 function makeVault(p: VaultParts): Vault {
   const { config, log, mounts, hostApps, opened, pool } = p;
   let state: "ready" | "stopping" | "stopped" = "ready";
   let stopping: Promise<void> | undefined;
   const servers: BunServer[] = [];
   const otherCounts: Record<number, number> = {};
+  const mountByName = new Map(mounts.map((m) => [m.name, m]));
 
   // mount lookup: single-segment mounts by map, deeper prefixes by scan (longest first)
   const bySegment = new Map<string, Mount>();
@@ -432,9 +440,9 @@ function makeVault(p: VaultParts): Vault {
    * Counts the request, echoes the client's `x-request-id` (or, on errors, a generated one) and writes the access-log
    * line. Successful responses without a client id carry no header: setting one costs more than the rest of a hit.
    */
-  const finish = (req: Request, res: Response, m: Mount | undefined, t0: number, path: string): Response => {
+  const finish = (req: Request, res: Response, m: Mount | undefined, t0: number, path: string, host = false): Response => {
     const status = res.status;
-    if (status === 200 && m !== undefined && m.fast !== undefined) {
+    if (status === 200 && m !== undefined && m.fast !== undefined && !host) {
       const tag = fastTagOf(res);
       if (tag !== undefined) publish(m, m.fast, req, res, tag, path);
     }
@@ -588,15 +596,39 @@ function makeVault(p: VaultParts): Vault {
     fold("-", otherCounts);
   };
 
-  const serveHost = async (req: Request, path: string): Promise<Response> => {
-    if (hostApps.length === 0) return notFound();
-    const why = pathProblem(path, hostApps.every((h) => h.plugin.allowEncodedSlash) ? { allowEncodedSlash: true } : undefined);
-    if (why) return render(hostApps.length === 1 ? hostApps[0].plugin : undefined, errors.badPath(path, why), req);
-    for (const h of hostApps) {
-      const res = await h.handle(req);
-      if (res.headers.get(NO_ROUTE) === null) return res;
+  /**
+   * The mount of the repository a host-route request addresses, by the answering plugin's `repositoryOf` (only one of
+   * that plugin's repositories); undefined (counted under `-`) when it has no such hook, names none, or throws.
+   */
+  const hostMount = (h: HostApp, req: Request): Mount | undefined => {
+    if (typeof h.plugin.repositoryOf !== "function") return undefined;
+    let name: string | undefined;
+    try {
+      name = h.plugin.repositoryOf(req, h.ctxs);
+    } catch (e) {
+      log.debug("repositoryOf failed", { plugin: h.plugin.format, error: e instanceof Error ? e.message : String(e) });
+      return undefined;
     }
-    return notFound();
+    if (typeof name !== "string") return undefined;
+    const m = mountByName.get(name);
+    return m !== undefined && m.plugin === h.plugin ? m : undefined;
+  };
+
+  /** Plugins' host routes (outside every mount): path check, then each plugin until one has the route; counted and logged under the repository it addresses. */
+  const serveHost = async (req: Request, path: string, t0: number): Promise<Response> => {
+    if (hostApps.length === 0) return finish(req, notFound(), undefined, t0, path);
+    const why = pathProblem(path, hostApps.every((h) => h.plugin.allowEncodedSlash) ? { allowEncodedSlash: true } : undefined);
+    if (why) return finish(req, render(hostApps.length === 1 ? hostApps[0].plugin : undefined, errors.badPath(path, why), req), undefined, t0, path);
+    for (const h of hostApps) {
+      let res: Response;
+      try {
+        res = await h.handle(req);
+      } catch (e) {
+        return finish(req, fail(e, undefined, req, path), undefined, t0, path);
+      }
+      if (res.headers.get(NO_ROUTE) === null) return finish(req, res, hostMount(h, req), t0, path, true);
+    }
+    return finish(req, notFound(), undefined, t0, path);
   };
 
   /** Finishes a sync or async result: no promise is created on the sync path. */
@@ -627,7 +659,7 @@ function makeVault(p: VaultParts): Vault {
     try {
       if (path.startsWith("/-/")) r = ops(path);
       else if ((m = findMount(path))) r = serveMount(m, req, path, server);
-      else r = serveHost(req, path);
+      else return serveHost(req, path, t0);
     } catch (e) {
       r = fail(e, m, req, path);
     }

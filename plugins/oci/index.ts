@@ -4,7 +4,7 @@ import { renderOciError } from "./errors.ts";
 import { createHosted } from "./hosted.ts";
 import { createProxy, DOCKER_HUB_REGISTRY } from "./proxy.ts";
 import { createGroup } from "./group.ts";
-import { handleApi, handleToken, hostAddressing, repoAddressing, splitUrl, type Addressing } from "./routes.ts";
+import { handleApi, handleToken, hostAddressing, hostRepositoryOf, repoAddressing, splitUrl, type Addressing } from "./routes.ts";
 import { ociGc } from "./gc.ts";
 import type { OciRepoConfig, RegistryService } from "./types.ts";
 
@@ -59,6 +59,9 @@ export function serviceOf(ctx: PluginContext): RegistryService {
   services.set(ctx.config, s);
   return s;
 }
+
+/** The host addressing built by `hostRoutes`, by the contexts array it was given (several vaults may share this module). */
+const hostAddressings = new WeakMap<object, Addressing>();
 
 /** Registers the host's API (`/v2`, `/v2/*`) and token (`/token`) routes (bodies are streamed, never parsed). */
 function mountHost(app: PluginApp, a: Addressing, log: PluginContext["log"]): void {
@@ -115,7 +118,13 @@ export default definePlugin<OciRepoConfig>({
       return m && b.endsWith(m) ? b.slice(0, b.length - m.length) : b;
     };
     const a = hostAddressing(ctxs, origin, serviceOf);
+    hostAddressings.set(ctxs, a);
     mountHost(app, a, first.log);
+  },
+  repositoryOf(req, ctxs) {
+    let a = hostAddressings.get(ctxs);
+    if (!a) hostAddressings.set(ctxs, (a = hostAddressing(ctxs, () => "", serviceOf)));
+    return hostRepositoryOf(req, a);
   },
   renderError: (err, req) => renderOciError(err, req),
   async start(ctx) {

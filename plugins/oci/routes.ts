@@ -11,7 +11,7 @@ import { bearerChallenge } from "./auth-challenge.ts";
 import { isValidName, parseApiPath, parseReference, splitFirst } from "./name.ts";
 import { parseDigest } from "./digest.ts";
 import { jsonReply, linkHeader, paginate, parsePage, referrersReply, sortUnique } from "./reply.ts";
-import { authorize, callerMay, tokenEndpoint, tokenGrants, type AccessNeed, type RealmInfo, type RegistryAction, type ResolvedName } from "./token.ts";
+import { authorize, callerMay, parseScopes, tokenEndpoint, tokenGrants, type AccessNeed, type RealmInfo, type RegistryAction, type ResolvedName } from "./token.ts";
 import type { ImageRef, MountRequest, RegistryService } from "./types.ts";
 
 /** One way of reaching the registry API. */
@@ -248,6 +248,35 @@ export function hostAddressing(ctxs: PluginContext[], origin: (req: Request) => 
     catalog: ctxs.map((c) => ({ ctx: c, display: (img: string) => `${c.repo.name}/${img}` })),
     serviceOf,
   };
+}
+
+/**
+ * The vault repository a request to the host addressing names, without answering it (VaultPlugin.repositoryOf: metrics
+ * and the access log): `/v2/<name>/…` → the repository `<name>` resolves to (its first component, else the `root: true`
+ * repository); `/token` → the first `scope=repository:<name>:…` query parameter that resolves. Scopes sent only in a
+ * POST form body are not seen (the body is the endpoint's).
+ * @returns the repository name; undefined for `/v2/`, `/v2/_catalog`, malformed paths and names nothing resolves
+ */
+export function hostRepositoryOf(req: Request, a: Pick<Addressing, "resolve">): string | undefined {
+  const { path, query } = splitUrl(req.url);
+  if (path === "/token") {
+    if (!query.includes("scope=")) return undefined;
+    for (const s of parseScopes(new URLSearchParams(query).getAll("scope"))) {
+      if (s.type !== "repository" || !isValidName(s.name)) continue;
+      const r = a.resolve(s.name);
+      if (r) return r.ctx.repo.name;
+    }
+    return undefined;
+  }
+  if (!path.startsWith("/v2/")) return undefined;
+  let route;
+  try {
+    route = parseApiPath(path.slice(4));
+  } catch {
+    return undefined; // NAME_INVALID: no repository to speak of
+  }
+  if (route === null || !("name" in route)) return undefined;
+  return a.resolve(route.name)?.ctx.repo.name;
 }
 
 /** A repository's own addressing (`<mount>/<apiPrefix>…`, `<mount>/token`): names are images of that repository. */
