@@ -127,7 +127,7 @@ describe("respond from an entry", () => {
     }
   });
 
-  test("unsatisfiable → 416 with Content-Range: bytes */size; multi-range and malformed → 200 whole", async () => {
+  test("unsatisfiable → 416 with Content-Range: bytes */size; malformed or too many ranges → 200 whole", async () => {
     const r = await get("files/a.bin", { range: "bytes=10000-" });
     expect(r.status).toBe(416);
     expect(r.headers.get("content-range")).toBe("bytes */10000");
@@ -136,13 +136,54 @@ describe("respond from an entry", () => {
     expect(z.status).toBe(416);
     expect(z.headers.get("content-range")).toBe("bytes */0");
     await z.arrayBuffer();
-    for (const range of ["bytes=0-1,5-6", "bytes=5-1", "items=0-1", "bytes=x-"]) {
+    const tooMany = "bytes=" + Array.from({ length: 33 }, (_, i) => `${i * 10}-${i * 10 + 1}`).join(",");
+    for (const range of ["bytes=0-1,5-x", "bytes=5-1", "items=0-1", "bytes=x-", tooMany]) {
       const m = await get("files/a.bin", { range });
       expect(m.status).toBe(200);
       expect((await m.arrayBuffer()).byteLength).toBe(10000);
     }
     // Range is ignored on HEAD
     expect((await get("files/a.bin", { range: "bytes=0-1" }, "HEAD")).status).toBe(200);
+  });
+
+  test("several ranges → 206 multipart/byteranges: one part per range with its Content-Range, sorted", async () => {
+    const r = await get("files/a.bin", { range: "bytes=9990-, 0-1, 100-199" });
+    expect(r.status).toBe(206);
+    const ct = r.headers.get("content-type")!;
+    const boundary = /^multipart\/byteranges; boundary=(\S+)$/.exec(ct)?.[1];
+    expect(boundary).toBeDefined();
+    const raw = new Uint8Array(await r.arrayBuffer());
+    expect(r.headers.get("x-vault-cache")).toBe("HIT");
+    // parse it back: parts are sorted by offset
+    const text = Buffer.from(raw).toString("latin1");
+    const parts = text.split(`--${boundary}`);
+    expect(parts[parts.length - 1]).toBe("--\r\n");
+    const got = parts.slice(1, -1).map((p) => {
+      const [head, ...rest] = p.replace(/^\r\n/, "").split("\r\n\r\n");
+      return { head, bytes: Buffer.from(rest.join("\r\n\r\n").replace(/\r\n$/, ""), "latin1") };
+    });
+    expect(got.map((g) => g.head)).toEqual([
+      "content-type: application/x-test\r\ncontent-range: bytes 0-1/10000",
+      "content-type: application/x-test\r\ncontent-range: bytes 100-199/10000",
+      "content-type: application/x-test\r\ncontent-range: bytes 9990-9999/10000",
+    ]);
+    expect(new Uint8Array(got[0].bytes)).toEqual(body.slice(0, 2));
+    expect(new Uint8Array(got[1].bytes)).toEqual(body.slice(100, 200));
+    expect(new Uint8Array(got[2].bytes)).toEqual(body.slice(9990));
+  });
+
+  test("several ranges that overlap or touch are merged; unsatisfiable parts dropped; none satisfiable → 416", async () => {
+    const merged = await get("files/a.bin", { range: "bytes=0-10,5-20,21-30" });
+    expect(merged.status).toBe(206);
+    expect(merged.headers.get("content-range")).toBe("bytes 0-30/10000");
+    expect(new Uint8Array(await merged.arrayBuffer())).toEqual(body.slice(0, 31));
+    const dropped = await get("files/a.bin", { range: "bytes=50000-,3-4" });
+    expect(dropped.status).toBe(206);
+    expect(dropped.headers.get("content-range")).toBe("bytes 3-4/10000");
+    expect(new Uint8Array(await dropped.arrayBuffer())).toEqual(body.slice(3, 5));
+    const none = await get("files/a.bin", { range: "bytes=50000-,60000-" });
+    expect(none.status).toBe(416);
+    await none.arrayBuffer();
   });
 
   test("If-Range: strong ETag or exact Last-Modified honours Range; weak/other → 200", async () => {

@@ -120,6 +120,37 @@ export function parseRange(value: string, size: number): RangeResult {
   return { start, end: b === "" ? size - 1 : Math.min(Number(b), size - 1) };
 }
 
+/** Most ranges a multi-range request may name before the header is ignored (answered 200 whole): a DoS guard. */
+export const MAX_RANGES = 32;
+
+/**
+ * Parses a `Range` header of one or more ranges (RFC 9110 §14.1.2) against `size` bytes, for a multipart/byteranges
+ * answer (§14.6). Unsatisfiable parts are dropped; overlapping or adjacent ranges are merged and the result is sorted
+ * (§14.2 lets a server coalesce). Returns `null` when the header is to be ignored (not `bytes`, any part malformed,
+ * more than {@link MAX_RANGES} parts), `"unsatisfiable"` when no part has a byte (→ 416).
+ * @returns inclusive byte offsets, ascending, disjoint
+ */
+export function parseRanges(value: string, size: number): { start: number; end: number }[] | "unsatisfiable" | null {
+  if (!value.startsWith("bytes=")) return null;
+  const parts = value.slice(6).split(",");
+  if (parts.length > MAX_RANGES) return null;
+  const out: { start: number; end: number }[] = [];
+  for (const part of parts) {
+    const r = parseRange(`bytes=${part.trim()}`, size);
+    if (r === null) return null;
+    if (r !== "unsatisfiable") out.push(r);
+  }
+  if (out.length === 0) return "unsatisfiable";
+  out.sort((x, y) => x.start - y.start);
+  const merged = [out[0]];
+  for (const r of out.slice(1)) {
+    const last = merged[merged.length - 1];
+    if (r.start <= last.end + 1) last.end = Math.max(last.end, r.end);
+    else merged.push({ ...r });
+  }
+  return merged;
+}
+
 /** Splits an entity-tag list (`"a", W/"b"`) into tags; `*` yields `["*"]`. */
 function tags(list: string): string[] {
   return list.split(",").map((t) => t.trim()).filter(Boolean);
@@ -154,7 +185,8 @@ export interface RespondOptions {
  *   Content-Location, Expires, Vary;
  * - 412 when If-Match (strong) / If-Unmodified-Since fails;
  * - 206 + Content-Range for one satisfiable range (If-Range: strong ETag or exact Last-Modified date, else 200);
- *   several ranges → 200 with the whole body.
+ *   several ranges → 206 multipart/byteranges (§14.6; merged and sorted, at most {@link MAX_RANGES} parts, else 200
+ *   with the whole body).
  * The body is `Bun.file(path)` / `.slice(a, b + 1)` on local drivers (sendfile), else the driver's stream.
  * @throws VaultError VAULT_NOT_FOUND (404) for negative entries (status ≥ 400 or no blob),
  *   VAULT_RANGE_NOT_SATISFIABLE (416, header `Content-Range: bytes * /size`), VAULT_METHOD_NOT_ALLOWED (405).
@@ -192,7 +224,19 @@ export function respondEntry(req: Request, entry: ArtifactEntry, blobs: BlobStor
 
   if (!head) {
     const rangeHeader = h.get("range");
-    if (rangeHeader !== null) {
+    if (rangeHeader !== null && rangeHeader.includes(",")) {
+      const rs = parseRanges(rangeHeader, p.size);
+      if (rs !== null && ifRangeHolds(h.get("if-range"), p)) {
+        if (rs === "unsatisfiable")
+          throw new VaultError("VAULT_RANGE_NOT_SATISFIABLE", 416, "range not satisfiable", { size: p.size }, { "content-range": `bytes */${p.size}` });
+        if (rs.length > 1) return multipartRanges(entry.blobDigest, p, rs, blobs, extra);
+        const r = rs[0];
+        const headers: Record<string, string> = { ...p.headers, "content-range": `bytes ${r.start}-${r.end}/${p.size}`, "content-length": String(r.end - r.start + 1) };
+        if (extra) Object.assign(headers, extra);
+        if (p.file) return new Response(p.file.slice(r.start, r.end + 1), { status: 206, headers });
+        return blobs.open(entry.blobDigest, r).then((body) => new Response(body, { status: 206, headers }));
+      }
+    } else if (rangeHeader !== null) {
       const r = parseRange(rangeHeader, p.size);
       if (r !== null && ifRangeHolds(h.get("if-range"), p)) {
         if (r === "unsatisfiable")
@@ -216,6 +260,46 @@ export function respondEntry(req: Request, entry: ArtifactEntry, blobs: BlobStor
   if (p.file) return new Response(p.file, { status: 200, headers });
   const digest = entry.blobDigest;
   return blobs.open(digest).then((body) => new Response(body, { status: 200, headers: { ...headers, "content-length": String(p.size) } }));
+}
+
+/**
+ * A `206` with `Content-Type: multipart/byteranges` (RFC 9110 §14.6): one part per range, each with the
+ * representation's Content-Type and its Content-Range. Parts are streamed one after the other (file slices on local
+ * drivers, the driver's ranged stream otherwise), with chunked transfer coding (Bun.serve sends no Content-Length for a
+ * stream body; the multipart body delimits itself). Several ranges are rare, so this path is a JS stream, not sendfile.
+ */
+function multipartRanges(digest: string, p: PreparedEntry, ranges: { start: number; end: number }[], blobs: BlobStore, extra?: Record<string, string>): Response {
+  const boundary = `vault-${digest.slice(7, 23)}`;
+  const type = p.headers["content-type"];
+  const enc = new TextEncoder();
+  const heads = ranges.map((r, i) => enc.encode(`${i === 0 ? "" : "\r\n"}--${boundary}\r\ncontent-type: ${type}\r\ncontent-range: bytes ${r.start}-${r.end}/${p.size}\r\n\r\n`));
+  const tail = enc.encode(`\r\n--${boundary}--\r\n`);
+  const headers: Record<string, string> = { ...p.headers, "content-type": `multipart/byteranges; boundary=${boundary}` };
+  if (extra) Object.assign(headers, extra);
+  let i = 0;
+  let part: ReadableStreamDefaultReader<Uint8Array> | undefined;
+  const body = new ReadableStream<Uint8Array>({
+    async pull(ctrl) {
+      for (;;) {
+        if (part) {
+          const { done, value } = await part.read();
+          if (!done) return ctrl.enqueue(value);
+          part = undefined;
+          i++;
+          continue;
+        }
+        if (i >= ranges.length) {
+          ctrl.enqueue(tail);
+          return ctrl.close();
+        }
+        const r = ranges[i];
+        part = (p.file ? p.file.slice(r.start, r.end + 1).stream() : await blobs.open(digest, r)).getReader();
+        return ctrl.enqueue(heads[i]);
+      }
+    },
+    cancel: () => part?.cancel(),
+  });
+  return new Response(body, { status: 206, headers });
 }
 
 /** If-Range (RFC 9110 §13.1.5): absent → true; an ETag matches only strongly; a date only when equal to Last-Modified. */

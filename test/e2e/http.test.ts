@@ -114,6 +114,22 @@ describe("http proxy, seed layout (/archive.apache.org/ → base_url)", () => {
     expect(up.count(`/dist/${TARBALL}`)).toBe(1);
   });
 
+  curlTest("curl -r with several ranges gets a 206 multipart/byteranges with each slice", async () => {
+    const dir = await tmpDataDir("curl-multi-");
+    const r = await curl(["-f", "-D", "-", "-r", "0-99,5000-5099", "-o", join(dir, "multi"), `${base}/${TARBALL}`]);
+    expect(r.code).toBe(0);
+    const h = lastHeaders(r.out);
+    expect(h.status).toBe(206);
+    const boundary = /^multipart\/byteranges; boundary=(\S+)$/.exec(h.headers["content-type"])?.[1];
+    expect(boundary).toBeDefined();
+    const text = Buffer.from(await Bun.file(join(dir, "multi")).bytes()).toString("latin1");
+    const parts = text.split(`--${boundary}`).slice(1, -1);
+    expect(parts.map((p) => /content-range: (.*)\r\n/.exec(p)?.[1])).toEqual([`bytes 0-99/${body.length}`, `bytes 5000-5099/${body.length}`]);
+    const slice = (p: string) => Buffer.from(p.split("\r\n\r\n").slice(1).join("\r\n\r\n").replace(/\r\n$/, ""), "latin1");
+    expect(sha256(slice(parts[0]))).toBe(sha256(body.subarray(0, 100)));
+    expect(sha256(slice(parts[1]))).toBe(sha256(body.subarray(5000, 5100)));
+  });
+
   curlTest("curl: upstream 404 → 404 text/plain; unsupported method → 405", async () => {
     const nf = await curl(["-D", "-", "-o", "/dev/null", `${base}/hadoop/nothing.tgz`]);
     const h = lastHeaders(nf.out);
