@@ -19,8 +19,11 @@ export interface CachePolicy {
 
 /** Credentials sent to an upstream (Basic, or a Bearer token). */
 export interface UpstreamAuth {
+  /** Basic user; its password is `password`, else `token`. */
   username?: string;
+  /** Basic password of `username`. */
   password?: string;
+  /** Without `username`: sent as `Authorization: Bearer <token>`. */
   token?: string;
 }
 
@@ -30,9 +33,14 @@ export interface RepositoryConfig {
   name: string;
   /** Plugin id: `http`, `pypi`, `npm`, `oci`, `apt`, `conda`, `conan`, `s3`, or a third-party format. */
   format: string;
+  /**
+   * `proxy` (read-through cache of `upstream`), `hosted` (content stored here) or `group` (`members` merged); the
+   * plugin's `types` say which it supports.
+   */
   type: "proxy" | "hosted" | "group";
   /** Absolute http(s) URL of the upstream (proxy). Defaults to the plugin's `defaultUpstream`. */
   upstream?: string;
+  /** Credentials sent to the upstream's origin only (never to hosts it redirects to). */
   upstreamAuth?: UpstreamAuth;
   /**
    * PEM file of extra CA certificates trusted for this repository's upstream requests (a private CA, a self-signed
@@ -45,10 +53,14 @@ export interface RepositoryConfig {
   writeTo?: string;
   /** Custom mount prefix instead of `/<name>` (e.g. `/apache` for seed-style backends). */
   prefix?: string;
-  /** An extra listener of its own (buckets at the root for s3, `/v2/` for oci). */
+  /**
+   * TCP port of an extra listener of its own, serving this repository at the root path (buckets for s3, `/v2/` for
+   * oci); `0` = any free port.
+   */
   port?: number;
   /** Anonymous read; default `auth.anonymousRead` (true). */
   anonymousRead?: boolean;
+  /** Cache policy (proxy). */
   cache?: CachePolicy;
   /** On a remote storage driver, answer downloads of stored files with a 302 to a presigned URL. */
   redirectDownloads?: boolean;
@@ -56,51 +68,87 @@ export interface RepositoryConfig {
   [key: string]: unknown;
 }
 
+/** `server:` the main listener, data directory and logging (defaults: core/config/schema.ts CONFIG_DEFAULTS). */
 export interface ServerConfig {
+  /** Address the listeners bind. Default `127.0.0.1`; `0.0.0.0` for every interface. */
   host?: string;
+  /** TCP port of the main listener. Default 8080; `0` = any free port. */
   port?: number;
   /** Directory of the SQLite file, blob store and spool. Default `./data`. */
   dataDir?: string;
   /** Public base URL clients use, e.g. `https://vault.example.com` (default: derived from the Host header). */
   publicUrl?: string;
+  /** Least severe level logged. Default `info` (one access-log line per request). */
   logLevel?: "debug" | "info" | "warn" | "error";
   /** Seconds graceful shutdown waits for in-flight downloads. Default 30. */
   shutdownGraceSeconds?: number;
 }
 
+/**
+ * `storage:` the blob store (DESIGN.md §3, core/storage/index.ts createStorage; docs/storage-s3.md). Default
+ * `{ driver: "fs" }`.
+ */
 export type StorageConfig =
-  | { driver: "fs"; root?: string }
+  | {
+      driver: "fs";
+      /** Directory of the store. Default `<dataDir>/store`; relative paths resolve against the config file's directory. */
+      root?: string;
+    }
   | {
       driver: "s3";
+      /** Endpoint URL (MinIO, Ceph RGW). Default `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL`, else AWS S3. */
       endpoint?: string;
+      /** Default `AWS_REGION` / `AWS_DEFAULT_REGION`, else `us-east-1`. */
       region?: string;
+      /** Bucket holding the store; it must exist. */
       bucket: string;
+      /** Path-style addressing (`endpoint/bucket/key`). Default true when `endpoint` is set, false on AWS. */
       pathStyle?: boolean;
+      /** Static credentials. Default: the AWS SDK chain (environment, profile, web identity, instance role). */
       accessKeyId?: string;
+      /** Secret of `accessKeyId`. */
       secretAccessKey?: string;
+      /** Key prefix inside the bucket (e.g. `vault/`), so the bucket can hold other data too. */
       prefix?: string;
+      /** Accepted by the schema but read by nothing: presigned redirects follow each repository's `redirectDownloads`. */
       redirectDownloads?: boolean;
     };
 
+/**
+ * `metadata:` the metadata database. `sqlite` (default): `path` defaults to `<dataDir>/vault.db` (`:memory:` allowed;
+ * relative paths resolve against the config file's directory). `postgres` is refused by the config check until it exists.
+ */
 export type MetadataConfig = { driver: "sqlite"; path?: string } | { driver: "postgres"; url: string };
 
+/** `auth:` anonymous-read default and identities bootstrapped at start-up (core/auth; errors there are VAULT_CONFIG). */
 export interface AuthConfig {
   /** Anonymous read for repositories that do not say otherwise. Default true. */
   anonymousRead?: boolean;
   /** Admin bootstrapped at start-up when set (password usually `${VAULT_ADMIN_PASSWORD}`). */
   admin?: { user: string; password: string };
-  /** S3 access keys declared for bootstrapping. */
+  /**
+   * S3 access keys created or updated at start-up: `id` (access key id), `secret` (at least 8 characters), `user`
+   * (created without a password when missing).
+   */
   accessKeys?: { id: string; secret: string; user: string }[];
-  /** Secret for signing registry tokens; default: generated and kept in the data dir. */
+  /**
+   * Key material for registry tokens and sealed S3 secrets; default: generated once and kept in the metadata DB.
+   * Set it when several nodes share a database.
+   */
   tokenSecret?: string;
 }
 
+/** `upstream:` defaults of every repository's upstream client (core/upstream/client.ts). */
 export interface UpstreamDefaults {
+  /** Bound on the time to the final response headers (redirects included), seconds. Default 10. */
   connectTimeoutSeconds?: number;
+  /** Longest silence while a body chunk is awaited, seconds. Default 30. */
   readTimeoutSeconds?: number;
+  /** Retries of GET/HEAD after connection errors and 502/503/504 (backoff 100 ms·2ⁿ). Default 2. */
   retries?: number;
 }
 
+/** `pool:` the worker-thread pool (core/pool.ts, DESIGN.md §5). */
 export interface PoolConfig {
   /** Worker threads; default max(1, cores - 1). */
   threads?: number;
@@ -115,14 +163,21 @@ export interface PoolConfig {
 
 /** The whole configuration (DESIGN.md §1). */
 export interface VaultConfig {
+  /** Listeners, data directory, logging. */
   server?: ServerConfig;
+  /** Blob store; default the filesystem under `<dataDir>/store`. */
   storage?: StorageConfig;
+  /** Metadata database; default SQLite at `<dataDir>/vault.db`. */
   metadata?: MetadataConfig;
+  /** Anonymous read and bootstrapped identities. */
   auth?: AuthConfig;
+  /** Timeouts and retries of upstream requests. */
   upstream?: UpstreamDefaults;
+  /** Worker threads. */
   pool?: PoolConfig;
   /** Third-party plugins: file paths (relative to the config file) or npm package names. */
   plugins?: string[];
+  /** The repositories, each mounted at `/<name>/` (or `prefix`); names unique. */
   repositories?: RepositoryConfig[];
   /** The seed read-through cache's format, accepted as is and mapped onto proxy repositories. */
   backends?: { type: string; config: Record<string, unknown> }[];

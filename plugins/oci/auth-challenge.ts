@@ -2,7 +2,9 @@
 
 /** A parsed challenge: scheme (lower-case) and its auth-params (lower-case names). */
 export interface Challenge {
+  /** e.g. `bearer`, `basic`. */
   scheme: string;
+  /** auth-params by lower-case name, values unquoted (`realm`, `service`, `scope`, …); a token68 is under `token68`. */
   params: Record<string, string>;
 }
 

@@ -3,7 +3,9 @@ import { ociError } from "./errors.ts";
 
 /** An inclusive byte range of an upload chunk, offsets in bytes. */
 export interface ChunkRange {
+  /** Offset of the first byte. */
   start: number;
+  /** Offset of the last byte (inclusive), ≥ `start`. */
   end: number;
 }
 

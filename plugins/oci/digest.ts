@@ -8,6 +8,7 @@ const SHA512_RE = /^sha512:[a-f0-9]{128}$/;
 
 /** A parsed digest. Only `sha256` content is stored; `sha512` is recognised (and refused with DIGEST_INVALID). */
 export interface Digest {
+  /** Always `sha256` (parseDigest refuses the others). */
   algorithm: string;
   /** lower-case hex */
   hex: string;

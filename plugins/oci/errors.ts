@@ -32,6 +32,7 @@ export type OciErrorCode = keyof typeof OCI_ERROR_STATUS;
 
 /** Header every registry response carries (docker checks it on `GET /v2/`). */
 export const API_VERSION_HEADER = "docker-distribution-api-version";
+/** Value of {@link API_VERSION_HEADER}. */
 export const API_VERSION = "registry/2.0";
 
 /**

@@ -24,7 +24,10 @@ export interface OciGcResult {
   images: number;
 }
 
-/** Digests a manifest row references as blobs; unreadable manifests protect nothing but are logged. */
+/**
+ * Adds the digests a manifest row references as blobs to `into`. An unreadable manifest is logged and rethrown: the
+ * caller then leaves the whole image unswept.
+ */
 async function blobsOf(ctx: GcContext<OciRepoConfig>, row: ArtifactEntry, into: Set<string>): Promise<void> {
   try {
     const m = parseManifest(await ctx.artifacts.read(row), row.contentType);

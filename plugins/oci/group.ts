@@ -14,6 +14,7 @@ import type { ImageRef, OciRepoConfig, RegistryService } from "./types.ts";
 
 /** Options of {@link createGroup}. */
 export interface GroupOptions {
+  /** The registry service of a member repository. */
   serviceOf(ctx: PluginContext): RegistryService;
 }
 

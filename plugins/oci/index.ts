@@ -76,6 +76,12 @@ function mountHost(app: PluginApp, a: Addressing, log: PluginContext["log"]): vo
   app.all("/v2/*", (c) => handler(c.request), opts);
 }
 
+/**
+ * The `oci` plugin (specs/oci.md): each repository answers at `<mount>/v2/` (or `<mount>/<apiPrefix>`) with its own
+ * `<mount>/token`; `hostRoutes` adds the host-wide `/v2/<repo>/<image>/…` API and `/token` (`repositoryOf` names the
+ * repository such a request addresses). Manifest and blob rows are artifacts, everything else (tags, tag lists,
+ * referrers, catalog markers) metadata.
+ */
 export default definePlugin<OciRepoConfig>({
   format: "oci",
   apiVersion: 1,

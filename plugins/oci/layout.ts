@@ -35,6 +35,7 @@ export const referrerPrefix = (image: string, subject: string) => `${image}/_ref
 export const tagListPath = (image: string) => `${image}/_taglist`;
 /** Catalog marker rows. */
 export const CATALOG_PREFIX = "_catalog/";
+/** Row path of an image's catalog marker (empty body). */
 export const catalogPath = (image: string) => `${CATALOG_PREFIX}${image}`;
 /** Key prefix of a non-default proxy namespace (`?ns=`). */
 export const nsPrefix = (ns: string | null) => (ns ? `@${ns}/` : "");

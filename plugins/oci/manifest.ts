@@ -2,11 +2,17 @@
 import { ociError } from "./errors.ts";
 import { isSha256 } from "./digest.ts";
 
+/** OCI image manifest (image-spec manifest.md): `config`, `layers`, optional `subject`/`artifactType`. */
 export const OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json";
+/** OCI image index (image-spec image-index.md): `manifests` (multi-platform). */
 export const OCI_INDEX = "application/vnd.oci.image.index.v1+json";
+/** Docker image manifest, schema 2. */
 export const DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json";
+/** Docker manifest list (multi-platform), schema 2. */
 export const DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json";
+/** Docker schema 1 manifest: refused on push, never proxied (specs/oci.md §3). */
 export const DOCKER_SCHEMA1 = "application/vnd.docker.distribution.manifest.v1+json";
+/** Signed Docker schema 1 manifest: refused like {@link DOCKER_SCHEMA1}. */
 export const DOCKER_SCHEMA1_SIGNED = "application/vnd.docker.distribution.manifest.v1+prettyjws";
 
 /** Manifest media types we store and serve (the four a proxy asks upstream for, in one Accept header). */
@@ -28,13 +34,18 @@ export function isIndexType(t: string): boolean {
 
 /** An OCI content descriptor (image-spec descriptor.md), as far as the registry uses it. */
 export interface Descriptor {
+  /** Media type of the referenced content. */
   mediaType: string;
+  /** `sha256:<hex>` of the referenced content. */
   digest: string;
   /** bytes */
   size: number;
+  /** Type of an artifact manifest (referrers). */
   artifactType?: string;
   annotations?: Record<string, string>;
+  /** Index children: the platform an image is for (`os`/`architecture` pick the linux/amd64 fallback). */
   platform?: { architecture?: string; os?: string; variant?: string; [k: string]: unknown };
+  /** Alternative download URLs (foreign layers); such layers need not exist in the repository. */
   urls?: string[];
 }
 
@@ -50,8 +61,11 @@ export interface ParsedManifest {
   layers: Descriptor[];
   /** children (indexes) */
   manifests: Descriptor[];
+  /** The manifest this one refers to (referrers API); it need not exist yet. */
   subject?: Descriptor;
+  /** Artifact type, listed in the referrers index. */
   artifactType?: string;
+  /** Annotations, listed in the referrers index. */
   annotations?: Record<string, string>;
 }
 

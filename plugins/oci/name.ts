@@ -4,6 +4,7 @@ import { looksLikeDigest, parseDigest } from "./digest.ts";
 
 /** OCI distribution-spec `<name>`: path components of `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*` joined by `/`. */
 const COMPONENT = "[a-z0-9]+(?:(?:\\.|_|__|-+)[a-z0-9]+)*";
+/** A whole repository name (`<name>` grammar, specs/oci.md §1); the 255-character bound is checked by {@link isValidName}. */
 export const NAME_RE = new RegExp(`^${COMPONENT}(?:/${COMPONENT})*$`);
 /** OCI tag grammar. */
 export const TAG_RE = /^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$/;

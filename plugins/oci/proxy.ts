@@ -252,6 +252,7 @@ export function createProxy(ctx: PluginContext<OciRepoConfig>): RegistryService 
     return f;
   }
 
+  /** The work of {@link tagEntry} for a missing or stale tag row (one flight per tag). */
   async function revalidateTag(up: Upstream, name: string, tag: string, key: string, cur: ArtifactEntry | null): Promise<{ entry: ArtifactEntry; status: string }> {
     try {
       // never seen: one GET by tag (a HEAD first would cost a round trip and no pull quota is saved)

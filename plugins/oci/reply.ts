@@ -64,7 +64,9 @@ export function blobRowHeaders(digest: string): Record<string, string> {
 
 /** Parsed `n`/`last` of a listing request. `n` undefined = no limit asked. */
 export interface Page {
+  /** Page size (`n`), capped at {@link MAX_PAGE}. */
   n: number | undefined;
+  /** Exclusive lower bound (`last`); undefined when absent or empty. */
   last: string | undefined;
 }
 

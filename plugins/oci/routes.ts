@@ -39,6 +39,7 @@ export function splitUrl(url: string): { path: string; query: string } {
   return q === -1 ? { path: url.slice(start), query: "" } : { path: url.slice(start, q), query: url.slice(q + 1) };
 }
 
+/** The registry action (token scope) a route kind + method needs; null when the method is not allowed there. */
 function actionFor(kind: string, method: string): RegistryAction | null {
   const read = method === "GET" || method === "HEAD";
   switch (kind) {
@@ -89,6 +90,7 @@ export async function handleApi(req: Request, rest: string, query: string, a: Ad
   }
 }
 
+/** Parses the path, resolves the name, authorizes the action and calls the service (specs/oci.md §2 endpoint table). */
 async function dispatch(req: Request, rest: string, query: string, a: Addressing, resolved: { ctx?: PluginContext }): Promise<Response> {
   const route = parseApiPath(rest);
   if (!route) throw ociError("NAME_UNKNOWN", "no such registry endpoint", {}, {}, 404);

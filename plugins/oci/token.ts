@@ -16,8 +16,11 @@ export const TOKEN_TTL_SECONDS = 300;
 
 /** One requested scope (`type:name:actions`). */
 export interface Scope {
+  /** `repository` or `registry` (others are ignored by the token endpoint). */
   type: string;
+  /** Resource name as requested (may contain `host:port`), e.g. `team/app` or `catalog`. */
   name: string;
+  /** Requested actions as sent (`pull`, `push`, `delete`, `*`; unknown ones kept). */
   actions: string[];
 }
 
@@ -77,7 +80,7 @@ export function intersectActions(requested: string[], allowed: (a: RegistryActio
   return out;
 }
 
-/** Whether the token's `access` claim grants `action` on `name` of `type`. */
+/** Whether the token's `access` claim grants `action` on `name` of `type` (a granted `*` covers every action). */
 export function tokenGrants(claims: RegistryTokenClaims, type: string, name: string, action: string): boolean {
   for (const a of claims.access ?? []) {
     if (a.type !== type || a.name !== name) continue;
@@ -88,6 +91,7 @@ export function tokenGrants(claims: RegistryTokenClaims, type: string, name: str
 
 /** A name as the token endpoint and API requests see it, resolved to a repository and an image inside it. */
 export interface ResolvedName {
+  /** The vault repository. */
   ctx: PluginContext;
   /** Image name inside the repository. */
   image: string;
@@ -178,20 +182,25 @@ async function authenticateOrThrow(auth: AuthService, req: Request): Promise<Pri
 
 /** One permission an API request needs: `action` on `image` of the resolved repository (`name` as the client wrote it). */
 export interface AccessNeed {
+  /** Repository and image the request addresses. */
   target: ResolvedName;
   /** The repository name as the client addressed it (used in the challenge's scope). */
   name: string;
+  /** What the request does: `pull` (GET/HEAD), `push` (PUT, uploads), `delete`. */
   action: RegistryAction;
 }
 
 /** Where clients get tokens: the realm URL and service of the addressing context. */
 export interface RealmInfo {
+  /** Absolute URL of our token endpoint (`<origin or mount>/token`). */
   realm: string;
+  /** Service name: the `host[:port]` of that URL (the `aud` of the tokens issued there). */
   service: string;
 }
 
 /** Who made an API request and how they proved it. */
 export interface Caller {
+  /** The authenticated user, or the anonymous principal. */
   principal: Principal;
   /** Claims of the Bearer registry token, when that is how they authenticated. */
   claims?: RegistryTokenClaims;

@@ -8,7 +8,9 @@ import type { Caller, ResolvedName } from "./token.ts";
 export interface OciNamespaceConfig {
   /** Registry base URL, e.g. `https://quay.io`. */
   upstream: string;
+  /** User for the upstream's token service (or Basic auth); anonymous when unset. */
   username?: string;
+  /** Password or access token of `username`. */
   password?: string;
   /** Add `library/` to one-component names (default: true for Docker Hub hosts). */
   libraryPrefix?: boolean;
@@ -50,6 +52,7 @@ export interface ImageRef {
 
 /** What a cross-repository mount request asks for (`?mount=<digest>&from=<name>`). */
 export interface MountRequest {
+  /** The blob to mount (`?mount=`), as sent; the service validates it. */
   digest: string;
   /** The source, resolved in the same addressing context; null when `from` is missing or unknown. */
   from: ResolvedName | null;
@@ -63,19 +66,33 @@ export interface MountRequest {
  */
 export interface RegistryService {
   readonly ctx: PluginContext<OciRepoConfig>;
-  /** GET/HEAD a manifest by tag or digest. @throws MANIFEST_UNKNOWN (404) */
+  /** GET/HEAD a manifest by tag or digest, with Accept negotiation (specs/oci.md §3). @throws MANIFEST_UNKNOWN (404) */
   getManifest(req: Request, t: ImageRef, ref: Reference): Promise<Response>;
-  /** PUT a manifest. @throws UNSUPPORTED (405) where pushes are not possible */
+  /**
+   * PUT a manifest (specs/oci.md §3): 201 with `Location`, `Docker-Content-Digest` (and `OCI-Subject`, `OCI-Tag`).
+   * @throws UNSUPPORTED (405) where pushes are not possible, MANIFEST_INVALID (400; 413 when too large),
+   *   MANIFEST_BLOB_UNKNOWN (400), DIGEST_INVALID (400), TAG_INVALID (400)
+   */
   putManifest(req: Request, t: ImageRef, ref: Reference, caller: Caller): Promise<Response>;
-  /** DELETE a manifest or tag. */
+  /**
+   * DELETE a manifest (with its tags) or one tag: 202.
+   * @throws UNSUPPORTED (405) when deletes are off or impossible, MANIFEST_UNKNOWN (404)
+   */
   deleteManifest(req: Request, t: ImageRef, ref: Reference, caller: Caller): Promise<Response>;
-  /** GET/HEAD a blob (Range supported). @throws BLOB_UNKNOWN (404) */
+  /** GET/HEAD a blob (Range supported; specs/oci.md §4). @throws BLOB_UNKNOWN (404), DIGEST_INVALID (400) */
   getBlob(req: Request, t: ImageRef, digest: string): Promise<Response>;
-  /** DELETE a blob link. */
+  /** DELETE a blob link of the image (the bytes go at the next gc): 202. @throws UNSUPPORTED (405), BLOB_UNKNOWN (404) */
   deleteBlob(req: Request, t: ImageRef, digest: string, caller: Caller): Promise<Response>;
-  /** POST …/blobs/uploads/ (session, single-request push with `?digest=`, or mount). */
+  /**
+   * POST …/blobs/uploads/ (specs/oci.md §4): a session (202 + `Location`), a single-request push with `?digest=`
+   * (201), or a mount (201; 202 session when not mountable). @throws UNSUPPORTED (405) on proxies, DIGEST_INVALID (400)
+   */
   startUpload(req: Request, t: ImageRef, caller: Caller, mount: MountRequest | null): Promise<Response>;
-  /** PATCH/PUT/GET/DELETE on an upload session. */
+  /**
+   * PATCH (append, 202) / PUT (close, 201) / GET (status, 204) / DELETE (cancel, 204) on an upload session (specs/oci.md §4).
+   * @throws BLOB_UPLOAD_UNKNOWN (404), RANGE_INVALID (416), DIGEST_INVALID / SIZE_INVALID /
+   *   BLOB_UPLOAD_INVALID (400; 413 over `maxBlobBytes`), UNSUPPORTED (405) for other methods
+   */
   upload(req: Request, t: ImageRef, id: string, caller: Caller): Promise<Response>;
   /** The image's tags, sorted; null when the image is unknown here. */
   tags(t: ImageRef): Promise<string[] | null>;
@@ -89,7 +106,8 @@ export interface RegistryService {
   ensureBlob(t: ImageRef, digest: string): Promise<ArtifactEntry | null>;
   /** hosted: links a blob stored under another row (`src`) into `image` (verified copy through the blob store). */
   linkBlob?(image: string, src: ArtifactEntry, digest: string): Promise<void>;
-  /** Called at boot / shutdown. */
+  /** Called at boot (hosted: starts collecting idle upload sessions). */
   start?(): void;
+  /** Called at shutdown (hosted: stops the collector and drops open upload sessions). */
   stop?(): Promise<void>;
 }

@@ -15,14 +15,19 @@ const SUFFIX = ".part-ociupload";
 
 /** One upload session. Sizes in bytes, times epoch ms. */
 export interface UploadSession {
+  /** Session id (a UUID): the last segment of the upload `Location`, and `Docker-Upload-UUID`. */
   id: string;
   /** Image (inside the repository) the session was opened for; the session answers only there. */
   image: string;
+  /** The spool file. */
   path: string;
+  /** Bytes received so far. */
   sizeBytes: number;
   /** Incremental sha256 of the bytes so far; null after a failure left it unknown (then the file is re-hashed). */
   hasher: Bun.CryptoHasher | null;
+  /** Opened at, epoch ms. */
   createdAt: number;
+  /** Last successful append, epoch ms (idle time is measured from here). */
   updatedAt: number;
   /** Serialises the requests of one session. */
   lock: Promise<unknown>;
@@ -32,6 +37,7 @@ export interface UploadSession {
 export interface UploadManagerOptions {
   /** The store's local temp directory (`ctx.storage.spoolDir()`). */
   spoolDir: () => string;
+  /** Logger of the repository (collection notes). */
   log: Logger;
   /** Largest blob accepted, bytes (default unlimited). */
   maxBlobBytes?: number;
@@ -43,7 +49,7 @@ export class UploadManager {
 
   constructor(private readonly o: UploadManagerOptions) {}
 
-  /** Opens a session with an empty spool file. */
+  /** Opens a session with an empty spool file. @throws Error from the file system when the file cannot be created */
   async create(image: string): Promise<UploadSession> {
     const id = crypto.randomUUID();
     const path = join(this.o.spoolDir(), id + SUFFIX);
@@ -85,7 +91,7 @@ export class UploadManager {
    * actually sent. On any failure (short body, client gone) the file and hash are rolled back to before the chunk.
    * @param contentLength the request's Content-Length, if any (bytes)
    * @returns bytes appended
-   * @throws VaultError RANGE_INVALID (416), SIZE_INVALID (400), BLOB_UPLOAD_INVALID (400 over maxBlobBytes)
+   * @throws VaultError RANGE_INVALID (416), SIZE_INVALID (400), BLOB_UPLOAD_INVALID (413) over maxBlobBytes
    */
   async append(s: UploadSession, body: ReadableStream<Uint8Array> | null, range: ChunkRange | null, contentLength: number | null): Promise<number> {
     if (range && range.start !== s.sizeBytes)
@@ -161,8 +167,8 @@ export class UploadManager {
   }
 
   /**
-   * Removes sessions idle for more than `maxIdleMs` (and sessions whose spool file vanished, e.g. removed by
-   * `vault gc`). @returns how many were removed
+   * Removes sessions idle for more than `maxIdleMs` ms (and sessions whose spool file vanished, e.g. removed by
+   * `vault gc`). `now` is epoch ms. @returns how many were removed
    */
   async collect(maxIdleMs: number, now = Date.now()): Promise<number> {
     let removed = 0;

@@ -9,7 +9,9 @@ import { parseChallenges } from "./auth-challenge.ts";
 
 /** Credentials for an upstream registry (its token service or Basic auth). */
 export interface UpstreamCredentials {
+  /** User for the token service, or Basic auth when the upstream asks for Basic. */
   username?: string;
+  /** Password or access token of `username`. */
   password?: string;
   /** A ready Bearer token (sent as is; no token dance). */
   token?: string;
@@ -33,7 +35,9 @@ export interface UpstreamAuthOptions {
   upstream: UpstreamClient;
   /** Registry base URL without trailing slash, e.g. `https://registry-1.docker.io`. */
   base: string;
+  /** Configured credentials; anonymous token requests when unset. */
   credentials?: UpstreamCredentials;
+  /** Logger of the repository (refused token requests are logged). */
   log: Logger;
 }
 

@@ -5,8 +5,11 @@ import { chunkSignature, trailerSignature, sameSignature, EMPTY_SHA256 } from ".
 
 /** Chain state for signed chunks (from the verified header signature). */
 export interface ChunkSigning {
+  /** The request's SigV4 signing key (sigv4.ts signingKey). */
   key: Uint8Array;
+  /** The request's `x-amz-date`, `yyyymmddThhmmssZ`. */
   amzDate: string;
+  /** `<date>/<region>/s3/aws4_request`. */
   scope: string;
   /** The header signature: the first "previous signature" of the chain. */
   seedSignature: string;
@@ -33,7 +36,8 @@ const CRLF = new Uint8Array([13, 10]);
 type State = "size" | "data" | "data-crlf" | "trailer" | "done";
 
 /**
- * A TransformStream from the aws-chunked wire format to the object bytes.
+ * A TransformStream from the aws-chunked wire format to the object bytes (AWS "sigv4-streaming" and
+ * "sigv4-streaming-trailers", specs/s3.md §8).
  *
  * Wire format: `<hex size>[;chunk-signature=<64 hex>]\r\n<data>\r\n` … `0[;chunk-signature=…]\r\n`
  * `[name:value\r\n…]` `\r\n`. Data is passed through as views of the input (no copies). Errors are S3Errors:

@@ -13,32 +13,39 @@ import {
 
 /** What the intake learnt once the stream ended without error. */
 export interface IntakeResult {
+  /** Decoded object size, bytes. */
   sizeBytes: number;
   /** Hex md5 of the decoded bytes (the single-part ETag). */
   md5: string;
-  /** Flexible checksum computed over the bytes (when the client sent or asked for one). */
+  /** Flexible checksum computed over the bytes (when the client sent or asked for one); `value` is base64. */
   checksum?: { algorithm: ChecksumAlgorithm; value: string };
 }
 
 /** A decoded, verifying body stream and its result (valid only after the stream was read to the end). */
 export interface Intake {
+  /** The decoded object bytes; errors with an S3Error before its end when a check fails. */
   stream: ReadableStream<Uint8Array>;
   /** Hex sha256 the client declared in `x-amz-content-sha256`, for the blob store to verify. */
   sha256?: string;
   /** Declared decoded size, bytes. */
   declaredBytes: number;
+  /** What was learnt. @throws S3Error IncompleteBody when `stream` has not been read to its end without error */
   result(): IntakeResult;
 }
 
 /**
- * Wraps a request body for storing.
+ * Wraps a request body for storing (PutObject, UploadPart; specs/s3.md §4, §5, §8).
  * - `aws-chunked` (`Content-Encoding` or a `STREAMING-*` payload hash) is decoded, chunk signatures verified when signed.
  * - Size: `x-amz-decoded-content-length` or `Content-Length` is required (411 MissingContentLength); larger than
  *   `maxBytes` → EntityTooLarge before reading; a body shorter/longer than declared → IncompleteBody.
  * - `Content-MD5` malformed → InvalidDigest, mismatch → BadDigest; `x-amz-checksum-<alg>` (header or trailer
  *   announced by `x-amz-trailer`) malformed → InvalidDigest, mismatch → BadDigest. Errors surface as the stream
  *   erroring before its end, so the blob store never commits a bad body.
- * @param checksumAlgorithm compute this checksum even when no value was sent (multipart uploads created with one)
+ * @param o.maxBytes largest decoded body, bytes
+ * @param o.checksumAlgorithm compute this checksum even when no value was sent (multipart uploads created with one)
+ * @throws S3Error at once, before any byte is read: MissingContentLength (411), EntityTooLarge (400), InvalidDigest
+ *   (400), InvalidArgument (400; unknown `STREAMING-…` value, bad length), InvalidRequest (400; CRC64NVME, bad
+ *   trailer), AccessDenied (403; signed streaming payload on an unsigned request)
  */
 export function intakeBody(
   req: Request,

@@ -6,10 +6,12 @@ import { S3Error } from "./errors.ts";
 
 /** Checksum algorithms S3 clients send (`x-amz-checksum-<alg>`), lower case. */
 export type ChecksumAlgorithm = "crc32" | "crc32c" | "sha1" | "sha256";
+/** Every supported algorithm (`crc64nvme` is refused with InvalidRequest); request headers are checked in this order. */
 export const CHECKSUM_ALGORITHMS: ChecksumAlgorithm[] = ["crc32", "crc32c", "sha1", "sha256"];
 
 /** An incremental hasher whose result is base64 of the big-endian digest (the `x-amz-checksum-*` encoding). */
 export interface Checksum {
+  /** Feeds the next bytes. */
   update(data: Uint8Array): void;
   /** base64 of the digest bytes. */
   digestBase64(): string;
@@ -57,7 +59,11 @@ export function createChecksum(alg: string): Checksum {
   throw new S3Error("InvalidRequest", `Checksum algorithm ${alg.toUpperCase()} is not supported`);
 }
 
-/** Bytes of a decoded base64 checksum value (for length checks); throws S3Error InvalidDigest when not base64 of the right size. */
+/**
+ * Checks the form of a client-sent checksum: base64 of a digest of `alg`'s size (4 bytes for CRC32/CRC32C, 20 for
+ * SHA-1, 32 for SHA-256). Does not compare it with the body.
+ * @throws S3Error InvalidDigest (400)
+ */
 export function checkChecksumValue(alg: ChecksumAlgorithm, value: string): void {
   const want = alg === "crc32" || alg === "crc32c" ? 4 : alg === "sha1" ? 20 : 32;
   if (!/^[A-Za-z0-9+/]+={0,2}$/.test(value) || Buffer.from(value, "base64").length !== want) {
@@ -65,14 +71,18 @@ export function checkChecksumValue(alg: ChecksumAlgorithm, value: string): void 
   }
 }
 
-/** The composite checksum of a multipart object: checksum over the concatenated part digests, `-N` appended. */
+/**
+ * The composite checksum of a multipart object (specs/s3.md §5): `alg` over the concatenated binary part digests,
+ * base64, with `-N` appended (N = number of parts).
+ * @param partDigestsBase64 the parts' base64 checksums, in part-number order
+ */
 export function compositeChecksum(alg: ChecksumAlgorithm, partDigestsBase64: string[]): string {
   const c = createChecksum(alg);
   for (const p of partDigestsBase64) c.update(Buffer.from(p, "base64"));
   return `${c.digestBase64()}-${partDigestsBase64.length}`;
 }
 
-/** Multipart ETag (unquoted): hex md5 of the concatenated binary part md5s, then `-N`. */
+/** Multipart ETag (unquoted, specs/s3.md §5): hex md5 of the concatenated binary part md5s (given as hex, in order), then `-N`. */
 export function multipartEtag(partMd5Hex: string[]): string {
   const h = createHash("md5");
   for (const p of partMd5Hex) h.update(Buffer.from(p, "hex"));

@@ -54,6 +54,11 @@ export type S3ErrorCode = keyof typeof S3_ERRORS;
  * holds the extra XML elements of the error body (`Key`, `BucketName`, `UploadId`, …; string values only).
  */
 export class S3Error extends VaultError {
+  /**
+   * @param message defaults to the catalogue's `Message` for `code`
+   * @param fields extra elements of the XML body (`Key`, `BucketName`, `UploadId`, …)
+   * @param headers sent with the error answer (e.g. `content-range` on 416 InvalidRange)
+   */
   constructor(code: S3ErrorCode, message?: string, fields: Record<string, string> = {}, headers: Record<string, string> = {}) {
     const [status, dflt] = S3_ERRORS[code];
     super(code, status, message ?? dflt, fields, headers);

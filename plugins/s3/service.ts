@@ -18,7 +18,11 @@ export interface S3RepoConfig {
   maxObjectSizeBytes?: number;
   /** Smallest size of every part but the last at CompleteMultipartUpload, bytes (default 5 MiB, as S3). */
   minPartSizeBytes?: number;
-  /** Per-bucket permissions (and buckets created at start-up). */
+  /**
+   * Per-bucket settings; listed buckets are created at start-up when missing, owned by `owner` (default `admin`).
+   * `anonymousRead` opens that bucket to anonymous reads; `grants` maps user names to an action
+   * (`read` < `write` < `delete` < `admin`).
+   */
   buckets?: { name: string; anonymousRead?: boolean; grants?: Record<string, Action>; owner?: string }[];
   /** Lifetime of presigned redirect URLs when `redirectDownloads` is set on a remote storage driver, seconds (default 300). */
   presignTtlSeconds?: number;
@@ -88,7 +92,7 @@ function etagMatches(list: string, etag: string): boolean {
   return list.split(",").some((t) => t.trim() === "*" || unquote(t) === want);
 }
 
-/** Bucket naming rules (3–63 chars, lower-case letters, digits, dots, hyphens; not an IP). */
+/** AWS bucket naming rules: 3–63 chars of lower-case letters, digits, dots, hyphens; no `..`, `.-`, `-.`; not an IPv4 address. */
 export function validBucketName(name: string): boolean {
   return /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(name) && !/\.\./.test(name) && !/^\d+\.\d+\.\d+\.\d+$/.test(name) && !name.includes(".-") && !name.includes("-.");
 }
@@ -167,8 +171,9 @@ function toObject(e: ArtifactEntry): S3Object {
 }
 
 /**
- * Creates the request handler of one `s3` repository. `handle(req)` answers any S3 request for this mount
- * (the mount prefix is stripped from the path); every answer carries `x-amz-request-id`.
+ * Creates the request handler of one `s3` repository (specs/s3.md §1–§8). `handle(req)` answers any S3 request for
+ * this mount (the mount prefix is stripped from the path) and never throws: errors become S3 XML error answers
+ * (§7); every answer carries `x-amz-request-id`. `ensureConfiguredBuckets()` creates the `buckets` of the config.
  */
 export function createS3Service(ctx: PluginContext) {
   const cfg = ctx.config as unknown as S3RepoConfig & { anonymousRead?: boolean; redirectDownloads?: boolean };
@@ -184,6 +189,10 @@ export function createS3Service(ctx: PluginContext) {
 
   /* ------------------------------------------------------------ auth */
 
+  /**
+   * SigV4 (header or presigned) → `c.principal`, `c.sig`; unsigned requests stay anonymous.
+   * @throws S3Error InvalidAccessKeyId (403), and those of parseSignature / verifySignature
+   */
   async function authenticate(c: Call): Promise<void> {
     const sig = parseSignature(c.req.headers, c.pairs);
     if (!sig) return;
@@ -224,6 +233,7 @@ export function createS3Service(ctx: PluginContext) {
 
   /* ------------------------------------------------------------ dispatch */
 
+  /** Entry point: addressing, authentication, routing; any error rendered as S3 XML with the request id. */
   async function handle(req: Request): Promise<Response> {
     const requestId = newRequestId();
     const url = req.url;
@@ -294,6 +304,7 @@ export function createS3Service(ctx: PluginContext) {
     if (i >= 0 && i < parts.length - 1) c.key = pctDecode(parts.slice(i + 1));
   }
 
+  /** Maps method + bucket/key + sub-resource query (`?uploads`, `?acl`, …) to the S3 operation (specs/s3.md §2). */
   async function route(c: Call): Promise<Response> {
     const q = c.query;
     const m = c.method;
@@ -519,6 +530,7 @@ export function createS3Service(ctx: PluginContext) {
     return out;
   }
 
+  /** PutObject (specs/s3.md §4–§5): streams the verified body into the blob store; `If-None-Match: *` honoured. */
   async function putObject(c: Call): Promise<Response> {
     const b = needBucket(c);
     require(c, "write", b);
@@ -575,6 +587,7 @@ export function createS3Service(ctx: PluginContext) {
     });
   }
 
+  /** GetObject/HeadObject (specs/s3.md §4): conditionals, Range, `response-*` overrides, checksums on request, presigned redirect. */
   async function getObject(c: Call): Promise<Response> {
     const b = needBucket(c);
     require(c, "read", b);
@@ -657,6 +670,7 @@ export function createS3Service(ctx: PluginContext) {
     return new Response(null, { status: 204 });
   }
 
+  /** DeleteObjects (specs/s3.md §4): up to 1000 keys; per-key failures are listed in the body, not thrown. */
   async function deleteObjects(c: Call): Promise<Response> {
     const b = needBucket(c);
     require(c, "delete", b);
@@ -743,6 +757,7 @@ export function createS3Service(ctx: PluginContext) {
     return { stream, md5: () => hex };
   }
 
+  /** CopyObject (specs/s3.md §4, §5): COPY/REPLACE metadata; the copy's ETag is the MD5 of its bytes. */
   async function copyObject(c: Call): Promise<Response> {
     const b = needBucket(c);
     require(c, "write", b);
@@ -823,6 +838,7 @@ export function createS3Service(ctx: PluginContext) {
     return { contents, prefixes, truncated, last };
   }
 
+  /** ListObjects v1 / ListObjectsV2 (specs/s3.md §3); the v2 continuation token is base64 of the last key or prefix. */
   async function listObjects(c: Call, version: 1 | 2): Promise<Response> {
     const b = needBucket(c);
     require(c, "read", b);
@@ -884,6 +900,7 @@ export function createS3Service(ctx: PluginContext) {
     return xmlResponse("ListBucketResult", body);
   }
 
+  /** ListObjectVersions: every object as its only version, `VersionId` `null` (what s3-tests' cleanup needs). */
   async function listVersions(c: Call): Promise<Response> {
     const b = needBucket(c);
     require(c, "read", b);
@@ -929,6 +946,7 @@ export function createS3Service(ctx: PluginContext) {
     return u;
   }
 
+  /** CreateMultipartUpload: records the upload with its object headers; only COMPOSITE checksums. */
   async function createUpload(c: Call): Promise<Response> {
     const b = needBucket(c);
     require(c, "write", b);
@@ -963,6 +981,7 @@ export function createS3Service(ctx: PluginContext) {
     return n;
   }
 
+  /** UploadPart / UploadPartCopy (specs/s3.md §6): stores the part under `uploads/s3/<uploadId>/`, replacing an earlier part N. */
   async function uploadPart(c: Call): Promise<Response> {
     const b = needBucket(c);
     require(c, "write", b);
@@ -1061,6 +1080,10 @@ export function createS3Service(ctx: PluginContext) {
     });
   }
 
+  /**
+   * CompleteMultipartUpload (specs/s3.md §6): checks order, ETags, per-part checksums and the minimum part size, then
+   * streams the chosen parts into one blob and drops the upload (unlisted parts are discarded).
+   */
   async function completeUpload(c: Call): Promise<Response> {
     const b = needBucket(c);
     require(c, "write", b);
@@ -1135,6 +1158,7 @@ export function createS3Service(ctx: PluginContext) {
     }
   }
 
+  /** ListParts: `max-parts` (≤ 1000) after `part-number-marker`. */
   function listParts(c: Call): Response {
     const b = needBucket(c);
     require(c, "read", b);
@@ -1165,6 +1189,7 @@ export function createS3Service(ctx: PluginContext) {
     });
   }
 
+  /** ListMultipartUploads: prefix, delimiter (common prefixes), `key-marker`/`upload-id-marker`, `max-uploads` ≤ 1000. */
   function listUploads(c: Call): Response {
     const b = needBucket(c);
     require(c, "read", b);

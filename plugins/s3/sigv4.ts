@@ -4,9 +4,13 @@ import { S3Error } from "./errors.ts";
 
 /** Hex sha256 of the empty string. */
 export const EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+/** `x-amz-content-sha256` of a plain body that is not hashed (always the payload hash of presigned requests). */
 export const UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD";
+/** `x-amz-content-sha256` of an aws-chunked body with signed chunks (AWS "sigv4-streaming"; specs/s3.md §8). */
 export const STREAMING_SIGNED = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD";
+/** Signed chunks plus a signed trailer (AWS "sigv4-streaming-trailers"). */
 export const STREAMING_SIGNED_TRAILER = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER";
+/** Unsigned aws-chunked body with a trailer (the SDKs' default for streamed uploads). */
 export const STREAMING_UNSIGNED_TRAILER = "STREAMING-UNSIGNED-PAYLOAD-TRAILER";
 const ALGORITHM = "AWS4-HMAC-SHA256";
 
@@ -15,7 +19,7 @@ export const MAX_SKEW_MS = 15 * 60 * 1000;
 /** Longest presigned-URL validity, seconds (7 days, as S3). */
 export const MAX_PRESIGN_EXPIRES_SECONDS = 604800;
 
-/** HMAC-SHA256 of `data` under `key`. */
+/** HMAC-SHA256 of `data` under `key` (32 raw bytes). */
 export function hmac(key: Uint8Array | string, data: string): Buffer {
   return createHmac("sha256", key).update(data).digest();
 }
@@ -28,8 +32,8 @@ export function sha256Hex(data: string | Uint8Array): string {
 const keyCache = new Map<string, Buffer>();
 
 /**
- * The SigV4 signing key: HMAC chain `"AWS4"+secret` → date (yyyymmdd) → region → service → `aws4_request`.
- * Cached per (secret, date, region, service); the cache is bounded.
+ * The SigV4 signing key (specs/s3.md §8 step 3): HMAC chain `"AWS4"+secret` → date (yyyymmdd) → region → service →
+ * `aws4_request`; 32 raw bytes. Cached per (secret, date, region, service); the cache is bounded (1000 entries).
  */
 export function signingKey(secret: string, date: string, region: string, service = "s3"): Buffer {
   const id = `${secret}\n${date}\n${region}\n${service}`;
@@ -49,7 +53,7 @@ export function uriEncode(s: string, encodeSlash = true): string {
   return out;
 }
 
-/** Percent-decodes without treating `+` as a space; malformed escapes throw S3Error InvalidArgument. */
+/** Percent-decodes without treating `+` as a space. @throws S3Error InvalidArgument (400) on a malformed escape */
 export function pctDecode(s: string): string {
   try {
     return decodeURIComponent(s);
@@ -59,8 +63,9 @@ export function pctDecode(s: string): string {
 }
 
 /**
- * Canonical URI of an S3 request from the raw path as received: each `/`-separated segment decoded once and
- * re-encoded with {@link uriEncode} (S3 does not normalise `.`/`//` and does not double-encode).
+ * Canonical URI of an S3 request from the raw path as received (specs/s3.md §8 step 1): each `/`-separated segment
+ * decoded once and re-encoded with {@link uriEncode} (S3 does not normalise `.`/`//` and does not double-encode).
+ * @throws S3Error InvalidArgument (400) on a malformed percent-escape
  */
 export function canonicalUri(rawPath: string): string {
   if (rawPath === "") return "/";
@@ -70,7 +75,10 @@ export function canonicalUri(rawPath: string): string {
     .join("/");
 }
 
-/** Splits a raw query string into decoded [name, value] pairs (valueless parameters get ""). `+` stays literal. */
+/**
+ * Splits a raw query string (leading `?` optional) into decoded [name, value] pairs in request order (valueless
+ * parameters get ""). `+` stays literal. @throws S3Error InvalidArgument (400) on a malformed percent-escape
+ */
 export function parseQuery(rawQuery: string): [string, string][] {
   const q = rawQuery.startsWith("?") ? rawQuery.slice(1) : rawQuery;
   if (q === "") return [];
@@ -83,7 +91,10 @@ export function parseQuery(rawQuery: string): [string, string][] {
   return out;
 }
 
-/** Canonical query string: names and values uriEncoded, sorted by name then value, `name=value` joined by `&`. */
+/**
+ * Canonical query string (specs/s3.md §8 step 1): names and values uriEncoded, sorted by name then value,
+ * `name=value` joined by `&`. `exclude` drops one parameter (`X-Amz-Signature` of presigned URLs).
+ */
 export function canonicalQuery(pairs: [string, string][], exclude?: string): string {
   return pairs
     .filter(([k]) => k !== exclude)
@@ -93,7 +104,10 @@ export function canonicalQuery(pairs: [string, string][], exclude?: string): str
     .join("&");
 }
 
-/** Canonical headers block (`name:value\n` for each signed header, values trimmed and inner spaces collapsed). */
+/**
+ * Canonical headers block (`name:value\n` for each signed header, in `signed` order, values trimmed and inner
+ * spaces collapsed; an absent header gives `name:\n`). `signed` holds lower-case names.
+ */
 export function canonicalHeaders(headers: Headers, signed: string[]): string {
   let s = "";
   for (const name of signed) {
@@ -103,7 +117,13 @@ export function canonicalHeaders(headers: Headers, signed: string[]): string {
   return s;
 }
 
-/** The whole canonical request (§8 step 1). */
+/**
+ * The whole canonical request (specs/s3.md §8 step 1): method, canonical URI, query, headers, signed header list,
+ * payload hash, joined by `\n`.
+ * @param o.payloadHash the declared `x-amz-content-sha256` (64 hex, `UNSIGNED-PAYLOAD` or `STREAMING-…`)
+ * @param o.excludeQuery a query parameter left out (`X-Amz-Signature` for presigned URLs)
+ * @throws S3Error InvalidArgument (400) on a malformed percent-escape in the path
+ */
 export function canonicalRequest(o: {
   method: string;
   rawPath: string;
@@ -123,22 +143,29 @@ export function canonicalRequest(o: {
   ].join("\n");
 }
 
-/** String to sign (§8 step 2). `scope` is `<date>/<region>/<service>/aws4_request`. */
+/** String to sign (specs/s3.md §8 step 2). `amzDate` is `yyyymmddThhmmssZ`; `scope` is `<date>/<region>/<service>/aws4_request`. */
 export function stringToSign(amzDate: string, scope: string, canonical: string): string {
   return `${ALGORITHM}\n${amzDate}\n${scope}\n${sha256Hex(canonical)}`;
 }
 
-/** Signature of one aws-chunked chunk (`chunkHash` = hex sha256 of the chunk data). */
+/**
+ * Signature of one aws-chunked chunk (AWS "sigv4-streaming", specs/s3.md §8), lower-case hex.
+ * @param key the request's signing key; `previous` the previous signature in the chain (first: the header signature)
+ * @param chunkHash hex sha256 of the chunk data ({@link EMPTY_SHA256} for the final zero-length chunk)
+ */
 export function chunkSignature(key: Uint8Array, amzDate: string, scope: string, previous: string, chunkHash: string): string {
   return hmac(key, `AWS4-HMAC-SHA256-PAYLOAD\n${amzDate}\n${scope}\n${previous}\n${EMPTY_SHA256}\n${chunkHash}`).toString("hex");
 }
 
-/** Signature of the trailing headers of an aws-chunked body (`canonicalTrailers` = `name:value\n` lines). */
+/**
+ * Signature of the trailing headers of an aws-chunked body (AWS "sigv4-streaming-trailers"), lower-case hex.
+ * `previous` is the final chunk's signature; `canonicalTrailers` the `name:value\n` lines as received.
+ */
 export function trailerSignature(key: Uint8Array, amzDate: string, scope: string, previous: string, canonicalTrailers: string): string {
   return hmac(key, `AWS4-HMAC-SHA256-TRAILER\n${amzDate}\n${scope}\n${previous}\n${sha256Hex(canonicalTrailers)}`).toString("hex");
 }
 
-/** Constant-time comparison of two hex signatures. */
+/** Constant-time comparison of two hex signatures; false when lengths differ or both are empty. */
 export function sameSignature(a: string, b: string): boolean {
   if (a.length !== b.length || a.length === 0) return false;
   return timingSafeEqual(Buffer.from(a), Buffer.from(b));
@@ -146,10 +173,13 @@ export function sameSignature(a: string, b: string): boolean {
 
 /** The credential scope of a signed request. */
 export interface Credential {
+  /** The signer's access key id. */
   accessKeyId: string;
   /** yyyymmdd */
   date: string;
+  /** Region the client signed for (any region is accepted). */
   region: string;
+  /** Always `s3` (parseSignature refuses other services). */
   service: string;
   /** `<date>/<region>/<service>/aws4_request` */
   scope: string;
@@ -157,11 +187,14 @@ export interface Credential {
 
 /** What a request says about its signature, before verification. */
 export interface ParsedSignature {
+  /** `Authorization` header, or presigned `X-Amz-*` query parameters (AWS "sigv4-query-string-auth"). */
   kind: "header" | "presigned";
   credential: Credential;
+  /** Lower-case header names, in the order the client listed them. */
   signedHeaders: string[];
+  /** Hex signature as sent (compared case-insensitively). */
   signature: string;
-  /** ISO 8601 basic, e.g. `20130524T000000Z`. */
+  /** ISO 8601 basic, e.g. `20130524T000000Z`; from `x-amz-date`, else the `Date` header (header kind). */
   amzDate: string;
   /** Presigned only: validity in seconds. */
   expiresSeconds?: number;
@@ -191,9 +224,11 @@ export function formatAmzDate(ms: number): string {
 }
 
 /**
- * Reads the signature of a request: `Authorization: AWS4-HMAC-SHA256 Credential=…, SignedHeaders=…, Signature=…`
- * or presigned `X-Amz-*` query parameters. Returns null for an unsigned (anonymous) request.
- * @throws S3Error AuthorizationHeaderMalformed / AuthorizationQueryParametersError / InvalidRequest (SigV2 or unknown schemes)
+ * Reads the signature of a request (specs/s3.md §8): `Authorization: AWS4-HMAC-SHA256 Credential=…, SignedHeaders=…,
+ * Signature=…` or presigned `X-Amz-*` query parameters (`X-Amz-Expires` ≤ 604800 s). Nothing is verified yet.
+ * @returns null for an unsigned (anonymous) request
+ * @throws S3Error AuthorizationHeaderMalformed / AuthorizationQueryParametersError (400; malformed or non-`s3` scope),
+ *   InvalidRequest (400; SigV2, missing `x-amz-content-sha256`), AccessDenied (403; neither `x-amz-date` nor `Date`)
  */
 export function parseSignature(headers: Headers, query: [string, string][]): ParsedSignature | null {
   const auth = headers.get("authorization");
@@ -255,6 +290,7 @@ export function parseSignature(headers: Headers, query: [string, string][]): Par
 
 /** A verified signature: who signed, and what the body decoder needs to check chunk signatures. */
 export interface VerifiedSignature {
+  /** The signer's access key id. */
   accessKeyId: string;
   /** Payload hash the request declared (`x-amz-content-sha256`), e.g. 64 hex or `STREAMING-…`. */
   payloadHash: string;
@@ -262,17 +298,22 @@ export interface VerifiedSignature {
   key: Buffer;
   /** Header signature = seed of the chunk-signature chain. */
   seedSignature: string;
+  /** Request time, `yyyymmddThhmmssZ` (input of the chunk signatures). */
   amzDate: string;
+  /** `<date>/<region>/s3/aws4_request`. */
   scope: string;
+  /** Region the client signed for. */
   region: string;
 }
 
 /**
- * Verifies a parsed signature against the request.
+ * Verifies a parsed signature against the request (specs/s3.md §8 steps 1–3; presigned: AWS "sigv4-query-string-auth").
+ * @param req `rawPath` as received (still percent-encoded), `query` as {@link parseQuery} returns it
  * @param secret the secret access key of `sig.credential.accessKeyId`
  * @param nowMs current time, epoch ms
- * @throws S3Error RequestTimeTooSkewed (header, >15 min), AccessDenied (presigned expired / not yet valid),
- *   SignatureDoesNotMatch, AuthorizationHeaderMalformed (host not signed, date/scope mismatch)
+ * @throws S3Error RequestTimeTooSkewed (403; header, skew > 15 min), AccessDenied (403; presigned expired or more than
+ *   15 min ahead, malformed header date), SignatureDoesNotMatch (403), AuthorizationHeaderMalformed /
+ *   AuthorizationQueryParametersError (400; host not signed, credential date ≠ request date, malformed presigned date)
  */
 export function verifySignature(
   sig: ParsedSignature,
@@ -336,8 +377,10 @@ export function verifySignature(
 }
 
 /**
- * Signs a request the way an SDK would (used by tests and benchmarks): returns the headers to add
- * (`authorization`, `x-amz-date`, `x-amz-content-sha256`). `headers` must already hold `host`.
+ * Signs a request the way an SDK would (used by tests and benchmarks). Sets `x-amz-date` and `x-amz-content-sha256`
+ * on `o.headers` (which must already hold `host`), signs `host`, `content-md5`, `content-type` and every `x-amz-*`
+ * header present, and returns the `Authorization` value to add plus what an aws-chunked encoder needs.
+ * @param o.region default `us-east-1`; `o.nowMs` epoch ms, default now
  */
 export function signRequest(o: {
   method: string;

@@ -3,8 +3,11 @@ import { and, asc, eq, gt, gte, lt, or, sql } from "drizzle-orm";
 import type { Db } from "../../core/plugin.ts";
 import { s3Buckets, s3Uploads, s3Parts } from "../../core/db/schema.ts";
 
+/** An `s3_buckets` row: `owner` (user name), `region` (LocationConstraint, "" = us-east-1), `createdAt` epoch ms. */
 export type BucketRow = typeof s3Buckets.$inferSelect;
+/** An `s3_uploads` row (multipart upload in progress): object `headers` as JSON text, `initiatedAt` epoch ms. */
 export type UploadRow = typeof s3Uploads.$inferSelect;
+/** An `s3_parts` row: `storageKey` of the part's bytes, `sizeBytes`, hex `md5` (its ETag), `modifiedAt` epoch ms. */
 export type PartRow = typeof s3Parts.$inferSelect;
 
 /** Highest code point: `x + MAX_CHAR` sorts after every key that starts with `x`. */
@@ -12,15 +15,24 @@ export const MAX_CHAR = "\u{10ffff}";
 
 /** DB access for one repository's buckets and multipart uploads. */
 export interface S3Meta {
+  /** The bucket `name` of this repository, or undefined. */
   bucket(name: string): BucketRow | undefined;
+  /** Every bucket of this repository, by name. */
   buckets(): BucketRow[];
   /** Inserts a bucket; false when the name is taken. */
   createBucket(name: string, owner: string, region: string): boolean;
+  /** Removes the bucket row only (objects and uploads are the caller's to remove first). */
   deleteBucket(name: string): void;
+  /** Records a new multipart upload (CreateMultipartUpload). */
   createUpload(u: Omit<UploadRow, "repository">): void;
+  /** An upload of this repository, or undefined. */
   upload(uploadId: string): UploadRow | undefined;
-  /** Uploads of a bucket with key ≥ `fromKey` (and prefix), ordered by key then initiation, at most `limit`. */
+  /**
+   * Uploads of a bucket starting with `prefix`, ordered by key then upload id, after the marker (key > `afterKey`,
+   * or key = `afterKey` and upload id > `afterUploadId` when that is given), at most `limit`.
+   */
   uploads(bucket: string, o: { prefix: string; afterKey?: string; afterUploadId?: string; limit: number }): UploadRow[];
+  /** Removes an upload row; its part rows go with it (FK cascade), their stored bytes do not. */
   deleteUpload(uploadId: string): void;
   /** Uploads of this repository initiated before `before` (epoch ms). */
   staleUploads(before: number): UploadRow[];
@@ -28,6 +40,7 @@ export interface S3Meta {
   partKeyKnown(storageKey: string): boolean;
   /** Upserts a part; returns the storage key it replaced, if any. Throws when the upload row is gone (FK). */
   putPart(p: PartRow): string | undefined;
+  /** Parts of an upload by ascending part number, after `afterPart` (exclusive, default 0), at most `limit`. */
   parts(uploadId: string, o?: { afterPart?: number; limit?: number }): PartRow[];
 }
 
@@ -97,7 +110,7 @@ export function createS3Meta(db: Db, repository: string): S3Meta {
   };
 }
 
-/** Count of buckets rows (for tests' orphan checks). */
+/** Number of rows in `s3_uploads` or `s3_parts`, every repository (for tests' orphan checks). */
 export function countRows(db: Db, table: "s3_uploads" | "s3_parts"): number {
   const t = table === "s3_uploads" ? s3Uploads : s3Parts;
   return db.select({ n: sql<number>`count(*)` }).from(t).get()?.n ?? 0;

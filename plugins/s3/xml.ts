@@ -67,6 +67,7 @@ export function listOf(node: XmlNode | XmlNode[] | undefined): Record<string, Xm
 
 /** A value for {@link renderXml}: text, a nested element map, a list (repeated element), or undefined (omitted). */
 export type XmlValue = string | number | boolean | undefined | null | XmlObject | XmlValue[];
+/** Child elements for {@link renderXml}: element name → value, rendered in key order. */
 export interface XmlObject {
   [name: string]: XmlValue;
 }
@@ -86,7 +87,7 @@ function renderChildren(o: XmlObject): string {
 
 /**
  * Renders a response document `<root xmlns="…S3 ns…">…</root>` with an XML declaration. Keys are element
- * names in order; arrays repeat the element; undefined/null are omitted; text is escaped.
+ * names in order; arrays repeat the element; undefined/null are omitted; text is escaped. `ns: false` omits `xmlns`.
  */
 export function renderXml(root: string, body: XmlObject, ns = true): string {
   return `<?xml version="1.0" encoding="UTF-8"?>\n<${root}${ns ? ` xmlns="${S3_NS}"` : ""}>${renderChildren(body)}</${root}>`;
