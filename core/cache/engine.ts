@@ -84,6 +84,8 @@ interface Flight {
   done: Promise<ArtifactEntry | null>;
   /** True once `head` settled. */
   headSettled: boolean;
+  /** True once the flight ended well and only lingers (one macrotask) for requests that looked the key up just before. */
+  finished: boolean;
 }
 
 class LockTimeout extends Error {}
@@ -242,7 +244,12 @@ export function createCacheEngine(o: CacheEngineOptions): VaultCacheEngine {
   function startFlight(spec: CacheRequest, stale: ArtifactEntry | null, noStore: boolean): Flight {
     const head = deferred<FlightHead>();
     const done = deferred<ArtifactEntry | null>();
-    const f: Flight = { key: spec.key, ac: new AbortController(), head: head.promise, done: done.promise, headSettled: false };
+    const f: Flight = { key: spec.key, ac: new AbortController(), head: head.promise, done: done.promise, headSettled: false, finished: false };
+    // registered first, so the flag is set before any waiter's continuation runs
+    f.done.then(
+      () => (f.finished = true),
+      () => {},
+    );
     flights.set(spec.key, f);
     gauge();
     const settleHead = {
@@ -823,6 +830,12 @@ export function createCacheEngine(o: CacheEngineOptions): VaultCacheEngine {
 
     async invalidate(key) {
       negative.delete(key);
+      // a finished flight lingering for late joiners would hand them the entry being invalidated
+      const f = flights.get(key);
+      if (f?.finished) {
+        flights.delete(key);
+        gauge();
+      }
       await artifacts.delete(key);
     },
 

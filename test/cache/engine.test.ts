@@ -632,6 +632,21 @@ describe("engine.fetch, drain", () => {
     await expect(fx.engine.fetch({ ...spec, key: "missing", upstreamUrl: `${fx.up.url}/missing` })).rejects.toBeInstanceOf(VaultError);
   });
 
+  test("invalidate() right after a fill: the next request fetches again, never the invalidated entry", async () => {
+    let version = "old";
+    fx = await cacheFixture({ upstream: { handler: () => new Response(version) } });
+    const spec = { key: "q.tgz", upstreamUrl: `${fx.up.url}/q.tgz`, class: "immutable" as const };
+    const a = await fx.engine.fetch(spec);
+    expect(a.status).toBe("MISS");
+    // same turn as the fill's end: the finished flight still lingers for late joiners
+    version = "new!";
+    await fx.engine.invalidate("q.tgz");
+    const b = await fx.engine.fetch(spec);
+    expect(b.status).toBe("MISS");
+    expect(new TextDecoder().decode(await fx.artifacts.read(b.entry))).toBe("new!");
+    expect(fx.up.count("/q.tgz")).toBe(2);
+  });
+
   test("drain(timeout) aborts downloads that do not finish: no entry, no spool file, client errored", async () => {
     const g = gatedBody([new Uint8Array(1000), new Uint8Array(1000)]);
     fx = await cacheFixture({ upstream: { handler: () => new Response(g.body) } });
