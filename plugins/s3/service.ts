@@ -1201,7 +1201,18 @@ export function createS3Service(ctx: PluginContext) {
     const idMarker = q.get("upload-id-marker") ?? "";
     const enc = q.get("encoding-type");
     const e = (s: string | undefined) => (s === undefined ? undefined : enc === "url" ? uriEncode(s, false) : s);
-    const rows = meta.uploads(b.name, { prefix, afterKey: keyMarker || undefined, afterUploadId: keyMarker ? idMarker : undefined, limit: 100000 });
+    let afterKey = keyMarker || undefined;
+    let afterUploadId = keyMarker ? idMarker : undefined;
+    // Resuming after a common prefix skips every upload inside it (as walk() does for ListObjects); otherwise a page
+    // ending on a common prefix would return that prefix again, forever.
+    if (delimiter && keyMarker.startsWith(prefix)) {
+      const j = keyMarker.indexOf(delimiter, prefix.length);
+      if (j >= 0) {
+        afterKey = keyMarker.slice(0, j + delimiter.length) + MAX_CHAR;
+        afterUploadId = undefined;
+      }
+    }
+    const rows = meta.uploads(b.name, { prefix, afterKey, afterUploadId, limit: 100000 });
     const uploads: UploadRow[] = [];
     const prefixes: string[] = [];
     let truncated = false;

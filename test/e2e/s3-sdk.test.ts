@@ -336,6 +336,25 @@ describe("multipart", () => {
     expect((await s3.send(new ListMultipartUploadsCommand({ Bucket: "mpu" }))).Uploads ?? []).toEqual([]);
   }, 120_000);
 
+  test("ListMultipartUploads pages through common prefixes one by one and ends (delimiter, MaxUploads 1)", async () => {
+    const keys = ["d/a/1", "d/a/2", "d/b", "d/c/1", "d/e"];
+    const ids: string[] = [];
+    for (const Key of keys) ids.push((await s3.send(new CreateMultipartUploadCommand({ Bucket: "mpu", Key }))).UploadId!);
+    const seen: string[] = [];
+    let KeyMarker: string | undefined;
+    let UploadIdMarker: string | undefined;
+    for (let page = 0; page < 10; page++) {
+      const r = await s3.send(new ListMultipartUploadsCommand({ Bucket: "mpu", Prefix: "d/", Delimiter: "/", MaxUploads: 1, KeyMarker, UploadIdMarker }));
+      for (const cp of r.CommonPrefixes ?? []) seen.push(`P:${cp.Prefix}`);
+      for (const u of r.Uploads ?? []) seen.push(u.Key!);
+      if (!r.IsTruncated) break;
+      KeyMarker = r.NextKeyMarker;
+      UploadIdMarker = r.NextUploadIdMarker;
+    }
+    expect(seen).toEqual(["P:d/a/", "d/b", "P:d/c/", "d/e"]);
+    for (const [i, Key] of keys.entries()) await s3.send(new AbortMultipartUploadCommand({ Bucket: "mpu", Key, UploadId: ids[i] }));
+  });
+
   test("abort removes the parts; UploadPartCopy copies a range; checksummed multipart (CRC32 composite)", async () => {
     const c = await s3.send(new CreateMultipartUploadCommand({ Bucket: "mpu", Key: "aborted" }));
     await s3.send(new UploadPartCommand({ Bucket: "mpu", Key: "aborted", UploadId: c.UploadId, PartNumber: 1, Body: "abc" }));
