@@ -126,6 +126,15 @@ describe("bad configs are refused with the exact path and message", () => {
     expect(bad.errors).toEqual([`repositories[0].upstreamCaFile: cannot read ${join(dir, "nope.pem")} (ENOENT)`, `repositories[1].upstreamCaFile: ${join(dir, "junk.pem")} holds no PEM certificate`]);
   });
 
+  test("storage.redirectDownloads is the default of each repository's redirectDownloads (s3 driver only)", () => {
+    const storage = { driver: "s3", bucket: "b", endpoint: "http://127.0.0.1:9000", redirectDownloads: true };
+    const r = checkConfig({ storage, repositories: [http("a"), http("b", { redirectDownloads: false })] }, plugins);
+    expect(r.errors).toEqual([]);
+    expect(r.config!.repositories.map((x) => x.redirectDownloads)).toEqual([true, false]);
+    const fs = checkConfig({ repositories: [http("a")] }, plugins);
+    expect(fs.config!.repositories[0].redirectDownloads).toBeUndefined();
+  });
+
   test("env-var strings for numbers are coerced (\"8080\" → 8080)", () => {
     const r = checkConfig({ server: { port: "8081" } }, plugins);
     expect(r.errors).toEqual([]);

@@ -594,6 +594,8 @@ export function checkConfig(raw: unknown, plugins: Map<string, VaultPlugin>, o: 
       const plugin = plugins.get(repo.format)!;
       const out: ResolvedRepository = { ...repo, anonymousRead: repo.anonymousRead ?? anonymousRead };
       if (repo.upstreamCaFile) out.upstreamCaFile = abs(repo.upstreamCaFile);
+      // storage.redirectDownloads is every repository's default
+      if (out.redirectDownloads === undefined && storage.driver === "s3" && storage.redirectDownloads !== undefined) out.redirectDownloads = storage.redirectDownloads;
       if (repo.type === "proxy" && out.upstream === undefined) out.upstream = plugin.defaultUpstream;
       return out;
     }),

@@ -110,7 +110,7 @@ export type StorageConfig =
       secretAccessKey?: string;
       /** Key prefix inside the bucket (e.g. `vault/`), so the bucket can hold other data too. */
       prefix?: string;
-      /** Accepted by the schema but read by nothing: presigned redirects follow each repository's `redirectDownloads`. */
+      /** Default of every repository's `redirectDownloads` (302 to a presigned URL for downloads of stored files). */
       redirectDownloads?: boolean;
     };
 
