@@ -24,7 +24,7 @@ import {
 import { isNormalized, isValidName, isValidVersion, normalizeName, projectCandidates } from "./names.ts";
 import { CONTENT_TYPES, negotiate, type Representation } from "./negotiate.ts";
 import { pathProblem } from "./paths.ts";
-import { SNAPSHOT_CONTENT_TYPE, SimpleParseError, UPSTREAM_ACCEPT, type FileLink } from "./simple.ts";
+import { SNAPSHOT_CONTENT_TYPE, SimpleParseError, UPSTREAM_ACCEPT, filesPathOf, type FileLink } from "./simple.ts";
 import { pypiSimple, type PypiTaskInput, type PypiTaskOutput } from "./task.ts";
 import { badUpstreamPage, fileNotListed, methodNotAllowed, noRoute, notAcceptable } from "./errors.ts";
 
@@ -89,6 +89,33 @@ export function resolvePypiConfig(c: PypiRepoConfig): ResolvedPypiConfig {
     ttlSeconds: c.cache?.metadataTtlSeconds,
     indexTtlSeconds: c.indexTtlSeconds ?? 86_400,
   };
+}
+
+/**
+ * The repository-relative path under which a pypi proxy repository serves an upstream URL: the reverse of the upstream
+ * URLs it fetches, for tools given upstream URLs (`vault prefetch`). Tried in this order:
+ * - `upstreamBase` itself or `<upstreamBase><project>/` (root index, project page) → `<simplePrefix><rest>`;
+ * - `<jsonApiBase><project>[/<version>]/json` (Warehouse JSON API) → `pypi/<rest>`;
+ * - anything else on an allowed file host (`fileOrigins`, which include the upstream's own origin by default) →
+ *   `files/<URL path>`, as project pages rewrite file links ({@link filesPathOf}); the vault serves such a file once a
+ *   project page lists it (it looks the page up itself).
+ * A `#fragment` (`#sha256=…`) is ignored.
+ * @param url absolute upstream URL
+ * @returns the path without leading slash (`""` is the mount root), or undefined when the URL is none of these or its
+ *   file path could not be served back
+ */
+export function pypiPathOf(c: ResolvedPypiConfig, url: string): string | undefined {
+  const hash = url.indexOf("#");
+  const u = hash === -1 ? url : url.slice(0, hash);
+  if (u.startsWith(c.upstreamBase)) {
+    const rest = u.slice(c.upstreamBase.length);
+    if (rest === "" || /^[^/?]+\/$/.test(rest)) return c.simplePrefix + rest;
+  }
+  if (c.jsonApiBase !== undefined && u.startsWith(c.jsonApiBase)) {
+    const rest = u.slice(c.jsonApiBase.length);
+    if (/^[^/?]+\/([^/?]+\/)?json$/.test(rest)) return "pypi/" + rest;
+  }
+  return filesPathOf(u, new Set(c.fileOrigins));
 }
 
 /** URL without userinfo, for error details. */

@@ -5,6 +5,7 @@ import { parseList, prefetch, resolveItems, type ProgressStream } from "./prefet
 import { tmpDataDir } from "../../../test/helpers/tmp.ts";
 import { startUpstream } from "../../../test/helpers/upstream.ts";
 import { startVault } from "../../../test/helpers/vault.ts";
+import { startPypiIndex } from "../../../test/helpers/pypi-index.ts";
 
 const ROOT = resolve(import.meta.dir, "../../..");
 const BIG = new Uint8Array(1024 * 1024 + 3).fill(7);
@@ -88,10 +89,46 @@ describe("list and mapping", () => {
     expect(items.map((i) => i.url ?? i.error)).toEqual([
       `${base}/pypi/packages/a.whl`,
       `${base}/pypi/packages/b.whl`,
-      `${base}/pypi/packages/c.whl`,
+      `${base}/pypi/files/packages/c.whl`, // a pypi repository serves its upstream's files under files/
       `${base}/apache/hadoop/x.tar.gz`,
       `${base}/seed/y.bin`,
       "no proxy repository has this upstream (pass --config, or list repository paths)",
+    ]);
+  });
+
+  test("resolveItems maps pypi upstream URLs as the pypi plugin serves them: pages, JSON API, files on its file hosts", () => {
+    const config = {
+      repositories: [
+        { name: "pypi", format: "pypi", type: "proxy" as const }, // default upstream: pypi.org, files on files.pythonhosted.org
+        { name: "corp", format: "pypi", type: "proxy" as const, upstream: "https://idx.example.org/simple/", fileHosts: ["https://cdn.example.org"] },
+      ],
+      backends: [{ type: "pypi", config: { prefix: "/seedpy/", index_url: "https://seed-idx.example.org/root", fileHosts: ["https://seed-files.example.org/"] } }],
+    };
+    const items = resolveItems(
+      [
+        "https://files.pythonhosted.org/packages/aa/bb/cc/demo-1.0-py3-none-any.whl#sha256=00",
+        "https://files.pythonhosted.org/packages/aa/bb/cc/demo-1.0-py3-none-any.whl.metadata",
+        "https://pypi.org/simple/requests/",
+        "https://pypi.org/pypi/requests/2.0/json",
+        "https://cdn.example.org/p/demo-2.0.tar.gz",
+        "https://idx.example.org/simple/demo/",
+        "https://idx.example.org/packages/demo-2.0.tar.gz", // fileHosts given without the index's origin
+        "https://seed-idx.example.org/root/demo/",
+        "https://seed-files.example.org/f/demo-1.0.whl",
+      ],
+      base,
+      config,
+    );
+    expect(items.map((i) => i.url ?? i.error)).toEqual([
+      `${base}/pypi/files/packages/aa/bb/cc/demo-1.0-py3-none-any.whl`,
+      `${base}/pypi/files/packages/aa/bb/cc/demo-1.0-py3-none-any.whl.metadata`,
+      `${base}/pypi/simple/requests/`,
+      `${base}/pypi/pypi/requests/2.0/json`,
+      `${base}/corp/files/p/demo-2.0.tar.gz`,
+      `${base}/corp/simple/demo/`,
+      "no proxy repository has this upstream (pass --config, or list repository paths)",
+      `${base}/seedpy/demo/`,
+      `${base}/seedpy/files/f/demo-1.0.whl`,
     ]);
   });
 });
@@ -227,6 +264,43 @@ describe("against a real vault (http proxy repository)", () => {
     } finally {
       await vault.stop();
       await up.stop();
+    }
+  });
+});
+
+/** Waits (bounded) until `url` is answerable from the cache alone: a miss is committed just after its body ends. */
+async function untilCached(url: string): Promise<void> {
+  for (let i = 0; ; i++) {
+    const r = await fetch(url, { method: "HEAD", headers: { "cache-control": "only-if-cached" } });
+    if (r.status === 200) return;
+    if (i > 100) throw new Error(`${url} never became a cache hit (last status ${r.status})`);
+    await Bun.sleep(20);
+  }
+}
+
+describe("against a real vault (pypi proxy repository with a separate files host)", () => {
+  test("a files-host URL is prefetched through the pypi repository: then a HIT, and the files host saw one request", async () => {
+    const idx = await startPypiIndex();
+    const config = { repositories: [{ name: "py", format: "pypi", type: "proxy" as const, upstream: idx.indexUrl, fileHosts: [idx.url, idx.files.url] }] };
+    const vault = await startVault({ config });
+    try {
+      // projects other than "example" link their files absolutely on the files host
+      const f = [...idx.byName.values()].find((x) => x.project !== "example" && x.installable && x.url.startsWith(idx.files.url + "/"));
+      expect(f).toBeDefined();
+      const vaultUrl = `${vault.url}/py/files${f!.path}`;
+      const first = await prefetch({ url: vault.url, lines: [`${f!.url}#sha256=${f!.sha256}`], config, out: sink(false) });
+      expect(first.results.map((r) => [r.url, r.ok, r.status, r.sizeBytes])).toEqual([[vaultUrl, true, 200, f!.sizeBytes]]);
+      await untilCached(vaultUrl);
+      const res = await fetch(vaultUrl);
+      expect(res.status).toBe(200);
+      expect(res.headers.get("x-vault-cache")).toBe("HIT");
+      const body = new Uint8Array(await res.arrayBuffer());
+      expect(new Bun.CryptoHasher("sha256").update(body).digest("hex")).toBe(f!.sha256);
+      expect(idx.files.count(f!.path)).toBe(1);
+      expect(idx.fileRequests().filter((r) => r.path === f!.path)).toHaveLength(1); // and nothing from the index server
+    } finally {
+      await vault.stop();
+      await idx.stop();
     }
   });
 });

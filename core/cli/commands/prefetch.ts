@@ -2,6 +2,8 @@
 import { parseArgs } from "node:util";
 import { SingleBar } from "cli-progress";
 import type { VaultConfig } from "../../config/types.ts";
+import { mapSeedConfig } from "../../config/seed.ts";
+import { pypiPathOf, resolvePypiConfig, type PypiRepoConfig, type ResolvedPypiConfig } from "../../../plugins/pypi/proxy.ts";
 
 const USAGE = `usage: vault prefetch [--config FILE] [--data DIR] [--url BASE] [--concurrency N] [--timeout SECONDS] LISTFILE|-
 
@@ -9,8 +11,9 @@ Requests every entry of LISTFILE (or standard input for "-") through a running v
 end so that the vault caches it. One entry per line; blank lines and "#" comments are ignored. An entry is
   - a repository path, e.g. "pypi/packages/aa/bb/demo-1.0.tar.gz" or "/apache/hadoop/common/x.tar.gz",
   - a URL on the vault itself (starting with --url), or
-  - an upstream URL (e.g. "https://files.pythonhosted.org/packages/..."), mapped onto the proxy repository
-    whose configured upstream it starts with (needs the config: --config, or vault.config.* in the cwd).
+  - an upstream URL, mapped onto the proxy repository whose configured upstream it starts with, or for pypi
+    repositories onto the vault path of an index page or of a file on one of their file hosts (fileHosts), e.g.
+    "https://files.pythonhosted.org/packages/..." (needs the config: --config, or vault.config.* in the cwd).
 
   --url BASE          the vault's base URL (default: from the config's server host/port, else http://127.0.0.1:8080)
   --concurrency N     requests in flight at once (default 4)
@@ -97,32 +100,63 @@ export function parseList(text: string): string[] {
     .filter(Boolean);
 }
 
-/** Mount prefixes of proxy repositories by upstream URL (each upstream with a trailing slash), longest first. */
+const slash = (s: string) => (s.endsWith("/") ? s : s + "/");
+/** A repository's mount as a path with leading and trailing slash (`/<name>/`, or its `prefix`). */
+const mountPath = (r: { name: string; prefix?: string }) => {
+  const m = typeof r.prefix === "string" ? r.prefix : `/${r.name}`;
+  return slash(m.startsWith("/") ? m : "/" + m);
+};
+
+/**
+ * Mount prefixes of proxy repositories by upstream URL (each upstream with a trailing slash), longest first. pypi
+ * repositories are left to {@link pypiMounts}: their vault paths are not `<mount>/<rest of the upstream URL>`.
+ */
 function upstreamMounts(config?: VaultConfig): { upstream: string; mount: string }[] {
   const out: { upstream: string; mount: string }[] = [];
-  const slash = (s: string) => (s.endsWith("/") ? s : s + "/");
   for (const r of config?.repositories ?? []) {
-    if (r.type !== "proxy" || typeof r.upstream !== "string") continue;
-    const mount = typeof r.prefix === "string" ? r.prefix : `/${r.name}`;
-    out.push({ upstream: slash(r.upstream), mount: slash(mount.startsWith("/") ? mount : "/" + mount) });
+    if (r.type !== "proxy" || typeof r.upstream !== "string" || r.format === "pypi") continue;
+    out.push({ upstream: slash(r.upstream), mount: mountPath(r) });
   }
   // The seed read-through cache's `backends:` (prefix + base_url / index_url / registry_url).
   for (const b of config?.backends ?? []) {
     const c = b.config ?? {};
     const up = [c.base_url, c.index_url, c.registry_url].find((v): v is string => typeof v === "string");
-    if (typeof c.prefix !== "string" || !up) continue;
+    if (typeof c.prefix !== "string" || !up || b.type === "pypi") continue;
     out.push({ upstream: slash(up), mount: slash(c.prefix.startsWith("/") ? c.prefix : "/" + c.prefix) });
   }
   return out.sort((a, b) => b.upstream.length - a.upstream.length);
 }
 
 /**
- * Resolves list entries to vault URLs (see the command's usage text). Duplicates are kept once.
+ * pypi proxy repositories (`repositories:` and seed `backends:` of type pypi, mapped as the config loader maps them),
+ * in config order, with their mount and effective settings (upstream, simple prefix, file hosts: plugins/pypi/proxy.ts
+ * resolvePypiConfig). Entries whose URLs do not parse are left out (the vault refuses such a config anyway).
+ */
+function pypiMounts(config?: VaultConfig): { mount: string; pypi: ResolvedPypiConfig }[] {
+  const repos = [...(config?.repositories ?? [])];
+  if (config?.backends?.length) repos.push(...mapSeedConfig(config as Record<string, unknown>, new Set(repos.map((r) => r.name))).repositories);
+  const out: { mount: string; pypi: ResolvedPypiConfig }[] = [];
+  for (const r of repos) {
+    if (r.format !== "pypi" || r.type !== "proxy") continue;
+    try {
+      out.push({ mount: mountPath(r), pypi: resolvePypiConfig(r as PypiRepoConfig) });
+    } catch {
+      continue;
+    }
+  }
+  return out;
+}
+
+/**
+ * Resolves list entries to vault URLs (see the command's usage text). An upstream URL goes to the non-pypi proxy
+ * with the longest matching upstream, else to the first pypi proxy that serves it (plugins/pypi/proxy.ts pypiPathOf:
+ * index pages, JSON API, files on its `fileHosts`). Duplicates are kept once.
  * @param base the vault's base URL
  */
 export function resolveItems(lines: string[], base: string, config?: VaultConfig): PrefetchItem[] {
   const root = base.replace(/\/+$/, "");
   const mounts = upstreamMounts(config);
+  const pypi = pypiMounts(config);
   const seen = new Set<string>();
   const items: PrefetchItem[] = [];
   for (const entry of lines) {
@@ -131,9 +165,12 @@ export function resolveItems(lines: string[], base: string, config?: VaultConfig
       if (entry === root || entry.startsWith(root + "/")) item = { entry, url: entry };
       else {
         const m = mounts.find((x) => entry.startsWith(x.upstream));
-        item = m
-          ? { entry, url: root + m.mount + entry.slice(m.upstream.length) }
-          : { entry, error: "no proxy repository has this upstream (pass --config, or list repository paths)" };
+        let url = m ? root + m.mount + entry.slice(m.upstream.length) : undefined;
+        for (let i = 0; url === undefined && i < pypi.length; i++) {
+          const rel = pypiPathOf(pypi[i].pypi, entry);
+          if (rel !== undefined) url = root + pypi[i].mount + rel;
+        }
+        item = url !== undefined ? { entry, url } : { entry, error: "no proxy repository has this upstream (pass --config, or list repository paths)" };
       }
     } else item = { entry, url: root + "/" + entry.replace(/^\/+/, "") };
     const key = item.url ?? "\0" + entry;
