@@ -5,7 +5,8 @@
  * Starts the real CLI (`vault serve`, via spawnVault) with an `http` proxy repository in front of a local upstream,
  * warms a 4 KiB and a 1 MiB artifact, then measures with wrk (16 and 64 connections), alternating baseline and
  * vault each round; server and wrk are pinned to different cores with taskset when available. Prints req/s, p99
- * latency, the vault's peak RSS during each run, and the vault/baseline ratio. Needs wrk (apt-get install -y wrk).
+ * latency, both servers' peak RSS during their runs (the bare runtime's own growth under load is the baseline's), and
+ * the vault/baseline ratio. Needs wrk (apt-get install -y wrk).
  */
 import { startVaultCli, flag, makeFile, pinPid, pinning, printTable, requireWrk, runWrk, sampleRss, startFileServer, tempDir, download, mib, type WrkResult } from "./lib.ts";
 
@@ -39,17 +40,21 @@ try {
   // JIT warm-up of both servers.
   for (const base of [baseline.url, `${vault.url}/files`]) await runWrk({ url: `${base}/${files[0].name}`, connections: 16, seconds: 2, pin });
 
-  const rows: (string | number)[][] = [["artifact", "conns", "baseline req/s", "vault req/s", "ratio", "baseline p99", "vault p99", "vault RSS peak"]];
+  const rows: (string | number)[][] = [["artifact", "conns", "baseline req/s", "vault req/s", "ratio", "baseline p99", "vault p99", "baseline RSS peak", "vault RSS peak"]];
   for (const f of files)
     for (const c of connections) {
       const b: WrkResult[] = [];
       const v: WrkResult[] = [];
       let rssPeak = 0;
+      let baseRssPeak = 0;
       for (let r = 0; r < rounds; r++) {
         const order = r % 2 === 0 ? (["baseline", "vault"] as const) : (["vault", "baseline"] as const);
         for (const who of order) {
-          if (who === "baseline") b.push(await runWrk({ url: `${baseline.url}/${f.name}`, connections: c, seconds, pin }));
-          else {
+          if (who === "baseline") {
+            const s = sampleRss(baseline.pid, 200);
+            b.push(await runWrk({ url: `${baseline.url}/${f.name}`, connections: c, seconds, pin }));
+            baseRssPeak = Math.max(baseRssPeak, (await s.stop()).peakBytes);
+          } else {
             const s = sampleRss(vault.pid, 200);
             v.push(await runWrk({ url: `${vault.url}/files/${f.name}`, connections: c, seconds, pin }));
             rssPeak = Math.max(rssPeak, (await s.stop()).peakBytes);
@@ -61,7 +66,7 @@ try {
       if (errors) console.warn(`warning: ${errors} socket errors / non-2xx responses for ${f.label} @ ${c}`);
       const br = mean(b, "requestsPerSecond");
       const vr = mean(v, "requestsPerSecond");
-      rows.push([f.label, c, br.toFixed(0), vr.toFixed(0), (vr / br).toFixed(2), `${mean(b, "p99Ms").toFixed(2)} ms`, `${mean(v, "p99Ms").toFixed(2)} ms`, mib(rssPeak)]);
+      rows.push([f.label, c, br.toFixed(0), vr.toFixed(0), (vr / br).toFixed(2), `${mean(b, "p99Ms").toFixed(2)} ms`, `${mean(v, "p99Ms").toFixed(2)} ms`, mib(baseRssPeak), mib(rssPeak)]);
     }
   printTable(rows);
   const counts = await upstream.counts();
