@@ -2,7 +2,8 @@
 /**
  * Benchmark: cache misses. A 256 MiB artifact fetched through the vault (cold every round: a new URL of the same
  * bytes) vs straight from the local upstream, then the vault's peak RSS growth while it streams a 1 GiB miss.
- *   bun scripts/bench/miss.ts [--rounds 3]
+ *   bun scripts/bench/miss.ts [--rounds 3] [--tail-hash on|off]
+ * `--tail-hash` sets the vault's `pool.tailHash` (hash large downloads on another thread; default: on above 2 cores).
  * The client is curl (writing to /dev/null) when installed, else fetch. Nothing is pinned: upstream, vault and
  * client all work at once here, and the OS spreads them.
  */
@@ -10,12 +11,18 @@ import { createHash } from "node:crypto";
 import { startVaultCli, download, flag, makeFile, mib, printTable, sampleRss, startFileServer, tempDir, rssBytes } from "./lib.ts";
 
 const rounds = flag("rounds", 3);
+const th = process.argv.indexOf("--tail-hash");
+const tailHash = th < 0 ? undefined : process.argv[th + 1] === "on";
 const MIB = 1024 * 1024;
 const tmp = await tempDir("vault-bench-miss-");
 await makeFile(`${tmp.dir}/big.bin`, 256 * MIB);
 await makeFile(`${tmp.dir}/huge.bin`, 1024 * MIB);
 const upstream = await startFileServer(tmp.dir);
-const vault = await startVaultCli({ repositories: [{ name: "files", format: "http", type: "proxy", upstream: upstream.url + "/" }] }, tmp.dir);
+const vault = await startVaultCli(
+  { ...(tailHash === undefined ? {} : { pool: { tailHash } }), repositories: [{ name: "files", format: "http", type: "proxy", upstream: upstream.url + "/" }] },
+  tmp.dir,
+);
+if (tailHash !== undefined) console.log(`pool.tailHash: ${tailHash}`);
 
 try {
   // Warm both processes with a small miss so JIT and connection set-up are not in round 1.
