@@ -1,4 +1,5 @@
 /** The storage contract: what every blob-store driver (fs, s3, third-party) implements, and the content-addressed layout. */
+import { hostname } from "node:os";
 
 /**
  * Key layout inside a driver (keys use `/`, never `..`, never a leading `/`):
@@ -13,6 +14,47 @@
  * Local spool files (`<dataDir>/tmp/…` for fs) are not keys; they are paths returned by {@link StorageDriver.spoolDir}.
  */
 export const BLOB_PREFIX = "blobs/sha256/";
+
+/** Marker every temp/spool file name contains (`<id>.part-<tag>~<host>~<pid>`); cleaning removes only such files. */
+export const PART_MARKER = ".part-";
+
+/**
+ * Owner suffix of this process's temp/spool file names: `~<hostname>~<pid>`. Several vault processes may share one
+ * store (and its spool directory): cleaning uses the owner to leave a live process's files alone.
+ */
+const THIS_HOST = hostname().replace(/[~/]/g, "_");
+export const TEMP_OWNER = `~${THIS_HOST}~${process.pid}`;
+
+/** Files of processes on other hosts (a shared file system) are removed only when at least this old, ms (1 hour). */
+export const FOREIGN_TEMP_MIN_AGE_MS = 60 * 60 * 1000;
+
+/** Whether process `pid` on this host is alive (signal 0; EPERM means it exists). */
+function pidAlive(pid: number): boolean {
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/**
+ * Whether a temp/spool file may be removed by {@link StorageDriver.cleanTemp}.
+ * - Owned by a process on this host: only when that process is gone (whatever the age), never while it runs.
+ * - Owned by a process on another host: when older than `max(olderThanMs, 1 hour)`.
+ * - Without an owner suffix (written by an older version): when older than `olderThanMs`.
+ * @param name the file's base name (must contain {@link PART_MARKER})
+ * @param ageMs how long ago it was last modified, ms
+ * @param olderThanMs the caller's age threshold, ms (0 at start-up)
+ */
+export function tempRemovable(name: string, ageMs: number, olderThanMs: number): boolean {
+  if (!name.includes(PART_MARKER)) return false;
+  const m = /~([^~/]+)~(\d+)$/.exec(name);
+  if (!m) return ageMs >= olderThanMs;
+  if (m[1] === THIS_HOST) return !pidAlive(Number(m[2]));
+  return ageMs >= Math.max(olderThanMs, FOREIGN_TEMP_MIN_AGE_MS);
+}
 
 /** Builds the key of a blob from its digest (`sha256:<64 hex>` or bare hex). Throws InvalidKeyError on a malformed digest. */
 export function blobKey(digest: string): string {
@@ -102,7 +144,12 @@ export interface StorageDriver {
   /** A presigned GET URL valid for `ttlSeconds` (s3 only; used when a repository sets `redirectDownloads`). */
   presignGet?(key: string, ttlSeconds: number, response?: { contentType?: string; contentDisposition?: string }): Promise<string>;
 
-  /** Removes orphaned temp/spool files older than `olderThanMs` (epoch-ms age). Called at start-up and by `vault gc`. Returns how many were removed. */
+  /**
+   * Removes orphaned temp/spool files (`*.part-*`) as {@link tempRemovable} decides: files of a live vault process on
+   * this host are kept (several processes may share a store), those of a dead one are removed at once, others when older
+   * than `olderThanMs` (ms; files of other hosts: at least 1 hour). Called at start-up (0) and by `vault gc`.
+   * @returns how many files were removed
+   */
   cleanTemp(olderThanMs?: number): Promise<number>;
 
   /** Releases connections and handles. */

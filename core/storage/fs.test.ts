@@ -3,7 +3,7 @@ import { describe, expect, test } from "bun:test";
 import { mkdir, readdir, stat, utimes } from "node:fs/promises";
 import { join, relative, sep } from "node:path";
 import { createFsDriver, FS_TEMP_DIR } from "./fs.ts";
-import { InvalidKeyError, StorageError } from "./driver.ts";
+import { FOREIGN_TEMP_MIN_AGE_MS, InvalidKeyError, StorageError, TEMP_OWNER, tempRemovable } from "./driver.ts";
 import { createStorage } from "./index.ts";
 import { storageDriverSuite, streamOf, failingStream } from "../../test/conformance/storage.ts";
 import { removeDir, tmpDataDir } from "../../test/helpers/tmp.ts";
@@ -58,7 +58,7 @@ describe("fs driver specifics", () => {
     await s.stalled;
     const during = await filesUnder(base);
     expect(during.length).toBe(1);
-    expect(during[0]).toMatch(new RegExp(`^store/${FS_TEMP_DIR}/[0-9a-f-]+\\.part-\\d+$`));
+    expect(during[0]).toMatch(new RegExp(`^store/${FS_TEMP_DIR}/[0-9a-f-]+\\.part-put~[^~]+~${process.pid}$`));
     expect(await d.exists("blobs/x/in-flight")).toBe(false);
     s.fail();
     await expect(put).rejects.toThrow("upstream went away");
@@ -140,6 +140,30 @@ describe("fs driver specifics", () => {
     expect(await d.cleanTemp(0)).toBe(1);
     expect(await filesUnder(spool)).toEqual(["keep.txt"]);
     expect(await readdir(spool)).toEqual(["keep.txt"]); // emptied subdirectory removed
+  });
+
+  test("cleanTemp keeps the files of a live process on this host at any age, removes a dead one's at once", async () => {
+    const base = await tmpDataDir();
+    const d = createFsDriver({ root: base });
+    const spool = d.spoolDir();
+    const host = TEMP_OWNER.split("~")[1];
+    // a process that has exited: its pid is free (until reused, which the kernel delays)
+    const gone = Bun.spawn(["true"]);
+    await gone.exited;
+    const live = join(spool, `a.part-cache${TEMP_OWNER}`);
+    const dead = join(spool, `b.part-cache~${host}~${gone.pid}`);
+    const foreignOld = join(spool, "c.part-cache~another-host~1");
+    const foreignYoung = join(spool, "d.part-cache~another-host~2");
+    for (const f of [live, dead, foreignOld, foreignYoung]) await Bun.write(f, "x");
+    const old = new Date(Date.now() - 3 * 60 * 60 * 1000);
+    await utimes(live, old, old);
+    await utimes(foreignOld, old, old);
+    expect(await d.cleanTemp(0)).toBe(2);
+    expect((await readdir(spool)).sort()).toEqual([`a.part-cache${TEMP_OWNER}`, "d.part-cache~another-host~2"]);
+    expect(tempRemovable(`x.part-put${TEMP_OWNER}`, 1e12, 0)).toBe(false);
+    expect(tempRemovable("x.part-put", 10, 0)).toBe(true); // no owner: age only
+    expect(tempRemovable("x.part-put~h~1", FOREIGN_TEMP_MIN_AGE_MS - 1, 0)).toBe(false);
+    expect(tempRemovable("notatemp", 1e12, 0)).toBe(false);
   });
 
   test("keys under the reserved tmp/ prefix are refused; list never shows temp files", async () => {

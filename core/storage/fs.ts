@@ -14,6 +14,9 @@ import {
   type PutExpect,
   type PutResult,
   type StorageDriver,
+  PART_MARKER,
+  TEMP_OWNER,
+  tempRemovable,
 } from "./driver.ts";
 
 /** Options of {@link createFsDriver}. */
@@ -25,15 +28,14 @@ export interface FsDriverOptions {
 /** Name of the directory under the root that holds temp and spool files; a key may not start with it. */
 export const FS_TEMP_DIR = "tmp";
 
-/** Marker every temp/spool file name contains (`<id>.part-<tag>`); {@link StorageDriver.cleanTemp} removes only such files. */
-export const PART_MARKER = ".part-";
+export { PART_MARKER } from "./driver.ts";
 
 /** Bytes gathered before one `writev` to the temp file (fewer syscalls for small chunks). */
 const WRITE_BATCH_BYTES = 512 * 1024;
 
-/** A fresh temp file name in `dir`: `<uuid>.part-<tag>` (the pid helps tell whose orphan it was). */
-export function tempName(dir: string, tag = String(process.pid)): string {
-  return join(dir, `${crypto.randomUUID()}${PART_MARKER}${tag}`);
+/** A fresh temp file name in `dir`: `<uuid>.part-<tag>~<host>~<pid>` (the owner suffix tells cleaning whose file it is). */
+export function tempName(dir: string, tag = "put"): string {
+  return join(dir, `${crypto.randomUUID()}${PART_MARKER}${tag}${TEMP_OWNER}`);
 }
 
 function errCode(err: unknown): string | undefined {
@@ -359,7 +361,7 @@ export function createFsDriver(o: FsDriverOptions): StorageDriver {
      * @returns how many files were removed
      */
     async cleanTemp(olderThanMs = 0): Promise<number> {
-      const cutoff = Date.now() - olderThanMs;
+      const now = Date.now();
       let removed = 0;
       async function sweepDir(dir: string): Promise<boolean> {
         let d;
@@ -377,7 +379,7 @@ export function createFsDriver(o: FsDriverOptions): StorageDriver {
           } else if (e.name.includes(PART_MARKER)) {
             const st = await stat(p).catch(() => undefined);
             if (!st) continue;
-            if ((olderThanMs <= 0 || Math.floor(st.mtimeMs) <= cutoff) && (await unlink(p).then(() => true, () => false))) {
+            if (tempRemovable(e.name, now - Math.floor(st.mtimeMs), olderThanMs) && (await unlink(p).then(() => true, () => false))) {
               removed++;
               continue;
             }

@@ -26,10 +26,10 @@ import {
   type PutExpect,
   type PutResult,
   type StorageDriver,
+  PART_MARKER,
+  tempRemovable,
 } from "./driver.ts";
 
-/** Marker in spool file names; {@link StorageDriver.cleanTemp} removes only such files (same marker as the fs driver). */
-const PART_MARKER = ".part-";
 
 /** Options of {@link createS3Driver} (the `storage:` config entry with `driver: "s3"`, plus the local spool dir). */
 export interface S3DriverOptions {
@@ -283,14 +283,14 @@ export function createS3Driver(o: S3DriverOptions): StorageDriver {
 
     async cleanTemp(olderThanMs = 0): Promise<number> {
       let removed = 0;
-      const cutoff = Date.now() - olderThanMs;
+      const now = Date.now();
       try {
         const d = await opendir(spool);
         for await (const e of d) {
           if (!e.isFile() || !e.name.includes(PART_MARKER)) continue;
           const p = join(spool, e.name);
           const st = await stat(p).catch(() => undefined);
-          if (st && (olderThanMs <= 0 || st.mtimeMs <= cutoff) && (await unlink(p).then(() => true, () => false))) removed++;
+          if (st && tempRemovable(e.name, now - Math.floor(st.mtimeMs), olderThanMs) && (await unlink(p).then(() => true, () => false))) removed++;
         }
       } catch {
         /* no spool dir yet */

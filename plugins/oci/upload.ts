@@ -1,17 +1,17 @@
 /**
  * Blob upload sessions of a hosted repository (specs/oci.md §4): one spool file per session in the store's temp
- * area (`<spoolDir>/<id>.part-ociupload`), appended chunk by chunk in order while an incremental sha256 runs, so the
+ * area (`<spoolDir>/<id>.part-ociupload~<host>~<pid>`), appended chunk by chunk in order while an incremental sha256 runs, so the
  * closing `PUT ?digest=` needs no second pass. Abandoned sessions are collected after an idle time (and their files
  * are `*.part-*` temp files that `vault gc` / start-up cleaning remove as well).
  */
 import { open, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
-import type { Logger } from "../../core/plugin.ts";
+import { PART_MARKER, TEMP_OWNER, type Logger } from "../../core/plugin.ts";
 import { ociError } from "./errors.ts";
 import { uploadRangeHeader, type ChunkRange } from "./content-range.ts";
 
-/** Spool file suffix; contains the core's temp marker `.part-` so storage cleaning recognises it. */
-const SUFFIX = ".part-ociupload";
+/** Spool file suffix: the core's temp marker and this process as owner, so storage cleaning knows whose file it is. */
+const SUFFIX = `${PART_MARKER}ociupload${TEMP_OWNER}`;
 
 /** One upload session. Sizes in bytes, times epoch ms. */
 export interface UploadSession {
