@@ -6,7 +6,7 @@
  *   bun scripts/bench/thundering-herd.ts [--clients 50] [--rate-mib 128]
  * Two herds: (A) all clients at once; (B) one leader, then the others as soon as the leader's first byte arrived.
  */
-import { startVaultCli, flag, makeFile, printTable, startFileServer, tempDir } from "./lib.ts";
+import { startVaultCli, flag, makeFile, mib, printTable, rssBytes, sampleRss, startFileServer, tempDir } from "./lib.ts";
 
 const MIB = 1024 * 1024;
 const clients = flag("clients", 50);
@@ -68,8 +68,11 @@ try {
   // Warm-up miss of a different key.
   await timedGet(`${vault.url}/files/alias/warm/herd.bin`);
 
-  // (A) everyone at once.
+  // (A) everyone at once (the vault's RSS sampled meanwhile: followers tail the spool, they do not buffer).
+  const rssBefore = await rssBytes(vault.pid);
+  const rssA = sampleRss(vault.pid, 20);
   const a = await Promise.all(Array.from({ length: clients }, () => timedGet(`${vault.url}/files/alias/A/herd.bin`)));
+  const rssPeakA = (await rssA.stop()).peakBytes;
   // (B) leader first, followers once the leader is streaming.
   let release!: () => void;
   const leaderStreaming = new Promise<void>((r) => (release = r));
@@ -93,6 +96,7 @@ try {
   const followersFirstByteBeforeLeaderEnd = followers.filter((t) => t.firstByteAt < leader.endAt).length;
   console.log(`upstream requests: herd A ${counts["/alias/A/herd.bin"] ?? 0}, herd B ${counts["/alias/B/herd.bin"] ?? 0} (1 each expected)`);
   console.log(`herd B: ${followersFirstByteBeforeLeaderEnd}/${followers.length} followers had their first byte before the leader finished; last follower ended ${ms(followersDoneAfterLeader)} after the leader`);
+  console.log(`vault RSS during herd A: ${mib(rssBefore)} before, ${mib(rssPeakA)} peak (growth ${mib(rssPeakA - rssBefore)})`);
   console.log(`cache headers: A ${[...new Set(a.map((t) => t.cache))].join("/")}, B leader ${leader.cache}, followers ${[...new Set(followers.map((t) => t.cache))].join("/")}`);
 } finally {
   await vault.stop();
