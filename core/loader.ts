@@ -3,6 +3,7 @@ import { existsSync, readdirSync } from "node:fs";
 import { isAbsolute, join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { VaultError } from "./errors.ts";
+import * as pluginApi from "./plugin.ts";
 import { PLUGIN_API_VERSION, type VaultPlugin } from "./plugin.ts";
 import { checkPluginSchema } from "./config/schema.ts";
 import type { VaultConfig } from "./config/types.ts";
@@ -56,7 +57,30 @@ function isPathEntry(entry: string): boolean {
   return entry.startsWith("./") || entry.startsWith("../") || entry === "." || entry === ".." || isAbsolute(entry) || /\.(m?[jt]s)$/.test(entry);
 }
 
+/** The module specifier third-party plugins import the plugin API from (docs/plugins.md "Loading a plugin"). */
+export const PLUGIN_API_SPECIFIER = "artifact-vault/plugin";
+
+let apiRegistered = false;
+
+/**
+ * Makes `import ... from "artifact-vault/plugin"` resolve, in every module loaded afterwards in this thread, to the
+ * host's own core/plugin.ts module: a plugin file anywhere on disk (also next to the single binary, where no source
+ * tree exists) gets the same `VaultError` class, helpers and constants the host uses, so `instanceof` checks hold.
+ * Idempotent; the loader calls it before importing `plugins:` entries.
+ */
+export function registerPluginApi(): void {
+  if (apiRegistered) return;
+  apiRegistered = true;
+  Bun.plugin({
+    name: "artifact-vault-plugin-api",
+    setup(build) {
+      build.module(PLUGIN_API_SPECIFIER, () => ({ exports: pluginApi as unknown as Record<string, unknown>, loader: "object" }));
+    },
+  });
+}
+
 async function importEntry(entry: string, configDir: string): Promise<{ mod?: Record<string, unknown>; error?: string }> {
+  registerPluginApi();
   let specifier: string;
   if (isPathEntry(entry)) {
     const abs = resolve(configDir, entry);

@@ -1,12 +1,14 @@
 /**
  * The single binary (scripts/build.ts, `npm run build`): built into a temp directory and run from another one, away
  * from the source tree, it checks a config, serves an http and a pypi proxy repository, and uses every thread it
- * carries: the config-check thread, the tail-hash thread (forced on) and the piscina pool (offload threshold 0).
+ * carries: the config-check thread, the tail-hash thread (forced on) and the piscina pool (offload threshold 0). A
+ * third-party plugin file placed beside it (the example plugin, importing `artifact-vault/plugin`) loads and gets the
+ * binary's own plugin API.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
-import { writeFile } from "node:fs/promises";
+import { copyFile, mkdir, writeFile } from "node:fs/promises";
 import { buildBinary } from "../../scripts/build.ts";
 import { spawnVault, type SpawnedVault } from "../helpers/vault.ts";
 import { startUpstream, type TestUpstream } from "../helpers/upstream.ts";
@@ -29,14 +31,24 @@ beforeAll(async () => {
   await writeFile(join(root, "big.bin"), big);
   files = await startUpstream({ root });
   index = await startPypiIndex();
+  await mkdir(join(workDir, "ext"));
+  await copyFile(join(import.meta.dir, "../fixtures/example-plugin/index.ts"), join(workDir, "ext", "static-plugin.ts"));
   const cfg = [
     "pool: { tailHash: true, offloadThresholdBytes: 0 }",
+    "plugins: ['./ext/static-plugin.ts']",
     "repositories:",
+    "  - { name: st, format: static, type: hosted }",
     `  - { name: files, format: http, type: proxy, upstream: "${files.url}/" }`,
     `  - { name: py, format: pypi, type: proxy, upstream: "${index.indexUrl}" }`,
   ].join("\n");
   await writeFile(join(workDir, "vault.yml"), cfg + "\n");
-  vault = await spawnVault({ binary, cwd: workDir, config: join(workDir, "vault.yml"), dataDir: join(workDir, "data") });
+  vault = await spawnVault({
+    binary,
+    cwd: workDir,
+    config: join(workDir, "vault.yml"),
+    dataDir: join(workDir, "data"),
+    env: { VAULT_ADMIN_USER: "admin", VAULT_ADMIN_PASSWORD: "binary-test-pw" },
+  });
 }, 120_000);
 
 afterAll(async () => {
@@ -89,6 +101,19 @@ test("a pypi simple page is rewritten in the pool and its wheel downloads throug
   expect(fileUrl.hash).toBe(`#sha256=${sha256(bytes)}`);
   const m = await (await fetch(`${vault.url}/-/metrics`)).text();
   expect(m).toMatch(/^vault_pool_tasks_total\{outcome="ok",task="pypiSimple"\} [1-9]/m);
+});
+
+test("a third-party plugin file outside the tree loads, stores and serves; its VaultError is the binary's own class", async () => {
+  const auth = { authorization: "Basic " + btoa("admin:binary-test-pw") };
+  const put = await fetch(`${vault.url}/st/docs/a.txt`, { method: "PUT", headers: auth, body: "plugin bytes" });
+  expect(put.status).toBe(201);
+  const get = await fetch(`${vault.url}/st/docs/a.txt`);
+  expect(get.status).toBe(200);
+  expect(await get.text()).toBe("plugin bytes");
+  // the plugin throws VaultError(404): rendered by its renderError with that status, not turned into a 500
+  const missing = await fetch(`${vault.url}/st/docs/none.txt`);
+  expect(missing.status).toBe(404);
+  expect(((await missing.json()) as { error: { code: string } }).error.code).toBe("VAULT_NOT_FOUND");
 });
 
 test("SIGTERM stops the binary cleanly", async () => {
