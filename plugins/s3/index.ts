@@ -25,7 +25,7 @@ export default definePlugin<RepositoryConfig>({
       virtualHostDomain: { type: "string", pattern: "^[a-z0-9.-]+$", description: "base domain for <bucket>.<domain> requests" },
       maxObjectSizeBytes: { type: "integer", minimum: 1, description: "largest PutObject/UploadPart body, bytes (default 5 GiB)" },
       minPartSizeBytes: { type: "integer", minimum: 1, description: "smallest non-final multipart part, bytes (default 5 MiB)" },
-      presignTtlSeconds: { type: "integer", minimum: 1, maximum: 604800 },
+      presignTtlSeconds: { type: "integer", minimum: 1, maximum: 604800, description: "lifetime of the presigned URLs GetObject redirects to when redirectDownloads is set, seconds (default 300)" },
       abortIncompleteUploadsAfterSeconds: { type: "integer", minimum: 0, description: "vault gc aborts older multipart uploads (default 86400)" },
       buckets: {
         type: "array",
