@@ -9,12 +9,14 @@ import journal from "./migrations/meta/_journal.json";
 import m0000 from "./migrations/0000_initial.sql" with { type: "text" };
 import m0001 from "./migrations/0001_auth_settings_sealed_secret.sql" with { type: "text" };
 import m0002 from "./migrations/0002_s3_plugin.sql" with { type: "text" };
+import m0003 from "./migrations/0003_oci_uploads.sql" with { type: "text" };
 
 /** SQL text of each migration, by journal tag. */
 export const MIGRATION_SQL: Readonly<Record<string, string>> = {
   "0000_initial": m0000,
   "0001_auth_settings_sealed_secret": m0001,
   "0002_s3_plugin": m0002,
+  "0003_oci_uploads": m0003,
 };
 
 /** One migration as drizzle's migrators apply it (drizzle-orm's `MigrationMeta`). */

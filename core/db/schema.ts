@@ -195,3 +195,36 @@ export const s3Parts = sqliteTable(
   },
   (t) => [primaryKey({ columns: [t.uploadId, t.partNumber] })],
 );
+
+/* ------------------------------------------------------------------ oci plugin (plugins/oci) */
+
+/**
+ * Blob upload sessions of hosted `oci` repositories (specs/oci.md §4), shared by every vault process on the database:
+ * a `PATCH` may land on another process than the `POST`, or after a restart. The bytes are a file in the store's spool
+ * directory; `sizeBytes` counts those received, advanced only by a conditional update from its previous value.
+ */
+export const ociUploads = sqliteTable(
+  "oci_uploads",
+  {
+    repository: text("repository").notNull(),
+    /** Upload id (a UUID): the last segment of the upload `Location`, and `Docker-Upload-UUID`. */
+    id: text("id").primaryKey(),
+    /** Image (inside the repository) the session was opened for. */
+    image: text("image").notNull(),
+    /** The session's file, relative to the store's spool directory (`oci-uploads/<id>`). */
+    path: text("path").notNull(),
+    /** Bytes received (and synced to the file) so far. */
+    sizeBytes: integer("size_bytes").notNull().default(0),
+    /**
+     * The append or completion in progress, `<host>~<pid>~<uuid>`; null when none. Taken by a conditional update, so
+     * two requests (in any processes) never write the session at once; a holder whose process is gone, or which has not
+     * refreshed `updatedAt` for a minute, is taken over.
+     */
+    writer: text("writer"),
+    /** epoch ms */
+    createdAt: integer("created_at").notNull(),
+    /** Last activity (creation, append, heartbeat of a writer), epoch ms: idle time is measured from here. */
+    updatedAt: integer("updated_at").notNull(),
+  },
+  (t) => [index("oci_uploads_repository_idx").on(t.repository, t.updatedAt)],
+);
