@@ -21,7 +21,7 @@ import {
   tagPath,
   tagPrefix,
 } from "./layout.ts";
-import { UploadManager, type UploadSession } from "./upload.ts";
+import { UploadManager, type ClaimedSession, type UploadSession } from "./upload.ts";
 import type { ImageRef, MountRequest, OciRepoConfig, RegistryService } from "./types.ts";
 import type { Caller } from "./token.ts";
 
@@ -76,15 +76,22 @@ export async function readLimited(req: Request, max: number): Promise<Uint8Array
 }
 
 /**
- * Creates the hosted registry service of one repository. Upload sessions live in `ctx.storage.spoolDir()` and are
- * collected after `uploadTtlSeconds` of idleness (timer started by `start()`).
+ * Creates the hosted registry service of one repository. Upload sessions are `oci_uploads` rows with a file in
+ * `ctx.storage.spoolDir()/oci-uploads/` (upload.ts), shared by every process on the database and kept across
+ * restarts; they are collected after `uploadTtlSeconds` of idleness (timer started by `start()`).
  */
 export function createHosted(ctx: PluginContext<OciRepoConfig>, o: HostedOptions): RegistryService {
   const cfg = ctx.config;
   const allowDelete = cfg.allowDelete !== false;
   const maxManifest = cfg.maxManifestBytes ?? DEFAULT_MAX_MANIFEST_BYTES;
   const uploadTtlMs = (cfg.uploadTtlSeconds ?? DEFAULT_UPLOAD_TTL_SECONDS) * 1000;
-  const uploads = new UploadManager({ spoolDir: () => ctx.storage.spoolDir(), log: ctx.log, maxBlobBytes: cfg.maxBlobBytes });
+  const uploads = new UploadManager({
+    db: ctx.metadata,
+    repository: ctx.repo.name,
+    spoolDir: () => ctx.storage.spoolDir(),
+    log: ctx.log,
+    maxBlobBytes: cfg.maxBlobBytes,
+  });
   let timer: ReturnType<typeof setInterval> | undefined;
 
   const live = (e: ArtifactEntry | null): ArtifactEntry | null => (e && e.status === 200 && e.blobDigest ? e : null);
@@ -103,12 +110,12 @@ export function createHosted(ctx: PluginContext<OciRepoConfig>, o: HostedOptions
     return emptyReply(201, { location: `${t.api}/${t.name}/blobs/${digest}`, "docker-content-digest": digest });
   }
 
-  /** Moves a finished upload into the blob store and links it into the image. */
-  async function finish(t: ImageRef, s: UploadSession, digest: string, caller: Caller): Promise<Response> {
+  /** Moves a finished upload (claimed by the caller) into the blob store and links it into the image. */
+  async function finish(t: ImageRef, s: ClaimedSession, digest: string, caller: Caller): Promise<Response> {
     const d = parseDigest(digest);
     const actual = await uploads.digest(s);
     if (actual !== d.value) throw ociError("DIGEST_INVALID", "uploaded content does not match the digest", { expected: d.value, actual });
-    await ctx.artifacts.put(blobPath(t.image, d.value), Bun.file(s.path).stream(), {
+    await ctx.artifacts.put(blobPath(t.image, d.value), Bun.file(s.path).slice(0, s.sizeBytes).stream(), {
       contentType: BLOB_TYPE,
       headers: blobRowHeaders(d.value),
       expect: { sha256: d.hex, sizeBytes: s.sizeBytes },
@@ -247,8 +254,10 @@ export function createHosted(ctx: PluginContext<OciRepoConfig>, o: HostedOptions
         if (hasBody(req)) {
           const s = await uploads.create(t.image);
           try {
-            await uploads.locked(s, () => uploads.append(s, req.body, null, contentLength(req)));
-            return await uploads.locked(s, () => finish(t, s, d.value, caller));
+            return await uploads.locked(s, async (c) => {
+              await uploads.append(c, req.body, null, contentLength(req));
+              return finish(t, c, d.value, caller);
+            });
           } finally {
             await uploads.remove(s);
           }
@@ -265,24 +274,25 @@ export function createHosted(ctx: PluginContext<OciRepoConfig>, o: HostedOptions
         case "HEAD":
           return emptyReply(204, sessionHeaders(t, s));
         case "DELETE":
-          await uploads.locked(s, () => uploads.remove(s));
+          await uploads.cancel(s);
           return emptyReply(204, {});
         case "PATCH":
-          return uploads.locked(s, async () => {
+          return uploads.locked(s, async (c) => {
             const cr = req.headers.get("content-range");
-            await uploads.append(s, req.body, cr ? parseContentRange(cr) : null, contentLength(req));
-            return emptyReply(202, sessionHeaders(t, s));
+            await uploads.append(c, req.body, cr ? parseContentRange(cr) : null, contentLength(req));
+            return emptyReply(202, sessionHeaders(t, c));
           });
-        case "PUT":
-          return uploads.locked(s, async () => {
-            const digest = new URL(req.url).searchParams.get("digest");
-            parseDigest(digest);
+        case "PUT": {
+          const digest = new URL(req.url).searchParams.get("digest");
+          parseDigest(digest);
+          return uploads.locked(s, async (c) => {
             if (hasBody(req)) {
               const cr = req.headers.get("content-range");
-              await uploads.append(s, req.body, cr ? parseContentRange(cr) : null, contentLength(req));
+              await uploads.append(c, req.body, cr ? parseContentRange(cr) : null, contentLength(req));
             }
-            return finish(t, s, digest!, caller);
+            return finish(t, c, digest!, caller);
           });
+        }
         default:
           throw ociError("UNSUPPORTED", `${req.method} not allowed on an upload`, {}, { allow: "GET, PATCH, PUT, DELETE" });
       }
@@ -322,14 +332,18 @@ export function createHosted(ctx: PluginContext<OciRepoConfig>, o: HostedOptions
     start() {
       if (timer) return;
       const every = Math.max(1000, Math.min(uploadTtlMs, 600_000));
-      timer = setInterval(() => void uploads.collect(uploadTtlMs).catch(() => {}), every);
+      timer = setInterval(
+        () => void uploads.collect(uploadTtlMs).catch((e) => ctx.log.warn("upload collection failed", { error: (e as Error).message })),
+        every,
+      );
       timer.unref?.();
     },
 
     async stop() {
       if (timer) clearInterval(timer);
       timer = undefined;
-      await uploads.clear();
+      // sessions stay (rows and files): other processes keep serving them, and this one resumes them after a restart
+      uploads.close();
     },
   };
   return service;

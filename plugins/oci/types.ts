@@ -108,6 +108,6 @@ export interface RegistryService {
   linkBlob?(image: string, src: ArtifactEntry, digest: string): Promise<void>;
   /** Called at boot (hosted: starts collecting idle upload sessions). */
   start?(): void;
-  /** Called at shutdown (hosted: stops the collector and drops open upload sessions). */
+  /** Called at shutdown (hosted: stops the collector; upload sessions stay, resumable by any process or after a restart). */
   stop?(): Promise<void>;
 }
