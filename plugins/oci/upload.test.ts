@@ -13,7 +13,7 @@ import { silentLogger } from "../../core/log.ts";
 import { TEMP_OWNER, VaultError } from "../../core/plugin.ts";
 import { createFsDriver } from "../../core/storage/fs.ts";
 import { tmpDataDir } from "../../test/helpers/tmp.ts";
-import { UPLOAD_DIR, UploadManager, WRITER_LEASE_MS, writerStale } from "./upload.ts";
+import { STRAY_MIN_AGE_MS, UPLOAD_DIR, UploadManager, WRITER_LEASE_MS, writerStale } from "./upload.ts";
 
 const HOST = TEMP_OWNER.split("~")[1];
 const sha = (b: Uint8Array) => "sha256:" + new Bun.CryptoHasher("sha256").update(b).digest("hex");
@@ -234,12 +234,16 @@ describe("UploadManager", () => {
     await writeFile(stray, "left by a crash");
     await writeFile(young, "a session being opened");
     await utimes(stray, new Date(now - 10_000), new Date(now - 10_000));
+    const oldStray = join(dir, crypto.randomUUID());
+    await writeFile(oldStray, "left by a crash long ago");
+    await utimes(oldStray, new Date(now - STRAY_MIN_AGE_MS - 1000), new Date(now - STRAY_MIN_AGE_MS - 1000));
 
-    expect(await b.collect(5_000, now)).toBe(3); // idle, vanished, stray
+    expect(await b.collect(5_000, now)).toBe(3); // idle, vanished, old stray
     expect(row(idle.id)).toBeUndefined();
     expect(existsSync(idle.path)).toBe(false);
     expect(row(vanished.id)).toBeUndefined();
-    expect(existsSync(stray)).toBe(false);
+    expect(existsSync(oldStray)).toBe(false);
+    expect(existsSync(stray)).toBe(true); // older than the idle time, but a row might still be on its way
     expect(row(fresh.id)).toBeDefined();
     expect(row(busy.id)).toBeDefined(); // a live writer holds it
     expect(row(otherRepo.id)).toBeDefined(); // another repository's (its own collector decides)

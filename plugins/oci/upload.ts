@@ -22,6 +22,12 @@ export const UPLOAD_DIR = "oci-uploads";
 /** A writer claim whose `updated_at` is older than this is taken over by the next request, ms. */
 export const WRITER_LEASE_MS = 60_000;
 
+/**
+ * Least age of a session-directory file without a row before {@link UploadManager.collect} removes it, ms, whatever the
+ * idle time: a session's row is written right after its file, but may wait for a busy database (5 s at most).
+ */
+export const STRAY_MIN_AGE_MS = 60_000;
+
 /** How often a claim holder refreshes `updated_at`, ms. */
 const HEARTBEAT_MS = 10_000;
 
@@ -406,8 +412,8 @@ export class UploadManager {
 
   /**
    * Removes this repository's sessions idle for more than `maxIdleMs` ms, and those whose file vanished, unless a live
-   * writer holds them; then files in the session directory older than `maxIdleMs` that no row (of any repository)
-   * names (a crash between file and row, or between row and file removal). `now` is epoch ms. Safe to run in several
+   * writer holds them; then files in the session directory older than `maxIdleMs` (and {@link STRAY_MIN_AGE_MS}) that
+   * no row (of any repository) names (a crash between file and row, or between row and file removal). `now` is epoch ms. Safe to run in several
    * processes at once: a row is removed only if unchanged since it was read.
    * @returns how many sessions and stray files were removed
    */
@@ -435,12 +441,13 @@ export class UploadManager {
 
     let strays = 0;
     const dir = this.dir();
+    const strayAge = Math.max(maxIdleMs, STRAY_MIN_AGE_MS);
     const names = await readdir(dir).catch(() => [] as string[]);
     for (const name of names) {
       if (db.select({ id: ociUploads.id }).from(ociUploads).where(eq(ociUploads.id, name)).get()) continue;
       const p = join(dir, name);
       const st = await stat(p).catch(() => undefined);
-      if (!st?.isFile() || now - st.mtimeMs <= maxIdleMs) continue;
+      if (!st?.isFile() || now - st.mtimeMs <= strayAge) continue;
       // a row may have been written since the check above (a session opened just now has a young file, though)
       if (db.select({ id: ociUploads.id }).from(ociUploads).where(eq(ociUploads.id, name)).get()) continue;
       if (await rm(p).then(() => true, () => false)) strays++;
