@@ -19,7 +19,7 @@ export { blobKey } from "./storage/driver.ts";
  * A plugin's own files in `ctx.storage.spoolDir()` are named `<id>` + {@link PART_MARKER} + `<tag>` + {@link TEMP_OWNER}
  * so start-up and `vault gc` cleaning remove them once their process is gone, and never while it runs.
  */
-export { PART_MARKER, TEMP_OWNER } from "./storage/driver.ts";
+export { PART_MARKER, TEMP_OWNER, THIS_HOST, pidAlive } from "./storage/driver.ts";
 export type { RepositoryConfig } from "./config/types.ts";
 
 /** The plugin API version this host implements. A plugin declaring another version is refused at boot. */

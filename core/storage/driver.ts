@@ -22,15 +22,15 @@ export const PART_MARKER = ".part-";
  * Owner suffix of this process's temp/spool file names: `~<hostname>~<pid>`. Several vault processes may share one
  * store (and its spool directory): cleaning uses the owner to leave a live process's files alone.
  */
-const THIS_HOST = hostname().replace(/[~/]/g, "_");
+/** This host's name as it appears in {@link TEMP_OWNER} (`~` and `/` replaced by `_`). */
+export const THIS_HOST = hostname().replace(/[~/]/g, "_");
 export const TEMP_OWNER = `~${THIS_HOST}~${process.pid}`;
 
 /** Files of processes on other hosts (a shared file system) are removed only when at least this old, ms (1 hour). */
 export const FOREIGN_TEMP_MIN_AGE_MS = 60 * 60 * 1000;
 
-/** Whether process `pid` on this host is alive (signal 0; EPERM means it exists). */
-function pidAlive(pid: number): boolean {
-  if (pid === process.pid) return true;
+/** Whether process `pid` on this host exists (signal 0; EPERM means it exists but is not ours to signal). */
+export function pidAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
@@ -52,7 +52,7 @@ export function tempRemovable(name: string, ageMs: number, olderThanMs: number):
   if (!name.includes(PART_MARKER)) return false;
   const m = /~([^~/]+)~(\d+)$/.exec(name);
   if (!m) return ageMs >= olderThanMs;
-  if (m[1] === THIS_HOST) return !pidAlive(Number(m[2]));
+  if (m[1] === THIS_HOST) return Number(m[2]) !== process.pid && !pidAlive(Number(m[2]));
   return ageMs >= Math.max(olderThanMs, FOREIGN_TEMP_MIN_AGE_MS);
 }
 

@@ -11,7 +11,7 @@
 import { mkdir, open, readdir, rm, stat, truncate } from "node:fs/promises";
 import { join } from "node:path";
 import { and, eq, isNull, type SQL } from "drizzle-orm";
-import { TEMP_OWNER, type Db, type Logger } from "../../core/plugin.ts";
+import { THIS_HOST, pidAlive, type Db, type Logger } from "../../core/plugin.ts";
 import { ociUploads } from "../../core/db/schema.ts";
 import { ociError } from "./errors.ts";
 import { uploadRangeHeader, type ChunkRange } from "./content-range.ts";
@@ -31,8 +31,6 @@ export const STRAY_MIN_AGE_MS = 60_000;
 /** How often a claim holder refreshes `updated_at`, ms. */
 const HEARTBEAT_MS = 10_000;
 
-/** This host as it appears in {@link TEMP_OWNER} (`~<host>~<pid>`). */
-const THIS_HOST = TEMP_OWNER.split("~")[1];
 
 /** Claims held by requests of this process (any repository), so a claim of this pid can be told from a predecessor's. */
 const liveClaims = new Set<string>();
@@ -86,16 +84,6 @@ interface Local {
   hashedBytes: number;
   /** Settles when this process's last queued request on the session is done. */
   tail: Promise<unknown>;
-}
-
-/** Whether process `pid` on this host is alive (signal 0; EPERM means it exists). */
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === "EPERM";
-  }
 }
 
 /**
