@@ -1,6 +1,9 @@
-/** The `pypi` plugin: Python package index repositories (proxy today; hosted and group plug into the same routes). */
-import { definePlugin, textError, VaultError } from "../../core/plugin.ts";
+/** The `pypi` plugin: Python package index repositories — proxy, hosted (twine uploads) and group (merged index). */
+import { definePlugin, textError, VaultError, type PluginContext } from "../../core/plugin.ts";
 import { createPypiProxy, PYPI_DEFAULT_UPSTREAM, type PypiRepoConfig } from "./proxy.ts";
+import { createPypiHosted } from "./hosted.ts";
+import { createPypiGroup } from "./group.ts";
+import type { PypiService } from "./site.ts";
 
 export type { PypiRepoConfig } from "./proxy.ts";
 
@@ -24,30 +27,56 @@ export const pypiConfigSchema = {
       description: "Base URL of the Warehouse JSON API (/pypi/<project>/json); default derived from an upstream ending in /simple/.",
     },
     indexTtlSeconds: { type: "integer", minimum: 0, description: "Freshness of the root project list, seconds (default 86400)." },
+    maxUploadBytes: {
+      type: "integer",
+      minimum: 1,
+      description: "hosted: largest distribution file an upload may carry, bytes (default 104857600 = 100 MiB); larger uploads answer 413.",
+    },
   },
 };
+
+/** Services by repository config object (one per repository, shared by its mounts and by the groups reading it). */
+const services = new WeakMap<object, PypiService>();
+
+/** The service of a pypi repository (created on first use): proxy, hosted or group by `ctx.repo.type`. */
+export function serviceOf(ctx: PluginContext): PypiService {
+  let s = services.get(ctx.config);
+  if (s) return s;
+  const c = ctx as PluginContext<PypiRepoConfig>;
+  if (ctx.repo.type === "proxy") s = createPypiProxy(c);
+  else if (ctx.repo.type === "hosted") s = createPypiHosted(c);
+  else s = createPypiGroup(c, { serviceOf });
+  services.set(ctx.config, s);
+  return s;
+}
 
 export default definePlugin<PypiRepoConfig>({
   format: "pypi",
   apiVersion: 1,
-  types: ["proxy"],
+  types: ["proxy", "hosted", "group"],
   configSchema: pypiConfigSchema,
   defaultUpstream: PYPI_DEFAULT_UPSTREAM,
   classify(path) {
     return path.startsWith("files/") ? "artifact" : "metadata";
   },
   routes(app, ctx) {
-    const proxy = createPypiProxy(ctx);
+    const svc = serviceOf(ctx);
+    const mount = ctx.repo.mount;
     const handle = async (request: Request): Promise<Response> => {
       try {
-        return await proxy.handle(request);
+        return await svc.handle(request, mount);
       } catch (e) {
         if (e instanceof VaultError) return textError(e);
         throw e;
       }
     };
-    app.all("/", ({ request }) => handle(request));
-    app.all("/*", ({ request }) => handle(request));
+    // bodies (uploads) are read by the handler itself, within the size limit, never parsed by Elysia
+    const opts = { parse: "none" as const };
+    app.all("/", ({ request }) => handle(request), opts);
+    app.all("/*", ({ request }) => handle(request), opts);
   },
   renderError: (err) => textError(err),
+  async start(ctx) {
+    await serviceOf(ctx).start?.();
+  },
 });

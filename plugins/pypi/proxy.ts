@@ -26,7 +26,8 @@ import { CONTENT_TYPES, negotiate, type Representation } from "./negotiate.ts";
 import { pathProblem } from "./paths.ts";
 import { SNAPSHOT_CONTENT_TYPE, SimpleParseError, UPSTREAM_ACCEPT, filesPathOf, type FileLink } from "./simple.ts";
 import { pypiSimple, type PypiTaskInput, type PypiTaskOutput } from "./task.ts";
-import { badUpstreamPage, fileNotListed, methodNotAllowed, noRoute, notAcceptable } from "./errors.ts";
+import { badUpstreamPage, fileNotListed, methodNotAllowed, noRoute, notAcceptable, uploadsNotAllowed } from "./errors.ts";
+import type { PypiService } from "./site.ts";
 
 /** Keys a pypi repository entry may carry besides the core ones (validated by the plugin's configSchema). */
 export interface PypiRepoConfig extends RepositoryConfig {
@@ -41,6 +42,8 @@ export interface PypiRepoConfig extends RepositoryConfig {
   jsonApiUrl?: string;
   /** Freshness of the root project list, seconds (default 86400: it is huge upstream and rarely needed). */
   indexTtlSeconds?: number;
+  /** hosted: largest file accepted by an upload, bytes (default 100 MiB); larger uploads answer 413. */
+  maxUploadBytes?: number;
 }
 
 /** Default upstream index. */
@@ -158,9 +161,11 @@ interface DocumentSpec {
   rootHref: string;
 }
 
-/** A pypi proxy bound to one repository: `handle(req)` answers every request under the mount. */
-export interface PypiProxy {
-  handle(req: Request): Promise<Response>;
+/**
+ * A pypi proxy bound to one repository: `handle(req, mount)` answers every request under a mount; the snapshot and file
+ * functions are what a group reads it through (site.ts `PypiService`).
+ */
+export interface PypiProxy extends PypiService {
   readonly config: ResolvedPypiConfig;
 }
 
@@ -181,7 +186,6 @@ export function createPypiProxy(ctx: PluginContext<PypiRepoConfig>): PypiProxy {
   const originsTag = new Bun.CryptoHasher("sha256").update([...allowedOrigins].sort().join("\n")).digest("hex").slice(0, 12);
   const snapshotType = `${SNAPSHOT_CONTENT_TYPE}; file-hosts=${originsTag}`;
   const links = new LinkTable(MAX_LINKS);
-  const mount = ctx.repo.mount;
   /** File hosts already reported as outside `fileHosts` (one warning per host and process). */
   const warnedOrigins = new Set<string>();
 
@@ -292,16 +296,19 @@ export function createPypiProxy(ctx: PluginContext<PypiRepoConfig>): PypiProxy {
     return rep;
   }
 
-  async function projectPage(req: Request, url: URL, raw: string, slash: boolean): Promise<Response> {
+  async function projectPage(req: Request, url: URL, mount: string, raw: string, slash: boolean): Promise<Response> {
     if (!isValidName(raw)) throw errors.notFound("project");
     const name = normalizeName(raw);
     if (!slash || !isNormalized(raw)) return redirect(`${mount}/${sp}${name}/${url.search}`);
     return serveDocument(req, projectDoc(name), chooseRepresentation(req, url));
   }
 
+  function indexDoc(): DocumentSpec {
+    return { key: "simple/", upstreamUrl: c.upstreamBase, kind: "index", ttlSeconds: c.indexTtlSeconds, rootHref: "../" };
+  }
+
   async function rootIndex(req: Request, url: URL): Promise<Response> {
-    const rep = chooseRepresentation(req, url);
-    return serveDocument(req, { key: "simple/", upstreamUrl: c.upstreamBase, kind: "index", ttlSeconds: c.indexTtlSeconds, rootHref: "../" }, rep);
+    return serveDocument(req, indexDoc(), chooseRepresentation(req, url));
   }
 
   /** Finds the upstream link of a `files/…` path through the cached project pages (and, when none lists it, the page of the likeliest project). */
@@ -370,7 +377,7 @@ export function createPypiProxy(ctx: PluginContext<PypiRepoConfig>): PypiProxy {
     return ctx.cache.serve(req, spec);
   }
 
-  async function jsonApi(req: Request, url: URL, raw: string, version: string | undefined): Promise<Response> {
+  async function jsonApi(req: Request, url: URL, mount: string, raw: string, version: string | undefined): Promise<Response> {
     if (!c.jsonApiBase || !isValidName(raw) || (version !== undefined && !isValidVersion(version))) throw errors.notFound("project");
     const name = normalizeName(raw);
     const tail = version !== undefined ? `${version}/json` : "json";
@@ -398,7 +405,8 @@ export function createPypiProxy(ctx: PluginContext<PypiRepoConfig>): PypiProxy {
     });
   }
 
-  async function handle(req: Request): Promise<Response> {
+  async function handle(req: Request, mount: string): Promise<Response> {
+    if (req.method === "POST") throw uploadsNotAllowed("a proxy repository takes no uploads: upload to a hosted repository (or a group with writeTo)");
     if (req.method !== "GET" && req.method !== "HEAD") throw methodNotAllowed(req.method);
     const url = new URL(req.url);
     const pathname = url.pathname;
@@ -415,15 +423,32 @@ export function createPypiProxy(ctx: PluginContext<PypiRepoConfig>): PypiProxy {
     if (sp !== "" && rest === sp.slice(0, -1)) return redirect(`${mount}/${sp}${url.search}`);
     const segs = rest.split("/");
     if (segs[0] === "files" && segs.length >= 2 && segs[segs.length - 1] !== "") return serveFile(req, rest);
-    if (segs[0] === "pypi" && segs.length === 3 && segs[2] === "json") return jsonApi(req, url, segs[1], undefined);
-    if (segs[0] === "pypi" && segs.length === 4 && segs[3] === "json") return jsonApi(req, url, segs[1], decodeURIComponent(segs[2]));
+    if (segs[0] === "pypi" && segs.length === 3 && segs[2] === "json") return jsonApi(req, url, mount, segs[1], undefined);
+    if (segs[0] === "pypi" && segs.length === 4 && segs[3] === "json") return jsonApi(req, url, mount, segs[1], decodeURIComponent(segs[2]));
     if (rest.startsWith(sp)) {
       const p = rest.slice(sp.length).split("/");
-      if (p.length === 2 && p[1] === "") return projectPage(req, url, p[0], true);
-      if (p.length === 1) return projectPage(req, url, p[0], false);
+      if (p.length === 2 && p[1] === "") return projectPage(req, url, mount, p[0], true);
+      if (p.length === 1) return projectPage(req, url, mount, p[0], false);
     }
     throw noRoute(pathname);
   }
 
-  return { handle, config: c };
+  /** The snapshot entry of a document, or null when upstream has none (404/410, also from the negative cache). */
+  async function snapshotOrNull(d: DocumentSpec, signal?: AbortSignal): Promise<ArtifactEntry | null> {
+    try {
+      return (await snapshot(d, signal)).entry;
+    } catch (e) {
+      if (e instanceof VaultError && e.status === 404) return null;
+      throw e;
+    }
+  }
+
+  return {
+    ctx,
+    handle,
+    config: c,
+    projectSnapshot: (project, signal) => snapshotOrNull(projectDoc(project), signal),
+    indexSnapshot: (signal) => snapshotOrNull(indexDoc(), signal),
+    serveFile,
+  };
 }
