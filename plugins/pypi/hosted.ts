@@ -29,7 +29,6 @@ import { badUpload, fileExists, uploadDigestMismatch } from "./errors.ts";
 import type { PypiRepoConfig } from "./proxy.ts";
 import {
   freshEntry,
-  indexRootHref,
   KeyedLock,
   projectRootHref,
   REPRESENTATIONS,
