@@ -27,6 +27,10 @@ export default defineConfig({
   repositories: [
     // pip install --index-url http://127.0.0.1:8080/pypi/simple/ requests
     { name: "pypi", format: "pypi", type: "proxy", upstream: "https://pypi.org/simple/" },
+    // twine upload --repository-url http://127.0.0.1:8080/pypi-local/ -u <user> dist/*  (a user with write permission)
+    { name: "pypi-local", format: "pypi", type: "hosted" },
+    // pip install --index-url http://127.0.0.1:8080/python/simple/ …: your uploads first, then PyPI
+    { name: "python", format: "pypi", type: "group", members: ["pypi-local", "pypi"], writeTo: "pypi-local" },
     // curl http://127.0.0.1:8080/apache/httpd/KEYS  →  <upstream>httpd/KEYS, cached
     { name: "apache", format: "http", type: "proxy", upstream: "${VAULT_APACHE_UPSTREAM:-https://archive.apache.org/dist/}" },
     // docker pull 127.0.0.1:8080/hub/library/busybox. root: true also answers Docker's registry-mirrors (/v2/<image>),

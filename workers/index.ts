@@ -10,5 +10,5 @@ export const sha256File = pooled(tasks.sha256File);
 export const digests = pooled(tasks.digests);
 export const rewriteJson = pooled(tasks.rewriteJson);
 export const rewriteUrls = pooled(tasks.rewriteUrls);
-/** The pypi plugin's simple-page snapshot/render task (plugins/pypi/task.ts; pure, imports no core/). */
+/** The pypi plugin's document task (plugins/pypi/task.ts; pure, imports no core/): simple-page snapshot/render, upload inspection, group merge. */
 export const pypiSimple = pooled(tasks.pypiSimple);
