@@ -12,6 +12,7 @@ import type * as schema from "./db/schema.ts";
 
 export { VaultError, errors } from "./errors.ts";
 export { checkRequestPath, checkPathComponent, pathProblem, type PathCheckOptions } from "./http/path.ts";
+export { readBodyLimited } from "./http/body.ts";
 export type { StorageDriver, PutExpect, ByteRange, ObjectInfo } from "./storage/driver.ts";
 /** The driver key of a blob (`blobs/sha256/ab/<hex>`), for plugins reading stored blobs through `ctx.storage`. */
 export { blobKey } from "./storage/driver.ts";

@@ -3,7 +3,7 @@
  * cross-repository mount), manifest PUT with validation of referenced blobs, tags, referrers, deletes.
  */
 import type { ArtifactEntry, PluginContext } from "../../core/plugin.ts";
-import { blobKey } from "../../core/plugin.ts";
+import { blobKey, readBodyLimited } from "../../core/plugin.ts";
 import { API_VERSION, API_VERSION_HEADER, ociError } from "./errors.ts";
 import { parseDigest, sha256Digest } from "./digest.ts";
 import { parseContentRange, uploadRangeHeader } from "./content-range.ts";
@@ -55,24 +55,8 @@ function hasBody(req: Request): boolean {
 }
 
 /** Reads a request body of at most `max` bytes. @throws VaultError MANIFEST_INVALID (413) when larger */
-export async function readLimited(req: Request, max: number): Promise<Uint8Array> {
-  const cl = contentLength(req);
-  if (cl !== null && cl > max) throw ociError("MANIFEST_INVALID", `manifest exceeds the limit of ${max} bytes`, { limit: max }, {}, 413);
-  if (!req.body) return new Uint8Array(0);
-  const parts: Uint8Array[] = [];
-  let n = 0;
-  const reader = req.body.getReader();
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    n += value.byteLength;
-    if (n > max) {
-      void reader.cancel().catch(() => {});
-      throw ociError("MANIFEST_INVALID", `manifest exceeds the limit of ${max} bytes`, { limit: max }, {}, 413);
-    }
-    parts.push(value);
-  }
-  return Buffer.concat(parts);
+export function readLimited(req: Request, max: number): Promise<Uint8Array> {
+  return readBodyLimited(req, max, () => ociError("MANIFEST_INVALID", `manifest exceeds the limit of ${max} bytes`, { limit: max }, {}, 413));
 }
 
 /**

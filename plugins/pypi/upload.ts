@@ -2,7 +2,7 @@
  * The legacy upload API twine speaks (specs/pypi.md §9): reading the multipart/form-data body within the size limit and
  * validating its fields against the file name. The file's contents are checked later (dist.ts `inspectDistribution`).
  */
-import { VaultError } from "../../core/plugin.ts";
+import { readBodyLimited, VaultError } from "../../core/plugin.ts";
 import { canonicalVersion, parseDistFilename, UPLOAD_DIGESTS, type DistFilename, type UploadDigest } from "./dist.ts";
 import { isValidName, normalizeName } from "./names.ts";
 import { badUpload, uploadTooLarge } from "./errors.ts";
@@ -38,25 +38,6 @@ export interface UploadForm {
   file: Blob;
 }
 
-/** Reads a body without Content-Length, failing with 413 as soon as it exceeds `limit` bytes. */
-async function readCapped(req: Request, limit: number, maxUploadBytes: number): Promise<Uint8Array> {
-  if (!req.body) return new Uint8Array(0);
-  const parts: Uint8Array[] = [];
-  let n = 0;
-  const reader = req.body.getReader();
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    n += value.byteLength;
-    if (n > limit) {
-      void reader.cancel().catch(() => {});
-      throw uploadTooLarge(maxUploadBytes);
-    }
-    parts.push(value);
-  }
-  return Buffer.concat(parts);
-}
-
 function field(form: FormData, name: string): string | undefined {
   const v = form.get(name);
   return typeof v === "string" ? v : undefined;
@@ -82,7 +63,7 @@ export async function readUploadForm(req: Request, maxUploadBytes: number): Prom
   if (cl !== null && cl > limit) throw uploadTooLarge(maxUploadBytes);
   let form: FormData;
   try {
-    form = cl !== null ? await req.formData() : await new Response((await readCapped(req, limit, maxUploadBytes)) as BodyInit, { headers: { "content-type": ct } }).formData();
+    form = cl !== null ? await req.formData() : await new Response((await readBodyLimited(req, limit, () => uploadTooLarge(maxUploadBytes))) as BodyInit, { headers: { "content-type": ct } }).formData();
   } catch (e) {
     if (e instanceof VaultError) throw e;
     throw badUpload("malformed multipart/form-data body");

@@ -8,58 +8,21 @@
  * venv/pip fails the tests; elsewhere they are skipped with the reason printed.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync } from "node:fs";
 import { readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { startPypiIndex, type TestPypiIndex } from "../helpers/pypi-index.ts";
 import { startVault, type StartedVault } from "../helpers/vault.ts";
 import { tmpDataDir } from "../helpers/tmp.ts";
+import { installedDists, makeVenv, PYTHON_CANDIDATES, runClient } from "../helpers/python.ts";
 
 const CI = process.env.CI === "true";
 /** Per-test bound for tests that create venvs and run pip (milliseconds). */
 const PIP_TIMEOUT_MS = 180_000;
 
-/** Environment for pip: no user/site config (this machine's pip.conf adds find-links and extra indexes), no cache. */
-function pipEnv(): Record<string, string> {
-  const env: Record<string, string> = {};
-  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith("PIP_")) env[k] = v;
-  return { ...env, PIP_CONFIG_FILE: "/dev/null", PIP_DISABLE_PIP_VERSION_CHECK: "1", PIP_NO_INPUT: "1", PIP_DEFAULT_TIMEOUT: "30", PYTHONDONTWRITEBYTECODE: "1" };
-}
-
-/** Runs a command asynchronously (the vault and upstream run in this process: never block the event loop). */
-async function run(cmd: string[], timeoutMs = 120_000): Promise<{ code: number; out: string }> {
-  const p = Bun.spawn(cmd, { env: pipEnv(), stdout: "pipe", stderr: "pipe", timeout: timeoutMs, killSignal: "SIGKILL" });
-  const [out, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
-  return { code, out: out + err };
-}
-
-/** Creates a venv with the first interpreter whose venv has a working pip. */
-async function makeVenv(dir: string, candidates: string[]): Promise<{ python: string; venvPython: string; pipVersion: string } | { error: string }> {
-  const problems: string[] = [];
-  for (const py of candidates) {
-    const r = await run([py, "-m", "venv", dir]);
-    if (r.code !== 0) {
-      problems.push(`${py} -m venv: ${r.out.trim().split("\n").pop()}`);
-      continue;
-    }
-    const venvPython = join(dir, "bin", "python");
-    const v = await run([venvPython, "-m", "pip", "--version"]);
-    if (v.code === 0) return { python: py, venvPython, pipVersion: v.out.split(" ")[1] };
-    problems.push(`${py}: venv has no working pip (${v.out.trim().split("\n").pop()})`);
-  }
-  return { error: problems.join("; ") || "no python3 candidates" };
-}
-
-/** Installed distributions of a venv: normalized name → version. */
-async function installed(venvPython: string): Promise<Record<string, string>> {
-  const r = await run([venvPython, "-c", "import json,importlib.metadata as m;print(json.dumps({d.metadata['Name'].lower():d.version for d in m.distributions()}))"]);
-  expect(r.code).toBe(0);
-  return JSON.parse(r.out.trim().split("\n").pop()!);
-}
-
-const candidates = [process.env.VAULT_TEST_PYTHON, Bun.which("python3"), "/usr/bin/python3"].filter(
-  (p, i, a): p is string => !!p && existsSync(p) && a.indexOf(p) === i,
-);
+const candidates = PYTHON_CANDIDATES;
+/** Runs a command with the clean pip environment (test/helpers/python.ts), bounded (default 120 s). */
+const run = (cmd: string[], timeoutMs = 120_000) => runClient(cmd, timeoutMs);
+const installed = installedDists;
 const firstVenvDir = join(await tmpDataDir("pip-venv-a-"), "venv");
 const venvA = await makeVenv(firstVenvDir, candidates);
 const PY = "error" in venvA ? null : venvA;

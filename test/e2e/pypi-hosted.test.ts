@@ -10,12 +10,12 @@
  * venv/pip fails the tests; elsewhere they are skipped with the reason printed.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync } from "node:fs";
 import { mkdir, readdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { buildWheel, startPypiIndex, type TestPypiIndex } from "../helpers/pypi-index.ts";
 import { startVault, type StartedVault } from "../helpers/vault.ts";
 import { tmpDataDir } from "../helpers/tmp.ts";
+import { installedDists, makeVenv, PYTHON_CANDIDATES, runClient } from "../helpers/python.ts";
 import { openDb } from "../../core/db/index.ts";
 import { createAuthCore } from "../../core/auth/index.ts";
 import { silentLogger } from "../../core/log.ts";
@@ -28,57 +28,10 @@ const PW = "pw-twine-1";
 
 const sha256 = (b: Uint8Array) => new Bun.CryptoHasher("sha256").update(b).digest("hex");
 
-/** Environment for pip and twine: no user/site pip config, no keyring, no HTTP proxy for loopback. */
-function clientEnv(): Record<string, string> {
-  const env: Record<string, string> = {};
-  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith("PIP_") && !k.startsWith("TWINE_") && !/_proxy$/i.test(k)) env[k] = v;
-  return {
-    ...env,
-    NO_PROXY: "127.0.0.1,localhost",
-    PIP_CONFIG_FILE: "/dev/null",
-    PIP_DISABLE_PIP_VERSION_CHECK: "1",
-    PIP_NO_INPUT: "1",
-    PIP_DEFAULT_TIMEOUT: "30",
-    PYTHONDONTWRITEBYTECODE: "1",
-    PYTHON_KEYRING_BACKEND: "keyring.backends.null.Keyring",
-  };
-}
-
-/** Runs a command asynchronously (the vault runs in this process: never block the event loop). */
-async function run(cmd: string[], timeoutMs = 150_000): Promise<{ code: number; out: string }> {
-  const p = Bun.spawn(cmd, { env: clientEnv(), stdout: "pipe", stderr: "pipe", timeout: timeoutMs, killSignal: "SIGKILL" });
-  const [out, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
-  return { code, out: out + err };
-}
-
-/** Creates a venv with the first interpreter whose venv has a working pip. */
-async function makeVenv(dir: string, candidates: string[]): Promise<{ python: string; venvPython: string; pipVersion: string } | { error: string }> {
-  const problems: string[] = [];
-  for (const py of candidates) {
-    const r = await run([py, "-m", "venv", dir]);
-    if (r.code !== 0) {
-      problems.push(`${py} -m venv: ${r.out.trim().split("\n").pop()}`);
-      continue;
-    }
-    const venvPython = join(dir, "bin", "python");
-    const v = await run([venvPython, "-m", "pip", "--version"]);
-    if (v.code === 0) return { python: py, venvPython, pipVersion: v.out.split(" ")[1] };
-    problems.push(`${py}: venv has no working pip (${v.out.trim().split("\n").pop()})`);
-  }
-  return { error: problems.join("; ") || "no python3 candidates" };
-}
-
-/** Installed distributions of a venv: normalized name → version. */
-async function installed(venvPython: string): Promise<Record<string, string>> {
-  const r = await run([venvPython, "-c", "import json,importlib.metadata as m;print(json.dumps({d.metadata['Name'].lower().replace('_','-'):d.version for d in m.distributions()}))"]);
-  expect(r.code).toBe(0);
-  return JSON.parse(r.out.trim().split("\n").pop()!);
-}
-
 const TWINE = Bun.which("twine");
-const candidates = [process.env.VAULT_TEST_PYTHON, Bun.which("python3"), "/usr/bin/python3"].filter(
-  (p, i, a): p is string => !!p && existsSync(p) && a.indexOf(p) === i,
-);
+const candidates = PYTHON_CANDIDATES;
+const run = runClient;
+const installed = installedDists;
 const venvA = await makeVenv(join(await tmpDataDir("twine-venv-a-"), "venv"), candidates);
 const PY = "error" in venvA ? null : venvA;
 const problems = [...(TWINE ? [] : ["twine not installed (apt-get install twine)"]), ...("error" in venvA ? [venvA.error] : [])];
