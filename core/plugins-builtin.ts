@@ -8,4 +8,5 @@ export const BUILTIN_PLUGINS: Record<string, () => Promise<{ default?: unknown }
   pypi: () => import("../plugins/pypi/index.ts"),
   oci: () => import("../plugins/oci/index.ts"),
   s3: () => import("../plugins/s3/index.ts"),
+  npm: () => import("../plugins/npm/index.ts"),
 };

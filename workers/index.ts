@@ -12,3 +12,5 @@ export const rewriteJson = pooled(tasks.rewriteJson);
 export const rewriteUrls = pooled(tasks.rewriteUrls);
 /** The pypi plugin's document task (plugins/pypi/task.ts; pure, imports no core/): simple-page snapshot/render, upload inspection, group merge. */
 export const pypiSimple = pooled(tasks.pypiSimple);
+/** The npm plugin's packument task (plugins/npm/task.ts; pure, imports no core/): tarball URL rewrite, dist lookup. */
+export const npmPackument = pooled(tasks.npmPackument);

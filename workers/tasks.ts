@@ -6,8 +6,9 @@
 import { sha256File, digests } from "./checksum.ts";
 import { rewriteJson, rewriteUrls } from "./document.ts";
 import { pypiSimple } from "../plugins/pypi/task.ts";
+import { npmPackument } from "../plugins/npm/task.ts";
 
-export const tasks = { sha256File, digests, rewriteJson, rewriteUrls, pypiSimple };
+export const tasks = { sha256File, digests, rewriteJson, rewriteUrls, pypiSimple, npmPackument };
 
 /** Name of a pool task (an export of workers/index.ts). */
 export type TaskName = keyof typeof tasks;

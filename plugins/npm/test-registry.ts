@@ -1,0 +1,77 @@
+/**
+ * A loopback npm registry for tests, built from the real fixtures in /work/shared/fixtures/npm: packuments
+ * (`<name>.full.json` / `<name>.abbrev.json`, chosen by `Accept`, with `https://npm.upstream.invalid` rewritten to this
+ * server's URL) and tarballs (`<name>/-/<file>.tgz`, also scoped). Records every request; `tamper(file)` makes a
+ * tarball's bytes differ from its integrity.
+ */
+import { join, resolve } from "node:path";
+import { existsSync } from "node:fs";
+
+/** Fixture root (`<shared>/fixtures/npm`). */
+export const NPM_FIXTURES = resolve(import.meta.dir, "..", "..", "..", "shared", "fixtures", "npm");
+/** The placeholder registry origin in the fixtures. */
+const PLACEHOLDER = "https://npm.upstream.invalid";
+
+/** One recorded request to the test registry. */
+export interface RegistryHit {
+  method: string;
+  /** Raw path (still percent-encoded). */
+  path: string;
+  accept: string | null;
+}
+
+/** A running test registry. */
+export interface TestNpmRegistry {
+  /** `http://127.0.0.1:<port>/` (with trailing slash). */
+  url: string;
+  hits: RegistryHit[];
+  /** GET requests whose path ends in `.tgz`, by raw path. */
+  tarballGets(): string[];
+  /** Serves `file` (a tarball file name) with one byte changed from now on. */
+  tamper(file: string): void;
+  stop(): Promise<void>;
+}
+
+/** Starts the registry on 127.0.0.1, port 0. */
+export function startNpmRegistry(): TestNpmRegistry {
+  const hits: RegistryHit[] = [];
+  const tampered = new Set<string>();
+  let base = "";
+  const server = Bun.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    async fetch(req) {
+      const u = new URL(req.url);
+      const raw = u.pathname;
+      hits.push({ method: req.method, path: raw, accept: req.headers.get("accept") });
+      const path = decodeURIComponent(raw.slice(1));
+      if (path === "-/ping") return Response.json({});
+      const t = /^((?:@[^/]+\/)?[^/@]+)\/-\/([^/]+\.tgz)$/.exec(path);
+      if (t) {
+        const scoped = t[1].startsWith("@") ? t[1].slice(1).split("/")[0] + "-" : "";
+        const f = join(NPM_FIXTURES, "tarballs", scoped + t[2]);
+        if (!existsSync(f)) return Response.json({ error: "Not found" }, { status: 404 });
+        const bytes = await Bun.file(f).bytes();
+        if (tampered.has(t[2])) bytes[bytes.length - 1] ^= 0xff;
+        return new Response(bytes, { headers: { "content-type": "application/octet-stream" } });
+      }
+      if (!/^(@[a-z0-9._-]+\/)?[a-z0-9._-]+$/.test(path)) return Response.json({ error: "Not found" }, { status: 404 });
+      const abbrev = (req.headers.get("accept") ?? "").includes("application/vnd.npm.install-v1+json");
+      const stem = path.replace("/", "__");
+      const f = join(NPM_FIXTURES, "packuments", `${stem}.${abbrev ? "abbrev" : "full"}.json`);
+      if (!existsSync(f)) return Response.json({ error: "Not found" }, { status: 404 });
+      const text = (await Bun.file(f).text()).replaceAll(PLACEHOLDER + "/", base);
+      return new Response(text, { headers: { "content-type": abbrev ? "application/vnd.npm.install-v1+json" : "application/json" } });
+    },
+  });
+  base = `http://127.0.0.1:${server.port}/`;
+  return {
+    url: base,
+    hits,
+    tarballGets: () => hits.filter((h) => h.method === "GET" && h.path.endsWith(".tgz")).map((h) => h.path),
+    tamper: (file) => void tampered.add(file),
+    stop: async () => {
+      await server.stop(true);
+    },
+  };
+}
