@@ -164,3 +164,25 @@ describe("errors and hostile paths", () => {
     expect(await p.json()).toEqual({});
   });
 });
+
+describe("pool rewrite of big packuments", () => {
+  test("a packument above pool.offloadThresholdBytes is rewritten in the worker pool", async () => {
+    const v = await startVault({ config: { pool: { offloadThresholdBytes: 1024 }, repositories: [{ name: "npm", format: "npm", type: "proxy", upstream: reg.url }] } });
+    try {
+      const r = await fetch(`${v.url}/npm/@types%2fnode`, { headers: { accept: ABBREVIATED } });
+      expect(r.status).toBe(200);
+      const doc = (await r.json()) as any;
+      expect(Object.keys(doc.versions).length).toBe(931);
+      for (const ver of Object.values(doc.versions) as any[]) expect(ver.dist.tarball.startsWith(`${v.url}/npm/@types/node/-/node-`)).toBe(true);
+      const tags = (await (await fetch(`${v.url}/npm/-/package/@types/node/dist-tags`)).json()) as Record<string, string>;
+      expect(Object.keys(tags).length).toBe(23);
+      // a scoped tarball (encoded slash), verified with the pool `digests` task
+      const m = await fetch(`${v.url}/npm/@types%2fms/-/ms-0.7.34.tgz`);
+      expect(m.status).toBe(200);
+      expect(new Uint8Array(await m.arrayBuffer())).toEqual(await Bun.file(`${NPM_FIXTURES}/tarballs/types-ms-0.7.34.tgz`).bytes());
+      expect(reg.tarballGets()).toContain("/@types/ms/-/ms-0.7.34.tgz");
+    } finally {
+      await v.stop();
+    }
+  });
+});

@@ -141,7 +141,7 @@ export function createNpmProxy(ctx: PluginContext<NpmRepoConfig>): NpmProxy {
     const key = `${name}/-/${file}`;
     const spec: CacheRequest = {
       key,
-      upstreamUrl: `${upstreamBase}${name.split("/").map(encodeURIComponent).join("/")}/-/${encodeURIComponent(file)}`,
+      upstreamUrl: `${upstreamBase}${encodeName(name).replace("%2f", "/")}/-/${encodeURIComponent(file)}`,
       class: "immutable",
       contentType: "application/octet-stream",
     };

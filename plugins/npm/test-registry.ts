@@ -1,6 +1,6 @@
 /**
  * A loopback npm registry for tests, built from the real fixtures in /work/shared/fixtures/npm: packuments
- * (`<name>.full.json` / `<name>.abbrev.json`, chosen by `Accept`, with `https://npm.upstream.invalid` rewritten to this
+ * (`packuments/<name>.full.json` / `.abbrev.json`, chosen by `Accept`, else `live/<name>.json`, with `https://npm.upstream.invalid` rewritten to this
  * server's URL) and tarballs (`<name>/-/<file>.tgz`, also scoped). Records every request; `tamper(file)` makes a
  * tarball's bytes differ from its integrity.
  */
@@ -58,7 +58,9 @@ export function startNpmRegistry(): TestNpmRegistry {
       if (!/^(@[a-z0-9._-]+\/)?[a-z0-9._-]+$/.test(path)) return Response.json({ error: "Not found" }, { status: 404 });
       const abbrev = (req.headers.get("accept") ?? "").includes("application/vnd.npm.install-v1+json");
       const stem = path.replace("/", "__");
-      const f = join(NPM_FIXTURES, "packuments", `${stem}.${abbrev ? "abbrev" : "full"}.json`);
+      let f = join(NPM_FIXTURES, "packuments", `${stem}.${abbrev ? "abbrev" : "full"}.json`);
+      // fixtures/npm/live/<stem>.json: recent packuments (one document for both variants)
+      if (!existsSync(f)) f = join(NPM_FIXTURES, "live", `${stem}.json`);
       if (!existsSync(f)) return Response.json({ error: "Not found" }, { status: 404 });
       const text = (await Bun.file(f).text()).replaceAll(PLACEHOLDER + "/", base);
       return new Response(text, { headers: { "content-type": abbrev ? "application/vnd.npm.install-v1+json" : "application/json" } });
