@@ -114,7 +114,7 @@ export function createNpmProxy(ctx: PluginContext<NpmRepoConfig>): NpmProxy {
     return new Response(res.body, { status: res.status, headers });
   }
 
-  /** The stored abbreviated packument of `name` (fetched when needed), parsed. Throws 404 when upstream has none. */
+  /** The stored abbreviated packument of `name` (fetched when needed), as bytes. Throws 404 when upstream has none. */
   async function storedPackument(req: Request, name: string): Promise<Uint8Array> {
     const { entry } = await ctx.cache.fetch(packumentSpec(name, "abbrev", ctx.baseUrl(req)), { signal: req.signal });
     if (entry.status !== 200 || !entry.blobDigest) throw errors.notFound(`package ${name}`);
@@ -123,7 +123,7 @@ export function createNpmProxy(ctx: PluginContext<NpmRepoConfig>): NpmProxy {
 
   async function distTags(req: Request, name: string): Promise<Response> {
     const body = await storedPackument(req, name);
-    const out = await task({ op: "rewrite", body, upstreamBase: "\u0000", vaultBase: "" }, req.signal);
+    const out = await task({ op: "dist-tags", body }, req.signal);
     return Response.json(out.distTags ?? {});
   }
 

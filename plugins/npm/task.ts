@@ -31,14 +31,19 @@ export type NpmTaskInput =
       file: string;
       /** Vault tarball URL to match exactly: `<vaultBase>/<name>/-/<file>`. */
       url: string;
+    }
+  | {
+      op: "dist-tags";
+      /** A stored packument. */
+      body: Uint8Array;
     };
 
-/** Output of {@link npmPackument}: rewrite → `body` + `rewritten` count; lookup → `dist` (undefined when not listed). */
+/** Output of {@link npmPackument}: rewrite → `body` + `rewritten` count; lookup → `found` + `dist`; dist-tags → `distTags`. */
 export interface NpmTaskOutput {
   body?: Uint8Array;
   /** rewrite: number of tarball URLs rewritten. */
   rewritten?: number;
-  /** rewrite: dist-tags of the document (for answering `-/package/<name>/dist-tags`). */
+  /** dist-tags: the document's `dist-tags` (string values only). */
   distTags?: Record<string, string>;
   /** lookup: the tarball's dist, or undefined when no version lists that URL. */
   dist?: TarballDist;
@@ -76,6 +81,7 @@ function versionsOf(doc: Json): Json[] {
  *   `/` or `%2f`) becomes `<vaultBase>/<name>/-/<file>`; `integrity`/`shasum` and every other field are kept; other
  *   URLs are left as they are. Output is compact JSON.
  * - `lookup`: the `dist.integrity`/`dist.shasum` of the version whose tarball URL is `url`.
+ * - `dist-tags`: the document's `dist-tags` map (tag → version), `{}` when absent.
  * @throws PackumentParseError when the body is not a JSON object
  */
 export function npmPackument(i: NpmTaskInput): NpmTaskOutput {
@@ -91,6 +97,12 @@ export function npmPackument(i: NpmTaskInput): NpmTaskOutput {
     }
     return { found: false };
   }
+  if (i.op === "dist-tags") {
+    const tags = doc["dist-tags"];
+    const distTags: Record<string, string> = {};
+    if (typeof tags === "object" && tags !== null) for (const [k, v] of Object.entries(tags)) if (typeof v === "string") distTags[k] = v;
+    return { distTags };
+  }
   let rewritten = 0;
   for (const v of versionsOf(doc)) {
     const d = v.dist as Json | undefined;
@@ -101,8 +113,5 @@ export function npmPackument(i: NpmTaskInput): NpmTaskOutput {
     d.tarball = `${i.vaultBase}/${m[1]}/-/${m[2]}`;
     rewritten++;
   }
-  const tags = doc["dist-tags"];
-  const distTags: Record<string, string> = {};
-  if (typeof tags === "object" && tags !== null) for (const [k, v] of Object.entries(tags)) if (typeof v === "string") distTags[k] = v;
-  return { body: new TextEncoder().encode(JSON.stringify(doc)), rewritten, distTags };
+  return { body: new TextEncoder().encode(JSON.stringify(doc)), rewritten };
 }
