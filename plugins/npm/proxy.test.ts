@@ -3,7 +3,7 @@
  * abbreviated/full negotiation with Vary, scoped names in both encodings, tarball URL rewriting, integrity
  * verification (tampered tarball → 502, nothing cached), npm-shaped errors, hostile paths.
  */
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { afterAll, beforeAll, describe, expect, setSystemTime, test } from "bun:test";
 import { startVault, type StartedVault } from "../../test/helpers/vault.ts";
 import { rawRequest } from "../../test/helpers/raw-http.ts";
 import { startNpmRegistry, NPM_FIXTURES, type TestNpmRegistry } from "./test-registry.ts";
@@ -140,6 +140,20 @@ describe("tarballs", () => {
     expect(r.status).toBe(404);
     expect(await r.json()).toEqual({ error: "Not found" });
     expect(reg.tarballGets().includes("/ms/-/ms-9.9.9.tgz")).toBe(false);
+  });
+
+  test("an unlisted tarball makes the vault fetch a packument older than a minute again (then 404)", async () => {
+    const packumentGets = () => reg.hits.filter((h) => h.path === "/ms").length;
+    const before = packumentGets();
+    setSystemTime(new Date(Date.now() + 61_000));
+    try {
+      const r = await fetch(`${base}/ms/-/ms-9.9.8.tgz`);
+      expect(r.status).toBe(404);
+      expect(packumentGets()).toBe(before + 1);
+    } finally {
+      setSystemTime();
+    }
+    expect(reg.tarballGets().includes("/ms/-/ms-9.9.8.tgz")).toBe(false);
   });
 });
 

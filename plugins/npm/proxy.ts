@@ -19,6 +19,9 @@ export type NpmRepoConfig = RepositoryConfig;
 /** Media type of abbreviated packuments (specs/npm.md). */
 export const ABBREVIATED = "application/vnd.npm.install-v1+json";
 
+/** Age of a cached packument (ms) after which a tarball it does not list makes the vault fetch it again. */
+const RELIST_AFTER_MS = 60_000;
+
 /** `Accept` sent upstream per variant. */
 const UPSTREAM_ACCEPT = {
   abbrev: `${ABBREVIATED}; q=1.0, application/json; q=0.8, */*`,
@@ -114,15 +117,18 @@ export function createNpmProxy(ctx: PluginContext<NpmRepoConfig>): NpmProxy {
     return new Response(res.body, { status: res.status, headers });
   }
 
-  /** The stored abbreviated packument of `name` (fetched when needed), as bytes. Throws 404 when upstream has none. */
-  async function storedPackument(req: Request, name: string): Promise<Uint8Array> {
+  /**
+   * The stored abbreviated packument of `name` (fetched when needed): its bytes and when it was fetched (epoch ms).
+   * Throws 404 when upstream has none.
+   */
+  async function storedPackument(req: Request, name: string): Promise<{ body: Uint8Array; fetchedAt: number }> {
     const { entry } = await ctx.cache.fetch(packumentSpec(name, "abbrev", ctx.baseUrl(req)), { signal: req.signal });
     if (entry.status !== 200 || !entry.blobDigest) throw errors.notFound(`package ${name}`);
-    return ctx.artifacts.read(entry);
+    return { body: await ctx.artifacts.read(entry), fetchedAt: entry.fetchedAt };
   }
 
   async function distTags(req: Request, name: string): Promise<Response> {
-    const body = await storedPackument(req, name);
+    const { body } = await storedPackument(req, name);
     const out = await task({ op: "dist-tags", body }, req.signal);
     return Response.json(out.distTags ?? {});
   }
@@ -148,8 +154,14 @@ export function createNpmProxy(ctx: PluginContext<NpmRepoConfig>): NpmProxy {
     const cached = await ctx.artifacts.get(key);
     if (cached && cached.status === 200 && cached.blobDigest) return ctx.cache.serve(req, spec);
     // Not cached: the packument must list this tarball; its integrity is checked before any byte reaches a client.
+    const lookup = { op: "lookup" as const, file, url: `${ctx.baseUrl(req)}/${key}` };
     const doc = await storedPackument(req, name);
-    const found = await task({ op: "lookup", body: doc, file, url: `${ctx.baseUrl(req)}/${key}` }, req.signal);
+    let found = await task({ ...lookup, body: doc.body }, req.signal);
+    if (!found.found && Date.now() - doc.fetchedAt > RELIST_AFTER_MS) {
+      // a version published since the cached packument was fetched: fetch the packument again (at most once a minute)
+      await ctx.cache.invalidate(packumentSpec(name, "abbrev", ctx.baseUrl(req)).key);
+      found = await task({ ...lookup, body: (await storedPackument(req, name)).body }, req.signal);
+    }
     if (!found.found) throw npmErrors.notListed(file);
     const want = expectedDigests(found.dist ?? {});
     const { entry, status } = await ctx.cache.fetch(spec, { signal: req.signal });
