@@ -50,7 +50,7 @@ describe("npm install through an npm proxy repository", () => {
 
   beforeAll(async () => {
     reg = startNpmRegistry();
-    vault = await startVault({ config: { repositories: [{ name: "npmjs", format: "npm", type: "proxy", upstream: reg.url }] } });
+    vault = await startVault({ config: { repositories: [{ name: "npm-proxy", format: "npm", type: "proxy", upstream: reg.url }] } });
   });
   afterAll(async () => {
     await vault?.stop();
@@ -60,7 +60,7 @@ describe("npm install through an npm proxy repository", () => {
   npmTest(
     "install chalk@4.1.0 with its tree; a second fresh install is served from the vault's cache",
     async () => {
-      const registry = `${vault.url}/npmjs/`;
+      const registry = `${vault.url}/npm-proxy/`;
       const expected = { "ansi-styles": "4.3.0", chalk: "4.1.0", "color-convert": "2.0.1", "color-name": "1.1.4", "has-flag": "4.0.0", "supports-color": "7.2.0" };
 
       const a = await tmpDataDir("npm-proj-a-");
