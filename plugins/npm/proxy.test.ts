@@ -1,12 +1,12 @@
 /**
- * npm proxy over raw HTTP against a loopback registry built from the real fixtures (plugins/npm/test-registry.ts):
+ * npm proxy over raw HTTP against a loopback registry built from the real fixtures (test/helpers/npm-registry.ts):
  * abbreviated/full negotiation with Vary, scoped names in both encodings, tarball URL rewriting, integrity
  * verification (tampered tarball → 502, nothing cached), npm-shaped errors, hostile paths.
  */
 import { afterAll, beforeAll, describe, expect, setSystemTime, test } from "bun:test";
 import { startVault, type StartedVault } from "../../test/helpers/vault.ts";
 import { rawRequest } from "../../test/helpers/raw-http.ts";
-import { startNpmRegistry, NPM_FIXTURES, type TestNpmRegistry } from "./test-registry.ts";
+import { startNpmRegistry, NPM_FIXTURES, type TestNpmRegistry } from "../../test/helpers/npm-registry.ts";
 import { ABBREVIATED, expectedDigests } from "./proxy.ts";
 import { isValidPackageName, parseNpmPath } from "./names.ts";
 

@@ -1,7 +1,7 @@
 /** npmPackument (plugins/npm/task.ts) on the real fixtures: rewrite, lookup, dist-tags, unusable documents. */
 import { describe, expect, test } from "bun:test";
 import { npmPackument, PackumentParseError } from "./task.ts";
-import { NPM_FIXTURES } from "./test-registry.ts";
+import { NPM_FIXTURES } from "../../test/helpers/npm-registry.ts";
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const UP = "https://npm.upstream.invalid/";

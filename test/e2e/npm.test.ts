@@ -1,6 +1,6 @@
 /**
  * e2e: the real npm CLI against an npm proxy repository whose upstream is a loopback registry built from the real
- * fixtures (plugins/npm/test-registry.ts). `npm install chalk@4.1.0` pulls the tarball tree (chalk, ansi-styles,
+ * fixtures (test/helpers/npm-registry.ts). `npm install chalk@4.1.0` pulls the tarball tree (chalk, ansi-styles,
  * supports-color, has-flag, color-convert, color-name); a second install in a fresh project with a fresh npm cache is
  * served from the vault's cache. npm runs with `--userconfig` on an empty file and its own `--cache`.
  *
@@ -12,7 +12,7 @@ import { readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { startVault, type StartedVault } from "../helpers/vault.ts";
 import { tmpDataDir } from "../helpers/tmp.ts";
-import { startNpmRegistry, type TestNpmRegistry } from "../../plugins/npm/test-registry.ts";
+import { startNpmRegistry, type TestNpmRegistry } from "../helpers/npm-registry.ts";
 
 const CI = process.env.CI === "true";
 const NPM = Bun.which("npm");
