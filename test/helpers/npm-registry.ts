@@ -1,5 +1,5 @@
 /**
- * A loopback npm registry for tests, built from the real fixtures in /work/shared/fixtures/npm: packuments
+ * A loopback npm registry for tests, built from the real fixtures in ../shared/fixtures/npm: packuments
  * (`packuments/<name>.full.json` / `.abbrev.json`, chosen by `Accept`, else `live/<name>.json`, with `https://npm.upstream.invalid` rewritten to this
  * server's URL) and tarballs (`<name>/-/<file>.tgz`, also scoped). Records every request; `tamper(file)` makes a
  * tarball's bytes differ from its integrity.
