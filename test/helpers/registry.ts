@@ -61,8 +61,9 @@ export function registryBinary(): string | null {
 export function requireTools(names: string[]): boolean {
   const missing = names.filter((n) => !Bun.which(n));
   if (missing.length === 0) return true;
-  if (process.env.CI === "true") throw new Error(`required test tools missing under CI=true: ${missing.join(", ")} (apt-get install docker-registry skopeo)`);
-  console.warn(`skipping: ${missing.join(", ")} not installed (apt-get install docker-registry skopeo)`);
+  // the Debian packages are named like the tools (docker-registry, skopeo, podman)
+  if (process.env.CI === "true") throw new Error(`required test tools missing under CI=true: ${missing.join(", ")} (apt-get install ${missing.join(" ")})`);
+  console.warn(`skipping: ${missing.join(", ")} not installed (apt-get install ${missing.join(" ")})`);
   return false;
 }
 
