@@ -57,17 +57,23 @@ describe("npm install through an npm proxy repository", () => {
     await reg?.stop();
   });
 
+  /** `npm install chalk@4.1.0` in a new project dir with a new, empty npm cache; asserts success; returns the dir. */
+  async function freshInstall(tag: string, registry: string): Promise<string> {
+    const dir = await tmpDataDir(`npm-proj-${tag}-`);
+    await Bun.write(join(dir, "package.json"), JSON.stringify({ name: `proj-${tag}`, version: "1.0.0", private: true }));
+    const r = await npm(dir, ["install", "--registry", registry, "chalk@4.1.0"], await tmpDataDir(`npm-cache-${tag}-`));
+    if (r.code !== 0) console.error(r.out);
+    expect(r.code).toBe(0);
+    return dir;
+  }
+
   npmTest(
     "install chalk@4.1.0 with its tree; a second fresh install is served from the vault's cache",
     async () => {
       const registry = `${vault.url}/npm-proxy/`;
       const expected = { "ansi-styles": "4.3.0", chalk: "4.1.0", "color-convert": "2.0.1", "color-name": "1.1.4", "has-flag": "4.0.0", "supports-color": "7.2.0" };
 
-      const a = await tmpDataDir("npm-proj-a-");
-      await Bun.write(join(a, "package.json"), JSON.stringify({ name: "proj-a", version: "1.0.0", private: true }));
-      const r1 = await npm(a, ["install", "--registry", registry, "chalk@4.1.0"], await tmpDataDir("npm-cache-a-"));
-      if (r1.code !== 0) console.error(r1.out);
-      expect(r1.code).toBe(0);
+      const a = await freshInstall("a", registry);
       expect(await installedVersions(a)).toEqual(expected);
       // the lockfile records vault URLs and the upstream's integrity
       const lock = await Bun.file(join(a, "package-lock.json")).json();
@@ -79,11 +85,7 @@ describe("npm install through an npm proxy repository", () => {
       expect(firstGets).toEqual(TREE);
       const hitsBefore = reg.hits.length;
 
-      const b = await tmpDataDir("npm-proj-b-");
-      await Bun.write(join(b, "package.json"), JSON.stringify({ name: "proj-b", version: "1.0.0", private: true }));
-      const r2 = await npm(b, ["install", "--registry", registry, "chalk@4.1.0"], await tmpDataDir("npm-cache-b-"));
-      if (r2.code !== 0) console.error(r2.out);
-      expect(r2.code).toBe(0);
+      const b = await freshInstall("b", registry);
       expect(await installedVersions(b)).toEqual(expected);
       expect(reg.tarballGets().length).toBe(TREE.length);
       expect(reg.hits.length).toBe(hitsBefore); // packuments still fresh in the vault, tarballs cached
