@@ -759,7 +759,9 @@ export function createCacheEngine(o: CacheEngineOptions): VaultCacheEngine {
       if (now < breakerUntil && !flights.has(key)) return staleOrThrow(req, entry, errors.upstreamDown(spec.upstreamUrl, "upstream skipped after repeated failures"), now);
       // RFC 5861 §3: within the stale-while-revalidate window the stale copy is the answer, and one background
       // revalidation (the same coalesced flight) refreshes the entry for later requests.
-      if (!rd.revalidate && !rd.noStore && !mustRevalidate(entry) && now - entry.expiresAt <= staleWhileRevalidateMs(entry.cacheFlags, policy)) {
+      // (A window of 0 is no window: at now === expiresAt the entry is already stale and must be revalidated.)
+      const swrMs = staleWhileRevalidateMs(entry.cacheFlags, policy);
+      if (swrMs > 0 && !rd.revalidate && !rd.noStore && !mustRevalidate(entry) && now - entry.expiresAt <= swrMs) {
         if (!flights.has(key)) revalidateInBackground(spec, entry);
         count("STALE");
         return artifacts.respond(req, entry, { "x-vault-cache": "STALE", warning: STALE_WARNING, age: ageOf(entry, now) });

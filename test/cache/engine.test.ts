@@ -1,5 +1,5 @@
 /** Cache engine behaviour over real loopback servers, the fs store and SQLite (specs/http-caching.md §2–§9). */
-import { afterEach, describe, expect, test } from "bun:test";
+import { afterEach, describe, expect, setSystemTime, test } from "bun:test";
 import { randomBytes } from "node:crypto";
 import { writeFile, mkdir, utimes } from "node:fs/promises";
 import { join } from "node:path";
@@ -721,6 +721,27 @@ describe("stale-while-revalidate (RFC 5861 §3)", () => {
     const mr = await fetch(`${fx.url}/meta/a.json`);
     expect(mr.headers.get("x-vault-cache")).toBe("MISS");
     expect(await mr.text()).toBe('{"v":5}');
+  });
+
+  test("no window configured: a request in the very millisecond the entry expires is revalidated, never answered STALE", async () => {
+    // Regression: with a TTL of 0, expiresAt === the fill's clock, and a request in that same millisecond used to fall
+    // into a zero-length stale-while-revalidate window (now - expiresAt <= 0) and get the stale copy.
+    let v = 1;
+    fx = await cacheFixture({
+      upstream: { handler: (req) => (req.headers.get("if-none-match") === `"v${v}"` ? new Response(null, { status: 304, headers: { etag: `"v${v}"` } }) : Response.json({ v }, { headers: { etag: `"v${v}"` } })) },
+      spec: () => ({ ttlSeconds: 0 }),
+    });
+    setSystemTime(new Date("2026-01-01T00:00:00Z"));
+    try {
+      expect(await (await fetch(`${fx.url}/same-ms.json`)).json()).toEqual({ v: 1 });
+      v = 2;
+      const r = await fetch(`${fx.url}/same-ms.json`);
+      expect(r.headers.get("x-vault-cache")).not.toBe("STALE");
+      expect(await r.json()).toEqual({ v: 2 });
+      expect(fx.up.requests.length).toBe(2);
+    } finally {
+      setSystemTime();
+    }
   });
 
   test("a failing background revalidation keeps the stale copy (answered STALE again), and creates no error for the client", async () => {
