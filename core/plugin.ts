@@ -169,6 +169,12 @@ export interface CacheRequest {
   ttlSeconds?: number;
   /** Verified while streaming; mismatch → entry discarded, request fails / connection aborted. */
   expect?: PutExpect;
+  /**
+   * Digests besides sha256 verified the same way as `expect` (lower-case hex by algorithm), e.g. npm's `dist.integrity`
+   * (sha512) and `dist.shasum` (sha1): hashed inline while streaming; a mismatch stores nothing and fails every client
+   * (an error status when nothing was sent yet, else a cut connection, never a clean end). Also checked on BYPASS answers.
+   */
+  expectDigests?: { sha512?: string; sha1?: string };
   /** Extra upstream request headers (Accept, auth). */
   upstreamHeaders?: Record<string, string>;
   /** Content-Type to store when upstream sends none. */

@@ -108,6 +108,28 @@ function expectHex(v: string | undefined): string | undefined {
   return s.startsWith("sha256:") ? s.slice(7) : s;
 }
 
+/** One digest verified while streaming: the algorithm, the expected lower-case hex, the running hash. */
+type DigestCheck = { alg: "sha256" | "sha512" | "sha1"; want: string; h: Bun.CryptoHasher };
+
+/** Running hashes of a spec's `expectDigests` (sha512, sha1), one per algorithm given. */
+function digestChecks(spec: CacheRequest): DigestCheck[] {
+  const out: DigestCheck[] = [];
+  for (const alg of ["sha512", "sha1"] as const) {
+    const want = spec.expectDigests?.[alg];
+    if (want) out.push({ alg, want: want.toLowerCase(), h: new Bun.CryptoHasher(alg) });
+  }
+  return out;
+}
+
+/** Throws VAULT_DIGEST_MISMATCH (502) for the first check whose digest differs. */
+function verifyChecks(checks: DigestCheck[], url: string): void {
+  for (const c of checks) {
+    const actual = c.h.digest("hex");
+    if (actual !== c.want)
+      throw new VaultError("VAULT_DIGEST_MISMATCH", 502, `upstream bytes do not match the expected ${c.alg} digest`, { url, algorithm: c.alg, expected: c.want, actual });
+  }
+}
+
 /**
  * Creates the cache engine of one proxy repository (core/plugin.ts `CacheEngine`; DESIGN.md §4;
  * specs/http-caching.md §2–§9). Behaviour, per request for `spec.key`:
@@ -120,7 +142,8 @@ function expectHex(v: string | undefined): string | undefined {
  * - **MISS** (single flight, §6–§7): the first request inserts one flight per key before any await; the flight fetches
  *   upstream once, appends to a spool file in `driver.spoolDir()` while hashing (sha256) and counting, and every client —
  *   the first one and all followers — streams from that spool as bytes arrive (see core/cache/spool.ts). A client
- *   leaving never cancels the download. At the end: byte count = Content-Length (when sent), digest and size = `expect`;
+ *   leaving never cancels the download. At the end: byte count = Content-Length (when sent), digest and size = `expect`,
+ *   digests = `expectDigests` (sha512/sha1, hashed inline);
  *   then the file is adopted by the blob store and the row recorded. On upstream abort, stall, short body or mismatch the
  *   spool is deleted, no entry is created and every streaming response is errored (the connection is cut, never a clean
  *   short 200). Clients get their status line only once the first byte is spooled, so a failure before that answers
@@ -403,6 +426,7 @@ export function createCacheEngine(o: CacheEngineOptions): VaultCacheEngine {
       tail = tailHash(spool.path);
       spool.onDurable = (n) => tail!.progress(n);
     }
+    const checks = digestChecks(spec);
     const body = upstreamBody(res) ?? (res.body ? genericBody(res.body) : null);
     try {
       if (body) {
@@ -412,6 +436,7 @@ export function createCacheEngine(o: CacheEngineOptions): VaultCacheEngine {
             if ((wantSize !== undefined && total > wantSize) || (contentLength !== undefined && total > contentLength))
               throw new VaultError("VAULT_SIZE_MISMATCH", 502, "upstream sent more bytes than announced", { url });
             hasher?.update(value);
+            for (const c of checks) c.h.update(value);
             const wait = spool.append(value);
             if (wait) await wait;
           }
@@ -441,6 +466,7 @@ export function createCacheEngine(o: CacheEngineOptions): VaultCacheEngine {
       }
       if (wantHex !== undefined && hex !== wantHex)
         throw new VaultError("VAULT_DIGEST_MISMATCH", 502, "upstream bytes do not match the expected digest", { url, expected: wantHex, actual: hex });
+      verifyChecks(checks, url);
       // Verified. Publish the blob and record the row BEFORE the clients' responses end, so that a request made after
       // a download finished is a HIT.
       let entry: ArtifactEntry | null = null;
@@ -514,6 +540,9 @@ export function createCacheEngine(o: CacheEngineOptions): VaultCacheEngine {
         throw new VaultError("VAULT_SIZE_MISMATCH", 502, "upstream size differs from the expected size", { url });
       if (wantHex !== undefined && new Bun.CryptoHasher("sha256").update(raw).digest("hex") !== wantHex)
         throw new VaultError("VAULT_DIGEST_MISMATCH", 502, "upstream bytes do not match the expected digest", { url });
+      const checks = digestChecks(spec);
+      for (const c of checks) c.h.update(raw);
+      verifyChecks(checks, url);
       const enc = (res.headers.get("content-encoding") ?? "identity").toLowerCase().trim();
       if (enc === "gzip" || enc === "x-gzip") raw = Bun.gunzipSync(raw);
       else if (enc === "deflate") raw = Bun.inflateSync(raw);
@@ -658,7 +687,7 @@ export function createCacheEngine(o: CacheEngineOptions): VaultCacheEngine {
     return new Response(body, { status, headers });
   }
 
-  /** Direct upstream fetch without caching (follower wait cap exceeded). */
+  /** Direct upstream fetch without caching (follower wait cap exceeded); expected digests error the body at its end. */
   async function bypass(req: Request, spec: CacheRequest): Promise<Response> {
     count("BYPASS");
     const headers: Record<string, string> = {};
@@ -678,7 +707,30 @@ export function createCacheEngine(o: CacheEngineOptions): VaultCacheEngine {
     out["x-vault-cache"] = "BYPASS";
     const cl = res.headers.get("content-length");
     if (cl) out["content-length"] = cl;
-    return new Response(req.method === "HEAD" ? null : res.body, { headers: out });
+    const checks = digestChecks(spec);
+    const wantHex = expectHex(spec.expect?.sha256);
+    if (wantHex) checks.push({ alg: "sha256", want: wantHex, h: new Bun.CryptoHasher("sha256") });
+    let body: ReadableStream<Uint8Array> | null = res.body;
+    if (body && checks.length > 0 && req.method !== "HEAD") {
+      const url = redactUrl(spec.upstreamUrl);
+      body = body.pipeThrough(
+        new TransformStream<Uint8Array, Uint8Array>({
+          transform(chunk, ctl) {
+            for (const c of checks) c.h.update(chunk);
+            ctl.enqueue(chunk);
+          },
+          flush(ctl) {
+            try {
+              verifyChecks(checks, url);
+            } catch (e) {
+              log.warn("bypassed download failed verification", { key: spec.key, error: (e as Error).message });
+              ctl.error(e);
+            }
+          },
+        }),
+      );
+    }
+    return new Response(req.method === "HEAD" ? null : (body as ReadableStream<Uint8Array<ArrayBuffer>> | null), { headers: out });
   }
 
   /** HEAD on a miss: forwarded upstream as HEAD, nothing stored (an upstream refusing HEAD gets a GET fill instead). */
