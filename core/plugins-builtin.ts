@@ -9,4 +9,5 @@ export const BUILTIN_PLUGINS: Record<string, () => Promise<{ default?: unknown }
   oci: () => import("../plugins/oci/index.ts"),
   s3: () => import("../plugins/s3/index.ts"),
   npm: () => import("../plugins/npm/index.ts"),
+  apt: () => import("../plugins/apt/index.ts"),
 };

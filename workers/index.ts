@@ -14,3 +14,5 @@ export const rewriteUrls = pooled(tasks.rewriteUrls);
 export const pypiSimple = pooled(tasks.pypiSimple);
 /** The npm plugin's packument task (plugins/npm/task.ts; pure, imports no core/): tarball URL rewrite, dist lookup. */
 export const npmPackument = pooled(tasks.npmPackument);
+/** The apt plugin's index task (plugins/apt/task.ts; pure, imports no core/): pool file hashes listed by a Packages/Sources index. */
+export const aptIndex = pooled(tasks.aptIndex);

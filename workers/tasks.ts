@@ -7,8 +7,9 @@ import { sha256File, digests } from "./checksum.ts";
 import { rewriteJson, rewriteUrls } from "./document.ts";
 import { pypiSimple } from "../plugins/pypi/task.ts";
 import { npmPackument } from "../plugins/npm/task.ts";
+import { aptIndex } from "../plugins/apt/task.ts";
 
-export const tasks = { sha256File, digests, rewriteJson, rewriteUrls, pypiSimple, npmPackument };
+export const tasks = { sha256File, digests, rewriteJson, rewriteUrls, pypiSimple, npmPackument, aptIndex };
 
 /** Name of a pool task (an export of workers/index.ts). */
 export type TaskName = keyof typeof tasks;

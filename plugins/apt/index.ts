@@ -1,0 +1,83 @@
+/**
+ * The `apt` plugin: Debian/Ubuntu archive repositories (specs/apt.md) — proxy (an upstream archive root cached with
+ * per-suite consistent generations) and hosted (.deb uploads, indexes signed with gpg). The archive root is the
+ * repository's mount: `deb [signed-by=…] http://host:port/<name> <suite> <component>`.
+ */
+import { definePlugin, textError, VaultError, type PluginContext } from "../../core/plugin.ts";
+import { createAptProxy } from "./proxy.ts";
+import { createAptHosted } from "./hosted.ts";
+import type { AptRepoConfig, AptService } from "./service.ts";
+
+export type { AptRepoConfig, SigningConfig } from "./service.ts";
+
+/** JSON Schema of the apt-specific repository keys (merged into the config schema for `format: apt`). */
+export const aptConfigSchema = {
+  type: "object" as const,
+  properties: {
+    releaseTtlSeconds: { type: "integer", minimum: 0, description: "proxy: freshness of InRelease/Release/Release.gpg and of files no Release lists, seconds (default 60)." },
+    signing: {
+      type: "object",
+      additionalProperties: false,
+      properties: {
+        keyFile: { type: "string", minLength: 1, description: "Secret key file (armored or binary); absolute or relative to the working directory." },
+        key: { type: "string", minLength: 1, description: "The armored secret key itself, e.g. ${VAULT_APT_SIGNING_KEY}." },
+        passphrase: { type: "string", description: "Passphrase of the key, e.g. ${VAULT_APT_SIGNING_PASSPHRASE}." },
+        keyId: { type: "string", pattern: "^(0x)?[0-9A-Fa-f]{8,40}$", description: "Fingerprint or key id to sign with (default: the first secret key)." },
+      },
+      description: "hosted: the OpenPGP key that signs InRelease and Release.gpg (with gpg). Without it only an unsigned Release is published.",
+    },
+    architectures: {
+      type: "array",
+      items: { type: "string", pattern: "^[a-z0-9][a-z0-9-]*$" },
+      description: 'hosted: architectures every suite lists (default ["amd64", "arm64"]); uploads add theirs.',
+    },
+    defaultDistribution: { type: "string", pattern: "^[A-Za-z0-9][A-Za-z0-9._-]*$", description: "hosted: suite of uploads that name none (default stable)." },
+    defaultComponent: { type: "string", pattern: "^[a-z0-9][a-z0-9._-]*$", description: "hosted: component of uploads that name none (default main)." },
+    origin: { type: "string", pattern: "^[^\\n]+$", description: "hosted: Origin of the Release files (default: the repository name)." },
+    label: { type: "string", pattern: "^[^\\n]+$", description: "hosted: Label of the Release files (default: the repository name)." },
+    keepGenerations: { type: "integer", minimum: 0, description: "hosted: earlier generations of by-hash index files kept published (default 3)." },
+    maxUploadBytes: { type: "integer", minimum: 1, description: "hosted: largest accepted .deb, bytes (default 1073741824)." },
+  },
+};
+
+/** Services by repository config object (one per repository, shared by its mounts). */
+const services = new WeakMap<object, AptService>();
+
+function serviceOf(ctx: PluginContext<AptRepoConfig>): AptService {
+  let s = services.get(ctx.config);
+  if (!s) services.set(ctx.config, (s = ctx.repo.type === "proxy" ? createAptProxy(ctx) : createAptHosted(ctx)));
+  return s;
+}
+
+export default definePlugin<AptRepoConfig>({
+  format: "apt",
+  apiVersion: 1,
+  types: ["proxy", "hosted"],
+  configSchema: aptConfigSchema,
+  // no defaultUpstream: a proxy names its archive root
+  classify(path) {
+    return path.startsWith("pool/") || path.includes("/by-hash/") ? "artifact" : "metadata";
+  },
+  routes(app, ctx) {
+    const svc = serviceOf(ctx);
+    const mount = ctx.repo.mount;
+    const handle = async (request: Request): Promise<Response> => {
+      try {
+        return await svc.handle(request, mount);
+      } catch (e) {
+        if (e instanceof VaultError) return textError(e);
+        throw e;
+      }
+    };
+    // uploads are streamed by the handler itself, never parsed by Elysia
+    app.all("/", ({ request }) => handle(request), { parse: "none" });
+    app.all("/*", ({ request }) => handle(request), { parse: "none" });
+  },
+  renderError: (err) => textError(err),
+  async start(ctx) {
+    await serviceOf(ctx).start?.();
+  },
+  async stop(ctx) {
+    await serviceOf(ctx).stop?.();
+  },
+});
