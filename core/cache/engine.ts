@@ -340,7 +340,7 @@ export function createCacheEngine(o: CacheEngineOptions): VaultCacheEngine {
       void res.body?.cancel().catch(() => {});
       const d = decideStore(spec, policy, res.headers, now);
       const entry =
-        artifacts.refresh(spec.key, {
+        (await artifacts.refresh(spec.key, {
           expiresAt: d.expiresAt,
           fetchedAt: now,
           upstreamEtag: res.headers.get("etag") ?? undefined,
@@ -348,7 +348,7 @@ export function createCacheEngine(o: CacheEngineOptions): VaultCacheEngine {
           headers: keptHeaders(res.headers, spec),
           // RFC 9111 §4.3.4: a 304 without Cache-Control leaves the stored directives in force.
           cacheFlags: res.headers.has("cache-control") ? d.flags : undefined,
-        }) ?? stale;
+        })) ?? stale;
       head.ok({ kind: "entry", entry, status: "REVALIDATED" });
       done.resolve(entry);
       return true;
@@ -473,7 +473,7 @@ export function createCacheEngine(o: CacheEngineOptions): VaultCacheEngine {
       if (d.store) {
         try {
           await blobs.putFile(spool.path, `sha256:${hex}`, size);
-          entry = artifacts.record([
+          entry = (await artifacts.record([
             {
               path: spec.key,
               blobDigest: `sha256:${hex}`,
@@ -487,7 +487,7 @@ export function createCacheEngine(o: CacheEngineOptions): VaultCacheEngine {
               fetchedAt: now,
               expiresAt: d.expiresAt,
             },
-          ])[0];
+          ]))[0];
         } catch (e) {
           log.error("storing a verified download failed", { key: spec.key, error: (e as Error).message });
           await spool.remove();
@@ -560,7 +560,7 @@ export function createCacheEngine(o: CacheEngineOptions): VaultCacheEngine {
         return true;
       }
       const stored = await blobs.putStream(new Blob([body as BlobPart]).stream());
-      const entry = artifacts.record([
+      const entry = (await artifacts.record([
         {
           path: spec.key,
           blobDigest: stored.digest,
@@ -574,7 +574,7 @@ export function createCacheEngine(o: CacheEngineOptions): VaultCacheEngine {
           fetchedAt: now,
           expiresAt: d.expiresAt,
         },
-      ])[0];
+      ]))[0];
       head.ok({ kind: "entry", entry, status: "MISS" });
       done.resolve(entry);
       return true;
