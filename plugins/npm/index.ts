@@ -1,32 +1,51 @@
-/** The `npm` plugin: npm registry repositories — proxy today (hosted and group later; specs/npm.md). */
-import { definePlugin, type PluginContext, type VaultError } from "../../core/plugin.ts";
-import { createNpmProxy, type NpmProxy, type NpmRepoConfig } from "./proxy.ts";
+/** The `npm` plugin: npm registry repositories — proxy, hosted (publish, login, dist-tags) and group (merged packuments). */
+import { definePlugin, type PluginContext } from "../../core/plugin.ts";
+import { createNpmProxy } from "./proxy.ts";
+import { createNpmHosted } from "./hosted.ts";
+import { createNpmGroup } from "./group.ts";
+import { npmError } from "./errors.ts";
+import { routeNpm, type NpmRepoConfig, type NpmService } from "./service.ts";
 
-export type { NpmRepoConfig } from "./proxy.ts";
+export type { NpmRepoConfig } from "./service.ts";
+export { npmError } from "./errors.ts";
 
-/** Handlers by repository config object (one per repository, shared by its mounts). */
-const services = new WeakMap<object, NpmProxy>();
+/** JSON Schema of the npm-specific repository keys (merged into the config schema for `format: npm`). */
+export const npmConfigSchema = {
+  type: "object" as const,
+  properties: {
+    maxUploadBytes: {
+      type: "integer",
+      minimum: 1,
+      description: "hosted: largest tarball a publish may carry, bytes (default 104857600 = 100 MiB); larger publishes answer 413.",
+    },
+    loginTokenTtlSeconds: {
+      type: "integer",
+      minimum: 1,
+      description: "Lifetime of the API tokens `npm login` creates, seconds (default: they do not expire).",
+    },
+  },
+};
 
-function serviceOf(ctx: PluginContext<NpmRepoConfig>): NpmProxy {
+/** Services by repository config object (one per repository, shared by its mounts and by the groups reading it). */
+const services = new WeakMap<object, NpmService>();
+
+/** The service of an npm repository (created on first use): proxy, hosted or group by `ctx.repo.type`. */
+export function serviceOf(ctx: PluginContext): NpmService {
   let s = services.get(ctx.config);
-  if (!s) services.set(ctx.config, (s = createNpmProxy(ctx)));
+  if (s) return s;
+  const c = ctx as PluginContext<NpmRepoConfig>;
+  if (ctx.repo.type === "proxy") s = createNpmProxy(c);
+  else if (ctx.repo.type === "hosted") s = createNpmHosted(c);
+  else s = createNpmGroup(c, { serviceOf });
+  services.set(ctx.config, s);
   return s;
-}
-
-/**
- * An error in npm's shape: `{"error":"<message>"}` with the error's status and headers; 404s answer
- * `{"error":"Not found"}` as the registry does.
- */
-export function npmError(err: VaultError): Response {
-  const error = err.status === 404 ? "Not found" : err.message;
-  return Response.json({ error }, { status: err.status, headers: { ...err.headers, "content-type": "application/json" } });
 }
 
 export default definePlugin<NpmRepoConfig>({
   format: "npm",
   apiVersion: 1,
-  types: ["proxy"],
-  configSchema: { type: "object", properties: {} },
+  types: ["proxy", "hosted", "group"],
+  configSchema: npmConfigSchema,
   // no defaultUpstream: an npm proxy must name its upstream
   allowEncodedSlash: true,
   classify(path) {
@@ -35,7 +54,8 @@ export default definePlugin<NpmRepoConfig>({
   routes(app, ctx) {
     const svc = serviceOf(ctx);
     const mount = ctx.repo.mount;
-    app.all("/*", ({ request }) => svc.handle(request, mount), { parse: "none" });
+    // bodies (publishes, logins) are read by the handlers themselves, within their size limits, never parsed by Elysia
+    app.all("/*", ({ request }) => routeNpm(request, mount, svc), { parse: "none" });
   },
   renderError: (err) => npmError(err),
 });

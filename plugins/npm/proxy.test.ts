@@ -7,7 +7,8 @@ import { afterAll, beforeAll, describe, expect, setSystemTime, test } from "bun:
 import { startVault, type StartedVault } from "../../test/helpers/vault.ts";
 import { rawRequest } from "../../test/helpers/raw-http.ts";
 import { startNpmRegistry, NPM_FIXTURES, type TestNpmRegistry } from "../../test/helpers/npm-registry.ts";
-import { ABBREVIATED, expectedDigests } from "./proxy.ts";
+import { expectedDigests } from "./proxy.ts";
+import { ABBREVIATED } from "./service.ts";
 import { isValidPackageName, parseNpmPath } from "./names.ts";
 
 let reg: TestNpmRegistry;
@@ -38,7 +39,9 @@ describe("names and paths", () => {
     expect(parseNpmPath("-/package/@babel%2fcore/dist-tags")).toEqual({ kind: "dist-tags", name: "@babel/core" });
     expect(parseNpmPath("chalk/-/..%2f..%2fx.tgz")).toBe("bad");
     expect(parseNpmPath("a%2fb")).toBe("bad");
-    expect(parseNpmPath("chalk/4.1.0")).toBeUndefined();
+    expect(parseNpmPath("chalk/4.1.0")).toEqual({ kind: "version", name: "chalk", spec: "4.1.0" });
+    expect(parseNpmPath("chalk/-/x")).toBe("bad");
+    expect(parseNpmPath("chalk/a/b")).toBeUndefined();
   });
   test("integrity strings → hex digests", () => {
     const d = expectedDigests({ integrity: "sha512-" + Buffer.alloc(64, 1).toString("base64"), shasum: "A".repeat(40) });
@@ -168,7 +171,8 @@ describe("errors and hostile paths", () => {
   test("writes → 405; search → upstream passthrough (404 here); ping passes through", async () => {
     const put = await fetch(`${base}/chalk`, { method: "PUT", body: "{}" });
     expect(put.status).toBe(405);
-    expect(((await put.json()) as any).error).toContain("not allowed");
+    expect(put.headers.get("allow")).toBe("GET, HEAD");
+    expect(((await put.json()) as any).error).toBe("a proxy repository takes no writes: publish to a hosted repository");
     const s = await fetch(`${base}/-/v1/search?text=chalk`);
     expect(s.status).toBe(404);
     expect(await s.json()).toEqual({ error: "Not found" });

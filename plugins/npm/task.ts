@@ -1,16 +1,14 @@
 /**
- * The npm plugin's worker-pool task, `npmPackument`: rewrites a packument's tarball URLs to the vault, or looks up
- * the `dist` of one tarball in a stored packument. Pure and structured-cloneable (imports no core/), so the same
- * function runs inline for small documents and in the pool (workers/index.ts) above the offload threshold.
+ * The npm plugin's worker-pool task, `npmPackument`: every packument operation of the plugin — proxy (rewrite tarball
+ * URLs to the vault, look up one tarball's `dist`, dist-tags), hosted (check a publish body, edit the package document,
+ * render it full or abbreviated: publish.ts, documents.ts), group (merge members' packuments) and one version's
+ * document. Pure and structured-cloneable (imports no core/), so the same function runs inline for small documents and
+ * in the pool (workers/index.ts) above the offload threshold.
  */
+import { mergePackuments, parseDoc, renderHosted, versionDocument, distTagsOf, versionsMap, type Json, type MergeSource, type TarballDist, type Variant } from "./documents.ts";
+import { editDoc, inspectPublish, type DocEdit, type EditResult, type InspectedPublish, type WriteProblem } from "./publish.ts";
 
-/** The `dist` fields the vault verifies a tarball against (specs/npm.md: integrity). */
-export interface TarballDist {
-  /** Subresource Integrity string, e.g. `sha512-<base64>` (may list several, space-separated). */
-  integrity?: string;
-  /** Hex sha1 of the tarball (legacy). */
-  shasum?: string;
-}
+export { PackumentParseError, type TarballDist } from "./documents.ts";
 
 /** Input of {@link npmPackument}. */
 export type NpmTaskInput =
@@ -36,10 +34,60 @@ export type NpmTaskInput =
       op: "dist-tags";
       /** A stored packument. */
       body: Uint8Array;
+    }
+  | {
+      op: "render";
+      /** A hosted package document (publish.ts). */
+      body: Uint8Array;
+      /** Public repository URL without trailing slash. */
+      base: string;
+      variant: Variant;
+    }
+  | {
+      op: "merge";
+      /** Members' packuments in read order (documents.ts `mergePackuments`). */
+      sources: MergeSource[];
+      /** The group's public URL without trailing slash. */
+      base: string;
+      variant: Variant;
+    }
+  | {
+      op: "version";
+      /** A full packument. */
+      body: Uint8Array;
+      /** A version or a dist-tag. */
+      spec: string;
+    }
+  | {
+      op: "inspect";
+      /** The body of `PUT /<name>` (JSON with `_attachments`). */
+      body: Uint8Array;
+      /** The package name of the URL. */
+      name: string;
+    }
+  | {
+      op: "edit";
+      name: string;
+      /** The current package document; absent for a new package. */
+      doc?: Uint8Array;
+      /** epoch ms */
+      now: number;
+      edit: DocEdit;
     };
 
-/** Output of {@link npmPackument}: rewrite → `body` + `rewritten` count; lookup → `found` + `dist`; dist-tags → `distTags`. */
+/**
+ * Output of {@link npmPackument}: rewrite → `body` + `rewritten` count; lookup → `found` + `dist`; dist-tags →
+ * `distTags`; render, merge → `body`; version → `body` + `found`; inspect → `inspected` or `problem`; edit → `edit`.
+ */
 export interface NpmTaskOutput {
+  /** inspect: the checked publish (its `tarball` is also moved back as `body`). */
+  inspected?: Omit<InspectedPublish, "tarball">;
+  /** inspect: the body has no attachment, it is a document update (deprecate, unpublish a version). */
+  update?: boolean;
+  /** inspect: why the publish is refused. */
+  problem?: WriteProblem;
+  /** edit: the result (its document is also moved back as `body`). */
+  edit?: Omit<EditResult, "body">;
   body?: Uint8Array;
   /** rewrite: number of tarball URLs rewritten. */
   rewritten?: number;
@@ -51,30 +99,6 @@ export interface NpmTaskOutput {
   found?: boolean;
 }
 
-/** Thrown for upstream documents that are not a packument (not JSON, not an object). */
-export class PackumentParseError extends Error {
-  override name = "PackumentParseError";
-}
-
-type Json = Record<string, unknown>;
-
-function parse(body: Uint8Array): Json {
-  let doc: unknown;
-  try {
-    doc = JSON.parse(new TextDecoder().decode(body));
-  } catch (e) {
-    throw new PackumentParseError(`packument is not JSON: ${e instanceof Error ? e.message : String(e)}`);
-  }
-  if (typeof doc !== "object" || doc === null || Array.isArray(doc)) throw new PackumentParseError("packument is not a JSON object");
-  return doc as Json;
-}
-
-function versionsOf(doc: Json): Json[] {
-  const v = doc.versions;
-  if (typeof v !== "object" || v === null) return [];
-  return Object.values(v as Json).filter((x): x is Json => typeof x === "object" && x !== null);
-}
-
 /**
  * Runs one packument operation.
  * - `rewrite`: every `versions.*.dist.tarball` equal to `<upstreamBase><name>/-/<file>` (name plain, or scoped with
@@ -82,12 +106,39 @@ function versionsOf(doc: Json): Json[] {
  *   URLs are left as they are. Output is compact JSON.
  * - `lookup`: the `dist.integrity`/`dist.shasum` of the version whose tarball URL is `url`.
  * - `dist-tags`: the document's `dist-tags` map (tag → version), `{}` when absent.
- * @throws PackumentParseError when the body is not a JSON object
+ * - `render`: a hosted document → full or abbreviated packument for `base` (documents.ts `renderHosted`).
+ * - `merge`: group members' packuments → the group's (documents.ts `mergePackuments`).
+ * - `version`: one version's document, `found: false` when the packument has no such version or tag.
+ * - `inspect`: a publish body checked (publish.ts `inspectPublish`): `inspected` + the tarball as `body`, `problem`, or
+ *   `update` when the body carries no attachment.
+ * - `edit`: a package document changed (publish.ts `editDoc`): `edit` + the new document as `body` when it changed.
+ * @throws PackumentParseError when a body is not a JSON object
  */
 export function npmPackument(i: NpmTaskInput): NpmTaskOutput {
-  const doc = parse(i.body);
+  switch (i.op) {
+    case "render":
+      return { body: renderHosted(i.body, i.base, i.variant) };
+    case "merge":
+      return { body: mergePackuments(i.sources, i.base, i.variant) };
+    case "version": {
+      const body = versionDocument(i.body, i.spec);
+      return body ? { body, found: true } : { found: false };
+    }
+    case "inspect": {
+      const r = inspectPublish(i.body, i.name);
+      if (r === null) return { update: true };
+      if ("status" in r) return { problem: r };
+      const { tarball, ...inspected } = r;
+      return { inspected, body: tarball };
+    }
+    case "edit": {
+      const { body, ...edit } = editDoc(i.name, i.doc, i.now, i.edit);
+      return body ? { edit, body } : { edit };
+    }
+  }
+  const doc = parseDoc(i.body);
   if (i.op === "lookup") {
-    for (const v of versionsOf(doc)) {
+    for (const v of Object.values(versionsMap(doc))) {
       const d = v.dist as Json | undefined;
       if (!d || d.tarball !== i.url) continue;
       const dist: TarballDist = {};
@@ -97,14 +148,9 @@ export function npmPackument(i: NpmTaskInput): NpmTaskOutput {
     }
     return { found: false };
   }
-  if (i.op === "dist-tags") {
-    const tags = doc["dist-tags"];
-    const distTags: Record<string, string> = {};
-    if (typeof tags === "object" && tags !== null) for (const [k, v] of Object.entries(tags)) if (typeof v === "string") distTags[k] = v;
-    return { distTags };
-  }
+  if (i.op === "dist-tags") return { distTags: distTagsOf(doc) };
   let rewritten = 0;
-  for (const v of versionsOf(doc)) {
+  for (const v of Object.values(versionsMap(doc))) {
     const d = v.dist as Json | undefined;
     if (!d || typeof d.tarball !== "string" || !d.tarball.startsWith(i.upstreamBase)) continue;
     const rest = d.tarball.slice(i.upstreamBase.length).replace(/%2f/gi, "/");
