@@ -155,7 +155,7 @@ export function createAptProxy(ctx: PluginContext<AptRepoConfig>): AptService {
     };
     const stem = name.replace(/\.(gz|xz|zst)$/, "");
     const compression = compressionOf(name);
-    if (INDEX_KINDS[stem] && compression) poolHashes.add({ ...spec }, INDEX_KINDS[stem], compression);
+    if (INDEX_KINDS[stem] && compression) poolHashes.add({ ...spec, upstreamUrl: upstreamByHash ?? spec.upstreamUrl }, INDEX_KINDS[stem], compression);
     if (!upstreamByHash) return serve(req, spec);
     try {
       return await serve(req, { ...spec, upstreamUrl: upstreamByHash });

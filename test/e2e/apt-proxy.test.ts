@@ -56,7 +56,8 @@ describe("apt-get through an apt proxy repository", () => {
         return undefined;
       },
     });
-    vault = await startVault({ config: { repositories: [{ name: "debian", format: "apt", type: "proxy", upstream: `${up.url}/debian/` }] } });
+    // every Packages index (1-2 KB here) is parsed in the worker pool, as bookworm's 9 MB one would be
+    vault = await startVault({ config: { pool: { offloadThresholdBytes: 512 }, repositories: [{ name: "debian", format: "apt", type: "proxy", upstream: `${up.url}/debian/` }] } });
   });
   afterAll(async () => {
     await vault?.stop();

@@ -4,7 +4,7 @@
  * `gzip`, and the real `apt-get` run as the current user against an isolated root (its own state, cache, sources and
  * keyrings; the machine's /etc/apt is never read).
  */
-import { chmod, copyFile, mkdir, readdir, rm, writeFile } from "node:fs/promises";
+import { chmod, copyFile, mkdir, readdir, rm, utimes, writeFile } from "node:fs/promises";
 import { dirname, join, relative } from "node:path";
 import { tmpDataDir } from "./tmp.ts";
 
@@ -101,7 +101,8 @@ export interface ArchiveGeneration {
 /**
  * Writes (or rewrites) a signed archive at `root` for `suite` with the given fixture packages in `main`/amd64:
  * pool files, `Packages`, `.gz`, `.xz`, their by-hash copies (earlier generations' copies stay), a Release with
- * `Acquire-By-Hash: yes` made by `apt-ftparchive release`, `InRelease` and `Release.gpg`.
+ * `Acquire-By-Hash: yes` made by `apt-ftparchive release`, `InRelease` and `Release.gpg` (modified at `date`, default a
+ * minute ago: give each generation a later one).
  */
 export async function writeArchive(root: string, suite: string, packages: FixturePackage[], key: TestKey, o: { date?: Date } = {}): Promise<ArchiveGeneration> {
   for (const p of packages) {
@@ -129,7 +130,8 @@ export async function writeArchive(root: string, suite: string, packages: Fixtur
   }
   const sha = async (f: string) => new Bun.CryptoHasher("sha256").update(await Bun.file(f).bytes()).digest("hex");
   for (const f of ["Packages", "Packages.gz", "Packages.xz"]) await copyFile(join(dir, f), join(dir, "by-hash", "SHA256", await sha(join(dir, f))));
-  const date = (o.date ?? new Date(Date.now() - 60_000)).toUTCString();
+  const when = o.date ?? new Date(Date.now() - 60_000);
+  const date = when.toUTCString();
   const rel = await run(
     [
       "apt-ftparchive",
@@ -153,6 +155,8 @@ export async function writeArchive(root: string, suite: string, packages: Fixtur
   await writeFile(join(suiteDir, "Release"), rel.out);
   await writeFile(join(suiteDir, "InRelease"), await key.clearsign(rel.out));
   await writeFile(join(suiteDir, "Release.gpg"), await key.detachSign(rel.out));
+  // Last-Modified (one-second resolution) follows the Release date, so generations written within one second differ
+  for (const f of ["Release", "InRelease", "Release.gpg"]) await utimes(join(suiteDir, f), when, when);
   return { release: rel.out, packagesXzSha256: await sha(join(dir, "Packages.xz")), packagesSha256: await sha(join(dir, "Packages")) };
 }
 
