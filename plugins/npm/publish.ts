@@ -91,11 +91,11 @@ export function inspectPublish(body: Uint8Array, name: string): InspectedPublish
   const sha1 = createHash("sha1").update(tarball).digest("hex");
   const sha512 = createHash("sha512").update(tarball).digest();
   const dist: Json = isObject(given.dist) ? given.dist : {};
-  const want = expectedDigests(dist);
-  if (want.sha512 === undefined && want.sha1 === undefined) return bad("dist.integrity (sha512) or dist.shasum (sha1) is required to check the tarball");
+  if (dist.shasum !== undefined && (typeof dist.shasum !== "string" || dist.shasum.toLowerCase() !== sha1)) return bad(`dist.shasum does not match the tarball (sha1 ${sha1})`);
+  const want = expectedDigests({ integrity: typeof dist.integrity === "string" ? dist.integrity : undefined });
+  if (want.sha512 === undefined && want.sha1 === undefined && dist.shasum === undefined) return bad("dist.integrity (sha512) or dist.shasum (sha1) is required to check the tarball");
   if (want.sha512 !== undefined && want.sha512 !== sha512.toString("hex")) return bad("dist.integrity does not match the tarball (sha512 differs)");
   if (want.sha1 !== undefined && want.sha1 !== sha1) return bad("dist.integrity does not match the tarball (sha1 differs)");
-  if (dist.shasum !== undefined && (typeof dist.shasum !== "string" || dist.shasum.toLowerCase() !== sha1)) return bad(`dist.shasum does not match the tarball (sha1 ${sha1})`);
   const tags: string[] = [];
   for (const [tag, v] of Object.entries(isObject(doc["dist-tags"]) ? doc["dist-tags"] : {})) {
     if (!isValidTagName(tag)) return bad(`invalid dist-tag ${JSON.stringify(tag)}: a tag must not be a version or range`);

@@ -9,6 +9,9 @@ import { existsSync } from "node:fs";
 
 /** Fixture root (`<shared>/fixtures/npm`). */
 export const NPM_FIXTURES = resolve(import.meta.dir, "..", "..", "..", "shared", "fixtures", "npm");
+/** The tarball file names `npm install chalk@4.1.0` fetches (its whole dependency tree), sorted. */
+export const CHALK_TREE = ["ansi-styles-4.3.0.tgz", "chalk-4.1.0.tgz", "color-convert-2.0.1.tgz", "color-name-1.1.4.tgz", "has-flag-4.0.0.tgz", "supports-color-7.2.0.tgz"];
+
 /** The placeholder registry origin in the fixtures. */
 const PLACEHOLDER = "https://npm.upstream.invalid";
 
