@@ -138,6 +138,33 @@ describe("tarballs", () => {
     expect(reg.tarballGets().filter((p) => p === "/wrappy/-/wrappy-1.0.2.tgz").length).toBe(2);
   });
 
+  test("first download is streamed while verified: a mismatch found after the answer started cuts it, nothing stored", async () => {
+    reg.tamper("debug-4.2.0.tgz");
+    const release = reg.hold("debug-4.2.0.tgz");
+    const r = await fetch(`${base}/debug/-/debug-4.2.0.tgz`);
+    // the vault answered before the upstream finished: the status line is out, the body still streaming
+    expect(r.status).toBe(200);
+    expect(r.headers.get("x-vault-cache")).toBe("MISS");
+    release();
+    let failed = false;
+    await r.arrayBuffer().catch(() => (failed = true));
+    expect(failed).toBe(true);
+    expect((await vault.vault.repositories.get("npm")?.artifacts.get("debug/-/debug-4.2.0.tgz")) ?? null).toBeNull();
+    expect(reg.tarballGets().filter((p) => p === "/debug/-/debug-4.2.0.tgz").length).toBe(1);
+  });
+
+  test("first download of a good tarball is streamed and stored; the next is a HIT", async () => {
+    const release = reg.hold("once-1.4.0.tgz");
+    const r = await fetch(`${base}/once/-/once-1.4.0.tgz`);
+    expect(r.status).toBe(200);
+    expect(r.headers.get("x-vault-cache")).toBe("MISS");
+    release();
+    expect(new Uint8Array(await r.arrayBuffer())).toEqual(await Bun.file(`${NPM_FIXTURES}/tarballs/once-1.4.0.tgz`).bytes());
+    const again = await fetch(`${base}/once/-/once-1.4.0.tgz`);
+    expect(again.headers.get("x-vault-cache")).toBe("HIT");
+    expect((await again.arrayBuffer()).byteLength).toBe((await Bun.file(`${NPM_FIXTURES}/tarballs/once-1.4.0.tgz`).bytes()).byteLength);
+  });
+
   test("a tarball the packument does not list → 404", async () => {
     const r = await fetch(`${base}/ms/-/ms-9.9.9.tgz`);
     expect(r.status).toBe(404);

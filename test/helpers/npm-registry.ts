@@ -32,6 +32,11 @@ export interface TestNpmRegistry {
   tarballGets(): string[];
   /** Serves `file` (a tarball file name) with one byte changed from now on. */
   tamper(file: string): void;
+  /**
+   * Makes the next responses for `file` send its first half at once and the rest only after the returned `release()`
+   * is called (a slow upstream: lets a test see the vault's streamed answer start before the download ends).
+   */
+  hold(file: string): () => void;
   stop(): Promise<void>;
 }
 
@@ -39,6 +44,7 @@ export interface TestNpmRegistry {
 export function startNpmRegistry(): TestNpmRegistry {
   const hits: RegistryHit[] = [];
   const tampered = new Set<string>();
+  const held = new Map<string, Promise<void>>();
   let base = "";
   const server = Bun.serve({
     hostname: "127.0.0.1",
@@ -56,6 +62,19 @@ export function startNpmRegistry(): TestNpmRegistry {
         if (!existsSync(f)) return Response.json({ error: "Not found" }, { status: 404 });
         const bytes = await Bun.file(f).bytes();
         if (tampered.has(t[2])) bytes[bytes.length - 1] ^= 0xff;
+        const gate = held.get(t[2]);
+        if (gate) {
+          const half = bytes.byteLength >> 1;
+          const body = new ReadableStream<Uint8Array>({
+            async start(ctl) {
+              ctl.enqueue(bytes.subarray(0, half));
+              await gate;
+              ctl.enqueue(bytes.subarray(half));
+              ctl.close();
+            },
+          });
+          return new Response(body, { headers: { "content-type": "application/octet-stream" } });
+        }
         return new Response(bytes, { headers: { "content-type": "application/octet-stream" } });
       }
       if (!/^(@[a-z0-9._-]+\/)?[a-z0-9._-]+$/.test(path)) return Response.json({ error: "Not found" }, { status: 404 });
@@ -75,6 +94,11 @@ export function startNpmRegistry(): TestNpmRegistry {
     hits,
     tarballGets: () => hits.filter((h) => h.method === "GET" && h.path.endsWith(".tgz")).map((h) => h.path),
     tamper: (file) => void tampered.add(file),
+    hold: (file) => {
+      let release!: () => void;
+      held.set(file, new Promise<void>((r) => (release = r)));
+      return release;
+    },
     stop: async () => {
       await server.stop(true);
     },
