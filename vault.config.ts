@@ -15,6 +15,10 @@ if (process.env.VAULT_APT_UPSTREAM) {
   // a Debian/Ubuntu archive root, e.g. the one in /etc/apt/sources.list — needs the apt plugin
   optional.push({ name: "debian", format: "apt", type: "proxy", upstream: "${VAULT_APT_UPSTREAM}" });
 }
+if (process.env.VAULT_APT_SIGNING_KEY) {
+  // a hosted apt repository signed with this armored secret key: curl -u <user> --upload-file x.deb http://127.0.0.1:8080/apt-local/
+  optional.push({ name: "apt-local", format: "apt", type: "hosted", signing: { key: "${VAULT_APT_SIGNING_KEY}" } });
+}
 
 export default defineConfig({
   // vault serve --port/--host/--data/--log-level override these
