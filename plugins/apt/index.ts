@@ -3,7 +3,7 @@
  * per-suite consistent generations) and hosted (.deb uploads, indexes signed with gpg). The archive root is the
  * repository's mount: `deb [signed-by=…] http://host:port/<name> <suite> <component>`.
  */
-import { definePlugin, textError, VaultError, type PluginContext } from "../../core/plugin.ts";
+import { definePlugin, textError, type PluginContext } from "../../core/plugin.ts";
 import { createAptProxy } from "./proxy.ts";
 import { createAptHosted } from "./hosted.ts";
 import type { AptRepoConfig, AptService } from "./service.ts";
@@ -61,17 +61,9 @@ export default definePlugin<AptRepoConfig>({
   routes(app, ctx) {
     const svc = serviceOf(ctx);
     const mount = ctx.repo.mount;
-    const handle = async (request: Request): Promise<Response> => {
-      try {
-        return await svc.handle(request, mount);
-      } catch (e) {
-        if (e instanceof VaultError) return textError(e);
-        throw e;
-      }
-    };
-    // uploads are streamed by the handler itself, never parsed by Elysia
-    app.all("/", ({ request }) => handle(request), { parse: "none" });
-    app.all("/*", ({ request }) => handle(request), { parse: "none" });
+    // uploads are streamed by the handler itself, never parsed by Elysia; errors thrown are rendered by renderError
+    app.all("/", ({ request }) => svc.handle(request, mount), { parse: "none" });
+    app.all("/*", ({ request }) => svc.handle(request, mount), { parse: "none" });
   },
   renderError: (err) => textError(err),
   async start(ctx) {
