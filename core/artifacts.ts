@@ -2,9 +2,10 @@
 import { and, asc, eq, gt, gte, lt, sql } from "drizzle-orm";
 import type { ArtifactEntry, ArtifactPut, ArtifactStore, Db, Logger } from "./plugin.ts";
 import type { RepositoryConfig } from "./config/types.ts";
-import type { BlobStore, DbOrTx } from "./storage/blobs.ts";
+import { sqlMax, type BlobStore } from "./storage/blobs.ts";
 import { DigestMismatchError, NotFoundError, blobKey } from "./storage/driver.ts";
-import { artifacts } from "./db/schema.ts";
+import { atomic, dialectOf, exec, rows, tablesOf, type Tx, type Work } from "./db/index.ts";
+import type { artifacts } from "./db/schema.ts";
 import { VaultError, errors } from "./errors.ts";
 import { etagForDigest, prepareEntry, respondEntry } from "./http/respond.ts";
 import { tagFastHit, type FastHit } from "./http/fast.ts";
@@ -57,20 +58,25 @@ export interface VaultArtifactStore extends ArtifactStore {
   /**
    * Records rows for blobs that are already in the blob store (e.g. adopted spool files), in ONE transaction with the
    * blob reference counts (a replaced row releases its old blob). Visible all at once.
+   * On Postgres each row's key is locked (transaction advisory lock) for the read-modify-write, so racing writers of
+   * one key on several nodes end with one row and the right reference counts.
    * @throws VaultError VAULT_STORAGE when a blob is being swept at that very moment
    */
-  record(rows: ArtifactRecord[]): ArtifactEntry[];
+  record(rows: ArtifactRecord[]): Promise<ArtifactEntry[]>;
   /**
    * `respond` for the cache engine: `counter` is bumped again by every host fast-path replay of this answer
    * (core/server.ts), as the engine bumps it for every hit it answers itself.
    */
   respondCounted(req: Request, entry: ArtifactEntry, extraHeaders: Record<string, string> | undefined, counter: () => void): Promise<Response>;
   /** Applies a revalidation result to a stored row; returns the updated entry, or null when the row is gone. */
-  refresh(path: string, f: ArtifactRefresh): ArtifactEntry | null;
-  /** Writes the batched hit counts / last-access times now (one transaction). */
-  flush(): void;
+  refresh(path: string, f: ArtifactRefresh): Promise<ArtifactEntry | null>;
+  /**
+   * Writes the batched hit counts / last-access times now (one transaction). On SQLite the write is done when this
+   * returns; the promise settles after it on either dialect. Never rejects (a failure is logged).
+   */
+  flush(): Promise<void>;
   /** Flushes and stops the flush timer. */
-  close(): void;
+  close(): Promise<void>;
 }
 
 /** Options of {@link createArtifactStore}. */
@@ -150,8 +156,11 @@ function toBody(body: ReadableStream<Uint8Array> | Uint8Array | string): Readabl
  *
  * - Writes: blobs first (`blobs.putStream`, verified against `expect`), then rows in ONE drizzle transaction together
  *   with the blob reference counts (a replaced or deleted row releases its old blob), so `commit` is all-or-nothing.
- * - Reads: a bounded in-memory map of hot entries (FIFO-evicted, `hotEntries`) answers `get` without SQLite; an entry is
- *   re-read after `hotTtlMs` so writes by other processes show up; writes through this store update it at once.
+ * - Reads: a bounded in-memory map of hot entries (FIFO-evicted, `hotEntries`) answers `get` without the database; an
+ *   entry is re-read after `hotTtlMs` so writes by other processes (or nodes) show up; writes through this store update
+ *   it at once. On SQLite a re-read is one prepared synchronous statement (no await on the hit path).
+ * - Postgres (several nodes): `record` and `delete` lock the row's key for their read-modify-write (see {@link atomic}),
+ *   blob reference deltas are applied per digest in sorted order (no deadlock between two commits).
  * - Hits: `respond` counts hits and last-access in memory; a timer (unref'd, so it never keeps the process alive)
  *   writes them every `flushIntervalMs` in one transaction; `flush()`/`close()` write them at once.
  * - `respond` answers with `Bun.file` on local drivers, a 302 to a presigned URL when the repository sets
@@ -159,6 +168,8 @@ function toBody(body: ReadableStream<Uint8Array> | Uint8Array | string): Readabl
  */
 export function createArtifactStore(o: ArtifactStoreOptions): VaultArtifactStore {
   const { db, blobs, log } = o;
+  const { artifacts } = tablesOf(db);
+  const sqlite = dialectOf(db) === "sqlite";
   const repository = o.repo.name;
   const maxHot = o.hotEntries ?? 10_000;
   const hotTtlMs = o.hotTtlMs ?? 5000;
@@ -170,19 +181,27 @@ export function createArtifactStore(o: ArtifactStoreOptions): VaultArtifactStore
   let timer: ReturnType<typeof setTimeout> | undefined;
   const addBytes = metrics.bytesServed.bind({ repository });
 
-  const selectOne = db
-    .select()
-    .from(artifacts)
-    .where(and(eq(artifacts.repository, sql.placeholder("repository")), eq(artifacts.path, sql.placeholder("path"))))
-    .prepare();
-  const bumpHits = db
-    .update(artifacts)
-    .set({
-      hitCount: sql`${artifacts.hitCount} + ${sql.placeholder("hits")}`,
-      lastAccessAt: sql`max(${artifacts.lastAccessAt}, ${sql.placeholder("at")})`,
-    })
-    .where(and(eq(artifacts.repository, sql.placeholder("repository")), eq(artifacts.path, sql.placeholder("path"))))
-    .prepare();
+  const rowOf = (path: string) => and(eq(artifacts.repository, repository), eq(artifacts.path, path));
+  /** SQLite: prepared statements run synchronously (the hot path's re-read, the hit-count flush). */
+  const selectOne = sqlite
+    ? db
+        .select()
+        .from(artifacts)
+        .where(and(eq(artifacts.repository, sql.placeholder("repository")), eq(artifacts.path, sql.placeholder("path"))))
+        .prepare()
+    : undefined;
+  const bumpHits = sqlite
+    ? db
+        .update(artifacts)
+        .set({
+          hitCount: sql`${artifacts.hitCount} + ${sql.placeholder("hits")}`,
+          lastAccessAt: sqlMax(artifacts.lastAccessAt, sql.placeholder("at")),
+        })
+        .where(and(eq(artifacts.repository, sql.placeholder("repository")), eq(artifacts.path, sql.placeholder("path"))))
+        .prepare()
+    : undefined;
+  /** Advisory lock name of a row's key (Postgres). */
+  const lockOf = (path: string) => `artifact:${repository}:${path}`;
 
   function remember(entry: ArtifactEntry, now = Date.now()): void {
     const old = hot.get(entry.path);
@@ -204,11 +223,21 @@ export function createArtifactStore(o: ArtifactStoreOptions): VaultArtifactStore
     hot.delete(path);
   }
 
-  function load(path: string): ArtifactEntry | null {
+  /** The entry at `path`: the hot map while fresh; else re-read (synchronously on SQLite, a promise on Postgres). */
+  function load(path: string): ArtifactEntry | null | Promise<ArtifactEntry | null> {
     const now = Date.now();
     const h = hot.get(path);
     if (h && now - h.loadedAt < hotTtlMs) return h.entry;
-    const row = selectOne.get({ repository, path });
+    if (selectOne) return loaded(path, h, now, selectOne.get({ repository, path }));
+    return db
+      .select()
+      .from(artifacts)
+      .where(rowOf(path))
+      .then((r) => loaded(path, hot.get(path), now, r[0]));
+  }
+
+  /** Updates the hot map with a row just read (`h`: the hot record when the read started). */
+  function loaded(path: string, h: HotRecord | undefined, now: number, row: Row | undefined): ArtifactEntry | null {
     if (!row) {
       forget(path);
       return null;
@@ -255,14 +284,19 @@ export function createArtifactStore(o: ArtifactStoreOptions): VaultArtifactStore
     tagFastHit(res, fastOf(h, file), counter);
   }
 
-  function writeRows(tx: DbOrTx, recs: ArtifactRecord[], now: number): ArtifactEntry[] {
+  /** Writes the rows, then the net reference-count change of each blob (sorted by digest). */
+  function* writeRows(tx: Tx, recs: ArtifactRecord[], now: number): Work<ArtifactEntry[]> {
     const out: ArtifactEntry[] = [];
+    const deltas = new Map<string, { sizeBytes: number; delta: number }>();
+    const addRef = (digest: string, sizeBytes: number, delta: number) => {
+      const d = deltas.get(digest);
+      if (d) d.delta += delta;
+      else deltas.set(digest, { sizeBytes, delta });
+    };
     for (const r of recs) {
-      const old = tx
-        .select({ blobDigest: artifacts.blobDigest, sizeBytes: artifacts.sizeBytes })
-        .from(artifacts)
-        .where(and(eq(artifacts.repository, repository), eq(artifacts.path, r.path)))
-        .all()[0];
+      const old = (yield* rows(
+        tx.select({ blobDigest: artifacts.blobDigest, sizeBytes: artifacts.sizeBytes }).from(artifacts).where(rowOf(r.path)),
+      ))[0];
       const row: Row = {
         repository,
         path: r.path,
@@ -281,18 +315,21 @@ export function createArtifactStore(o: ArtifactStoreOptions): VaultArtifactStore
         lastAccessAt: now,
         hitCount: 0,
       };
-      if (r.blobDigest) blobs.ref(tx, r.blobDigest, r.sizeBytes, +1);
-      if (old?.blobDigest) blobs.ref(tx, old.blobDigest, old.sizeBytes, -1);
+      if (r.blobDigest) addRef(r.blobDigest, r.sizeBytes, +1);
+      if (old?.blobDigest) addRef(old.blobDigest, old.sizeBytes, -1);
       const { repository: _r, path: _p, ...set } = row;
-      tx.insert(artifacts).values(row).onConflictDoUpdate({ target: [artifacts.repository, artifacts.path], set }).run();
+      yield* exec(tx.insert(artifacts).values(row).onConflictDoUpdate({ target: [artifacts.repository, artifacts.path], set }));
       out.push(toEntry(row));
+    }
+    for (const [digest, d] of [...deltas].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))) {
+      if (d.delta !== 0) yield* blobs.ref(tx, digest, d.sizeBytes, d.delta);
     }
     return out;
   }
 
-  function record(recs: ArtifactRecord[]): ArtifactEntry[] {
+  async function record(recs: ArtifactRecord[]): Promise<ArtifactEntry[]> {
     const now = Date.now();
-    const out = db.transaction((tx) => writeRows(tx, recs, now));
+    const out = await atomic(db, (tx) => writeRows(tx, recs, now), { locks: recs.map((r) => lockOf(r.path)) });
     for (const e of out) {
       pending.delete(e.path);
       remember(e, now);
@@ -326,18 +363,31 @@ export function createArtifactStore(o: ArtifactStoreOptions): VaultArtifactStore
     };
   }
 
-  function flush(): void {
+  async function flush(): Promise<void> {
     if (timer) {
       clearTimeout(timer);
       timer = undefined;
     }
     if (pending.size === 0) return;
-    const batch = [...pending];
+    const batch = [...pending].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
     pending.clear();
     try {
-      db.transaction(() => {
-        for (const [path, p] of batch) bumpHits.run({ repository, path, hits: p.hits, at: p.at });
-      });
+      if (bumpHits) {
+        db.transaction(() => {
+          for (const [path, p] of batch) bumpHits.run({ repository, path, hits: p.hits, at: p.at });
+        });
+      } else {
+        await atomic(db, function* (tx) {
+          for (const [path, p] of batch) {
+            yield* exec(
+              tx
+                .update(artifacts)
+                .set({ hitCount: sql`${artifacts.hitCount} + ${p.hits}`, lastAccessAt: sqlMax(artifacts.lastAccessAt, p.at) })
+                .where(rowOf(path)),
+            );
+          }
+        });
+      }
     } catch (e) {
       log.warn("hit count flush failed", { error: (e as Error).message, paths: batch.length });
     }
@@ -351,7 +401,7 @@ export function createArtifactStore(o: ArtifactStoreOptions): VaultArtifactStore
       p.at = now;
     } else pending.set(path, { hits: 1, at: now });
     if (!timer) {
-      timer = setTimeout(flush, flushMs);
+      timer = setTimeout(() => void flush(), flushMs);
       timer.unref?.();
     }
   }
@@ -366,7 +416,7 @@ export function createArtifactStore(o: ArtifactStoreOptions): VaultArtifactStore
 
     async put(path, body, opts) {
       const stored = await storeBody(body, opts, path);
-      return record([putRecord(path, stored, opts)])[0];
+      return (await record([putRecord(path, stored, opts)]))[0];
     },
 
     async commit(files) {
@@ -376,14 +426,14 @@ export function createArtifactStore(o: ArtifactStoreOptions): VaultArtifactStore
     },
 
     async delete(path) {
-      db.transaction((tx) => {
-        const old = tx
-          .delete(artifacts)
-          .where(and(eq(artifacts.repository, repository), eq(artifacts.path, path)))
-          .returning({ blobDigest: artifacts.blobDigest, sizeBytes: artifacts.sizeBytes })
-          .all()[0];
-        if (old?.blobDigest) blobs.ref(tx, old.blobDigest, old.sizeBytes, -1);
-      });
+      await atomic(
+        db,
+        function* (tx) {
+          const old = (yield* rows(tx.delete(artifacts).where(rowOf(path)).returning({ blobDigest: artifacts.blobDigest, sizeBytes: artifacts.sizeBytes })))[0];
+          if (old?.blobDigest) yield* blobs.ref(tx, old.blobDigest, old.sizeBytes, -1);
+        },
+        { locks: [lockOf(path)] },
+      );
       forget(path);
       pending.delete(path);
     },
@@ -392,8 +442,7 @@ export function createArtifactStore(o: ArtifactStoreOptions): VaultArtifactStore
       const conds = [eq(artifacts.repository, repository), gte(artifacts.path, prefix), lt(artifacts.path, prefix + MAX_KEY)];
       if (opts?.after !== undefined) conds.push(gt(artifacts.path, opts.after));
       const q = db.select().from(artifacts).where(and(...conds)).orderBy(asc(artifacts.path));
-      const rows = opts?.limit !== undefined ? q.limit(opts.limit).all() : q.all();
-      return rows.map(toEntry);
+      return (await (opts?.limit !== undefined ? q.limit(opts.limit) : q)).map(toEntry);
     },
 
     async read(entry) {
@@ -416,8 +465,8 @@ export function createArtifactStore(o: ArtifactStoreOptions): VaultArtifactStore
 
     record,
 
-    refresh(path, f) {
-      const cur = load(path);
+    async refresh(path, f) {
+      const cur = await load(path);
       if (!cur) return null;
       const headers = f.headers ? { ...cur.headers, ...f.headers } : cur.headers;
       const flags = f.cacheFlags ?? cur.cacheFlags;
@@ -429,17 +478,12 @@ export function createArtifactStore(o: ArtifactStoreOptions): VaultArtifactStore
         headers: Object.keys(headers).length ? JSON.stringify(headers) : null,
         cacheFlags: flags.length ? flags.join(",") : null,
       };
-      const rows = db
-        .update(artifacts)
-        .set(set)
-        .where(and(eq(artifacts.repository, repository), eq(artifacts.path, path)))
-        .returning()
-        .all();
-      if (rows.length === 0) {
+      const updated = await db.update(artifacts).set(set).where(rowOf(path)).returning();
+      if (updated.length === 0) {
         forget(path);
         return null;
       }
-      const e = toEntry(rows[0]);
+      const e = toEntry(updated[0]);
       remember(e);
       return e;
     },
@@ -447,7 +491,7 @@ export function createArtifactStore(o: ArtifactStoreOptions): VaultArtifactStore
     flush,
 
     close() {
-      flush();
+      return flush();
     },
   };
 

@@ -8,7 +8,7 @@ import type { BunSQLiteDatabase } from "drizzle-orm/bun-sqlite";
 import type { StorageDriver, PutExpect } from "./storage/driver.ts";
 import type { RepositoryConfig } from "./config/types.ts";
 import { VaultError } from "./errors.ts";
-import type * as schema from "./db/schema.ts";
+import type { Tables } from "./db/schema.ts";
 
 export { VaultError, errors } from "./errors.ts";
 export { checkRequestPath, checkPathComponent, pathProblem, type PathCheckOptions } from "./http/path.ts";
@@ -26,8 +26,13 @@ export type { RepositoryConfig } from "./config/types.ts";
 /** The plugin API version this host implements. A plugin declaring another version is refused at boot. */
 export const PLUGIN_API_VERSION = 1 as const;
 
-/** The drizzle database handle (SQLite by default; the same schema on Postgres later). */
-export type Db = BunSQLiteDatabase<typeof schema>;
+/**
+ * The drizzle database handle of the metadata database (DESIGN.md §3): SQLite (bun:sqlite) by default, or Postgres
+ * (Bun's SQL client, drizzle `bun-sql`) when `metadata.driver` is `postgres`. Typed with the SQLite dialect's builders
+ * either way; code meant for both dialects takes the tables from `tablesOf(db)`, awaits builders instead of calling
+ * `.all()/.get()/.run()`, and runs transactions through `atomic` (core/db/index.ts, docs/plugins.md "Metadata").
+ */
+export type Db = BunSQLiteDatabase<Tables>;
 
 /* ------------------------------------------------------------------ logging */
 
@@ -247,7 +252,7 @@ export interface AuthService {
   /** Verifies a registry token made by `signToken`. Throws VaultError 401 (invalid, expired). */
   verifyToken?(jwt: string): RegistryTokenClaims;
   /** The owner and secret of an S3 access key, for SigV4 verification; null when unknown, expired or disabled. */
-  lookupAccessKey?(accessKeyId: string): { principal: Principal; secret: string } | null;
+  lookupAccessKey?(accessKeyId: string): Promise<{ principal: Principal; secret: string } | null>;
 }
 
 /**

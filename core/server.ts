@@ -10,7 +10,7 @@ import { errors, toVaultError, VaultError } from "./errors.ts";
 import { createLogger } from "./log.ts";
 import { metrics, renderMetrics } from "./metrics.ts";
 import { textError, type Logger, type PluginApp, type PluginContext, type VaultPlugin } from "./plugin.ts";
-import { openDb, type OpenDb } from "./db/index.ts";
+import { openMetadata, type OpenDb } from "./db/index.ts";
 import { createStorage, createBlobStore, type StorageDriver } from "./storage/index.ts";
 import { createPool, updatePoolMetrics, type VaultPool } from "./pool.ts";
 import { createAuthCore, setRemoteAddress, type AuthCore, type RepositoryAuth } from "./auth/index.ts";
@@ -201,7 +201,7 @@ export async function createVault(rawConfig: VaultConfig, o: CreateVaultOptions)
   const started: { plugin: VaultPlugin; ctx: PluginContext }[] = [];
 
   try {
-    opened = openDb(config.metadata.driver === "sqlite" && config.metadata.path ? config.metadata.path : join(dataDir, "vault.db"));
+    opened = await openMetadata(config.metadata, dataDir);
     closers.push(() => opened.close());
     storage = createStorage(config.storage, dataDir);
     closers.push(() => storage.close?.());
@@ -566,16 +566,14 @@ function makeVault(p: VaultParts): Vault {
     return m.handle(req);
   };
 
-  const ops = (path: string): Response => {
+  const ops = (path: string): Response | Promise<Response> => {
     if (path === "/-/health") return new Response('{"status":"ok"}', { headers: OPS_JSON });
     if (path === "/-/ready") {
       if (state !== "ready") return new Response(`{"status":"${state}"}`, { status: 503, headers: OPS_JSON });
-      try {
-        opened.sqlite.query("SELECT 1").get();
-      } catch (e) {
-        return new Response(JSON.stringify({ status: "database unavailable", error: e instanceof Error ? e.message : String(e) }), { status: 503, headers: OPS_JSON });
-      }
-      return new Response('{"status":"ready"}', { headers: OPS_JSON });
+      return opened.ping().then(
+        () => new Response('{"status":"ready"}', { headers: OPS_JSON }),
+        (e) => new Response(JSON.stringify({ status: "database unavailable", error: e instanceof Error ? e.message : String(e) }), { status: 503, headers: OPS_JSON }),
+      );
     }
     if (path === "/-/metrics") {
       foldCounts();

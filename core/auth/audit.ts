@@ -1,6 +1,7 @@
 /** The audit log (DESIGN.md §6): one `audit_log` row per write, delete and auth change, written synchronously before the response. */
 import type { Db, Logger } from "../plugin.ts";
-import { auditLog } from "../db/schema.ts";
+import type { auditLog } from "../db/schema.ts";
+import { atomic, dialectOf, exec, tablesOf } from "../db/index.ts";
 
 const remoteAddresses = new WeakMap<Request, string>();
 
@@ -37,18 +38,25 @@ function scrub(detail: Record<string, unknown>): Record<string, unknown> {
 }
 
 /**
- * Writes audit rows. `write` inserts synchronously (bun:sqlite; one small row in WAL mode), so a record is on
- * disk before the response that reported the action; a crash of the request after the call loses nothing.
- * If an insert fails (e.g. the database stays locked past busy_timeout) the row is kept in memory, logged, and
- * retried on the next write or on `flush()`.
+ * Writes audit rows. On SQLite `write` inserts synchronously (bun:sqlite; one small row in WAL mode), so a record is
+ * on disk before the response that reported the action; a crash of the request after the call loses nothing. On
+ * Postgres `write` starts the insert at once and returns (rows written meanwhile go in the next batch, one batch at a
+ * time): a record is normally stored while the response is still being sent, and `flush()` awaits every pending row
+ * (the host calls it at shutdown). If an insert fails (e.g. the database stays locked past busy_timeout, or is
+ * unreachable) the rows are kept in memory, logged, and retried on the next write or on `flush()`.
  */
 export class AuditWriter {
   private pending: (typeof auditLog.$inferInsert)[] = [];
+  private readonly sync: boolean;
+  /** Postgres: the batch being written (batches never overlap). */
+  private chain: Promise<number> = Promise.resolve(0);
 
   constructor(
     private readonly db: Db,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.sync = dialectOf(db) === "sqlite";
+  }
 
   /** Appends one record (actor, action, repository, path, detail JSON, remote address, `x-request-id`). */
   write(r: AuditRecord): void {
@@ -63,20 +71,30 @@ export class AuditWriter {
       requestId: r.req?.headers.get("x-request-id")?.slice(0, 128) ?? null,
     };
     this.pending.push(row);
-    this.flush();
+    void this.flush();
   }
 
-  /** Inserts every pending row (in one transaction). Returns how many are still pending (0 when all written). */
-  flush(): number {
+  /**
+   * Inserts every pending row (in one transaction). On SQLite the insert is done when this returns. Resolves with how
+   * many rows are still pending (0 when all were written); never rejects.
+   */
+  flush(): Promise<number> {
+    if (this.sync) return this.writeBatch();
+    return (this.chain = this.chain.then(() => this.writeBatch()));
+  }
+
+  private async writeBatch(): Promise<number> {
     if (this.pending.length === 0) return 0;
     const rows = this.pending;
+    this.pending = [];
+    const { auditLog } = tablesOf(this.db);
     try {
-      this.db.transaction((tx) => {
-        for (const row of rows) tx.insert(auditLog).values(row).run();
+      await atomic(this.db, function* (tx) {
+        for (const row of rows) yield* exec(tx.insert(auditLog).values(row));
       });
-      this.pending = [];
     } catch (e) {
-      this.log.error("audit log write failed; will retry", { error: e instanceof Error ? e.message : String(e), pending: rows.length });
+      this.pending = rows.concat(this.pending);
+      this.log.error("audit log write failed; will retry", { error: e instanceof Error ? e.message : String(e), pending: this.pending.length });
     }
     return this.pending.length;
   }

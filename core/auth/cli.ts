@@ -1,7 +1,7 @@
 /** Shared plumbing of the `vault user` and `vault token` commands: open the auth core from --config/--data, read secrets, print tables. */
 import { userInfo } from "node:os";
 import { isAbsolute, join, resolve } from "node:path";
-import { openDb } from "../db/index.ts";
+import { openMetadata } from "../db/index.ts";
 import { loadConfig, findConfigFile } from "../config/load.ts";
 import type { VaultConfig } from "../config/types.ts";
 import { resolveConfig } from "../config/schema.ts";
@@ -21,7 +21,7 @@ export const COMMON_OPTIONS = {
 /** An opened auth core for one CLI invocation. */
 export interface CliAuth {
   auth: AuthCore;
-  /** Absolute path of the SQLite file. */
+  /** Absolute path of the SQLite file; for Postgres, `postgres` (the URL holds credentials). */
   dbPath: string;
   /** The loaded config as written (not validated; `{}` when no config file was found). */
   config: VaultConfig;
@@ -29,15 +29,17 @@ export interface CliAuth {
   configDir: string;
   /** Absolute path of the config file read; undefined when none was found. */
   configFile?: string;
-  close(): void;
+  /** Writes pending audit rows and closes the database. */
+  close(): Promise<void>;
 }
 
 /**
  * Opens the metadata database and the auth core the way `vault serve` does: the config from `--config FILE`
  * (else `vault.config.*` in the cwd when present; none is fine), `server.dataDir` resolved against the config's
- * directory, `--data DIR` (against the cwd) overriding it; the SQLite file is `metadata.path` or `<dataDir>/vault.db`.
- * The config's `auth` section matters: with `auth.tokenSecret` set, S3 secrets are sealed under a key derived from it.
- * @throws ConfigError (bad or missing config file, unset `${VAR}`), VaultError VAULT_CONFIG (postgres metadata)
+ * directory, `--data DIR` (against the cwd) overriding it; the SQLite file is `metadata.path` or `<dataDir>/vault.db`,
+ * or the Postgres database at `metadata.url`. The config's `auth` section matters: with `auth.tokenSecret` set, S3
+ * secrets are sealed under a key derived from it.
+ * @throws ConfigError (bad or missing config file, unset `${VAR}`); the driver's error when Postgres is unreachable
  */
 export async function openCliAuth(o: { config?: string; data?: string }, cwd = process.cwd()): Promise<CliAuth> {
   let config: VaultConfig = {};
@@ -58,10 +60,10 @@ export async function openCliAuth(o: { config?: string; data?: string }, cwd = p
     configFile = loaded.file;
   }
   const dataDir = o.data !== undefined ? resolve(cwd, o.data) : resolve(configDir, config.server?.dataDir ?? "./data");
-  const md = config.metadata;
-  if (md && md.driver !== "sqlite") throw new VaultError("VAULT_CONFIG", 500, `metadata driver ${md.driver} is not supported by this command yet`);
-  const dbPath = md?.path ? (isAbsolute(md.path) ? md.path : resolve(configDir, md.path)) : join(dataDir, "vault.db");
-  const opened = openDb(dbPath);
+  const md = config.metadata ?? { driver: "sqlite" };
+  const sqlitePath = md.driver === "sqlite" ? (md.path ? (isAbsolute(md.path) ? md.path : resolve(configDir, md.path)) : join(dataDir, "vault.db")) : undefined;
+  const dbPath = sqlitePath ?? "postgres";
+  const opened = await openMetadata(sqlitePath !== undefined ? { driver: "sqlite", path: sqlitePath } : md, dataDir);
   const auth = createAuthCore({ db: opened.db, config: config.auth, log: createLogger("warn") });
   return {
     auth,
@@ -69,9 +71,9 @@ export async function openCliAuth(o: { config?: string; data?: string }, cwd = p
     config,
     configDir,
     configFile,
-    close() {
-      auth.flush();
-      opened.close();
+    async close() {
+      await auth.flush();
+      await opened.close();
     },
   };
 }

@@ -3,7 +3,7 @@ import { and, eq, inArray, sql } from "drizzle-orm";
 import type { Action, AuthService, Db, Logger, Principal } from "../plugin.ts";
 import type { AuthConfig, RepositoryConfig } from "../config/types.ts";
 import { VaultError, errors } from "../errors.ts";
-import { apiTokens, permissions, users } from "../db/schema.ts";
+import { atomic, dialectOf, exec, first, rows, tablesOf } from "../db/index.ts";
 import { AuditWriter, type AuditRecord } from "./audit.ts";
 import { looksLikeJwt, signJwt, verifyJwt, type RegistryClaims } from "./jwt.ts";
 import { PasswordVerifier, checkPassword, hashPassword, type PasswordVerifierOptions } from "./passwords.ts";
@@ -86,7 +86,7 @@ export interface RepositoryAuth extends AuthService {
   revokeToken(principal: Principal, token: string): Promise<boolean>;
   signToken(claims: RegistryClaims, ttlSeconds: number): string;
   verifyToken(jwt: string): RegistryClaims;
-  lookupAccessKey(accessKeyId: string): { principal: Principal; secret: string } | null;
+  lookupAccessKey(accessKeyId: string): Promise<{ principal: Principal; secret: string } | null>;
 }
 
 /** Everything the server, plugins (through `forRepository`) and the CLI use. */
@@ -112,9 +112,9 @@ export interface AuthCore {
   /** Checks a user name + password (npm adduser body, login forms). @throws VaultError 401 */
   verifyPassword(name: string, password: string): Promise<Principal>;
   /** Checks an API token (`vault_<id>_<secret>`). @throws VaultError 401 (unknown, wrong secret, expired, user disabled) */
-  verifyApiToken(token: string): Principal;
+  verifyApiToken(token: string): Promise<Principal>;
   /** The principal of an existing, enabled user, or null. */
-  principalFor(name: string): Principal | null;
+  principalFor(name: string): Promise<Principal | null>;
 
   /* users */
   /**
@@ -165,7 +165,7 @@ export interface AuthCore {
    * For SigV4 verification: the principal owning access key `id` and its secret. Null when unknown, expired,
    * the user is disabled, or the secret cannot be unsealed (logged).
    */
-  lookupAccessKey(id: string): { principal: Principal; secret: string } | null;
+  lookupAccessKey(id: string): Promise<{ principal: Principal; secret: string } | null>;
 
   /* registry tokens */
   /** Signs an HS256 registry token (docker token flow, Conan authenticate) valid `ttlSeconds`. */
@@ -175,8 +175,8 @@ export interface AuthCore {
 
   /** Appends a non-repository audit record (user and token management, logins). */
   audit(r: AuditRecord): void;
-  /** Writes audit rows still pending after a failed insert; call on shutdown. */
-  flush(): void;
+  /** Writes audit rows still pending (after a failed insert; on Postgres also those being written); call on shutdown. */
+  flush(): Promise<void>;
 }
 
 /** Options of {@link createAuthCore}. */
@@ -217,9 +217,17 @@ function expiryOf(o: NewTokenOptions | undefined, now: number): number | null {
  * compared with `crypto.timingSafeEqual`, looked up by token id; S3 secrets sealed with AES-256-GCM. The keys
  * for registry tokens and sealing come from `auth.tokenSecret` (HKDF) or are generated once into the `settings`
  * table (see KeyRing). Successful Basic password checks are cached in memory for 60 s keyed by an HMAC.
+ *
+ * Dialects: on SQLite every lookup is a prepared synchronous statement, `can` reads the grants table each time. On
+ * Postgres lookups are awaited; `can` (synchronous in the plugin contract) answers from the grants this node loaded for
+ * the user when it last made a principal for them (every `authenticate`, `verifyPassword`, `lookupAccessKey`, …), so a
+ * grant changed on another node counts from that user's next request on. The keys are loaded by `bootstrap` (or the
+ * first `authenticate`).
  */
 export function createAuthCore(o: AuthCoreOptions): AuthCore {
   const { db } = o;
+  const { apiTokens, permissions, users } = tablesOf(db);
+  const sqlite = dialectOf(db) === "sqlite";
   const cfg = o.config ?? {};
   const log = o.log.child({ component: "auth" });
   const env = o.env ?? process.env;
@@ -231,15 +239,11 @@ export function createAuthCore(o: AuthCoreOptions): AuthCore {
   if (cfg.tokenSecret !== undefined && cfg.tokenSecret.length < 32)
     log.warn("auth.tokenSecret is shorter than 32 characters; use a long random value");
 
-  /* ---------------------------------------------------------------- prepared hot-path queries */
+  /* ---------------------------------------------------------------- hot-path queries (prepared on SQLite) */
 
-  const qUserByName = db
-    .select({ id: users.id, name: users.name, passwordHash: users.passwordHash, isAdmin: users.isAdmin, disabled: users.disabled })
-    .from(users)
-    .where(eq(users.name, sql.placeholder("name")))
-    .prepare();
-  const qTokenById = db
-    .select({
+  const userCols = { id: users.id, name: users.name, passwordHash: users.passwordHash, isAdmin: users.isAdmin, disabled: users.disabled };
+  const qUserByName = db.select(userCols).from(users).where(eq(users.name, sql.placeholder("name")));
+  const tokenCols = {
       id: apiTokens.id,
       kind: apiTokens.kind,
       secretHash: apiTokens.secretHash,
@@ -250,23 +254,39 @@ export function createAuthCore(o: AuthCoreOptions): AuthCore {
       name: users.name,
       isAdmin: users.isAdmin,
       disabled: users.disabled,
-    })
-    .from(apiTokens)
-    .innerJoin(users, eq(users.id, apiTokens.userId))
-    .where(eq(apiTokens.id, sql.placeholder("id")))
-    .prepare();
+  };
+  const qTokenById = db.select(tokenCols).from(apiTokens).innerJoin(users, eq(users.id, apiTokens.userId)).where(eq(apiTokens.id, sql.placeholder("id")));
   const qGrants = db
     .select({ actions: permissions.actions })
     .from(permissions)
-    .where(and(eq(permissions.userId, sql.placeholder("userId")), inArray(permissions.repository, [sql.placeholder("repo"), "*"])))
-    .prepare();
+    .where(and(eq(permissions.userId, sql.placeholder("userId")), inArray(permissions.repository, [sql.placeholder("repo"), "*"])));
+  const pUserByName = sqlite ? qUserByName.prepare() : undefined;
+  const pTokenById = sqlite ? qTokenById.prepare() : undefined;
+  const pGrants = sqlite ? qGrants.prepare() : undefined;
+  type UserRow = Awaited<typeof qUserByName>[number];
+  type TokenRow = Awaited<typeof qTokenById>[number];
 
-  const principalOf = (u: { id: number; name: string; isAdmin: boolean }, via: Principal["via"]): Principal => ({
-    userId: u.id,
-    name: u.name,
-    isAdmin: u.isAdmin,
-    via,
-  });
+  /** The user named `name` (SQLite: synchronously). */
+  const userByName = (name: string): UserRow | undefined | Promise<UserRow | undefined> =>
+    pUserByName ? pUserByName.get({ name }) : db.select(userCols).from(users).where(eq(users.name, name)).then(first);
+  /** The token or access key `id` with its user (SQLite: synchronously). */
+  const tokenById = (id: string): TokenRow | undefined | Promise<TokenRow | undefined> =>
+    pTokenById ? pTokenById.get({ id }) : db.select(tokenCols).from(apiTokens).innerJoin(users, eq(users.id, apiTokens.userId)).where(eq(apiTokens.id, id)).then(first);
+
+  /** Postgres: each user's grants (repository → level) as loaded when a principal was last made for them. */
+  const grantCache = new Map<number, Map<string, number>>();
+
+  /** A principal for user `u`; on Postgres with the user's grants loaded for `can`. */
+  async function principalOf(u: { id: number; name: string; isAdmin: boolean }, via: Principal["via"]): Promise<Principal> {
+    if (!sqlite) {
+      const levels = new Map<string, number>();
+      for (const g of await db.select({ repository: permissions.repository, actions: permissions.actions }).from(permissions).where(eq(permissions.userId, u.id)))
+        levels.set(g.repository, parseActions(g.actions));
+      if (grantCache.size >= 10_000 && !grantCache.has(u.id)) grantCache.clear();
+      grantCache.set(u.id, levels);
+    }
+    return { userId: u.id, name: u.name, isAdmin: u.isAdmin, via };
+  }
 
   function touch(id: string, lastUsedAt: number | null): void {
     const now = Date.now();
@@ -275,30 +295,34 @@ export function createAuthCore(o: AuthCoreOptions): AuthCore {
     if (mine !== undefined && now - mine < LAST_USED_RESOLUTION_MS) return;
     touched.set(id, now);
     if (touched.size > 10_000) touched.clear();
-    try {
-      db.update(apiTokens).set({ lastUsedAt: now }).where(eq(apiTokens.id, id)).run();
-    } catch (e) {
-      log.warn("could not record token use", { id, error: e instanceof Error ? e.message : String(e) });
-    }
+    // SQLite: the update runs within this call (then() executes it synchronously); Postgres: in the background
+    db.update(apiTokens)
+      .set({ lastUsedAt: now })
+      .where(eq(apiTokens.id, id))
+      .then(undefined, (e: unknown) => log.warn("could not record token use", { id, error: e instanceof Error ? e.message : String(e) }));
   }
 
-  function requireUser(name: string) {
-    const u = qUserByName.get({ name });
+  async function requireUser(name: string) {
+    const u = await userByName(name);
     if (!u) throw errors.notFound(`user ${name}`);
     return u;
   }
 
-  /** Highest level granted to `userId` on `repo` or `*`. */
+  /** Highest level granted to `userId` on `repo` or `*` (Postgres: from the grants loaded with the principal). */
   function grantedLevel(userId: number, repo: string): number {
     let level = 0;
-    for (const g of qGrants.all({ userId, repo })) level = Math.max(level, parseActions(g.actions));
-    return level;
+    if (pGrants) {
+      for (const g of pGrants.all({ userId, repo })) level = Math.max(level, parseActions(g.actions));
+      return level;
+    }
+    const levels = grantCache.get(userId);
+    return Math.max(levels?.get(repo) ?? 0, levels?.get("*") ?? 0);
   }
 
   async function userInfo(name: string): Promise<UserInfo | null> {
-    const u = db.select().from(users).where(eq(users.name, name)).get();
+    const u = first(await db.select().from(users).where(eq(users.name, name)));
     if (!u) return null;
-    const grants = db.select().from(permissions).where(eq(permissions.userId, u.id)).orderBy(permissions.repository).all();
+    const grants = await db.select().from(permissions).where(eq(permissions.userId, u.id)).orderBy(permissions.repository);
     return {
       id: u.id,
       name: u.name,
@@ -310,22 +334,23 @@ export function createAuthCore(o: AuthCoreOptions): AuthCore {
     };
   }
 
-  function setGrantLevel(userId: number, repository: string, level: number): void {
+  async function setGrantLevel(userId: number, repository: string, level: number): Promise<void> {
+    grantCache.delete(userId);
     if (level <= 0) {
-      db.delete(permissions).where(and(eq(permissions.userId, userId), eq(permissions.repository, repository))).run();
+      await db.delete(permissions).where(and(eq(permissions.userId, userId), eq(permissions.repository, repository)));
       return;
     }
     const actions = actionsOf(level).join(",");
-    db.insert(permissions)
+    await db
+      .insert(permissions)
       .values({ userId, repository, actions })
-      .onConflictDoUpdate({ target: [permissions.userId, permissions.repository], set: { actions } })
-      .run();
+      .onConflictDoUpdate({ target: [permissions.userId, permissions.repository], set: { actions } });
   }
 
   /* ---------------------------------------------------------------- credentials */
 
   async function verifyPassword(name: string, password: string): Promise<Principal> {
-    const u = name.length <= 64 ? qUserByName.get({ name }) : undefined;
+    const u = name.length <= 64 ? await userByName(name) : undefined;
     const ok = await passwords.verify(name, password, u && !u.disabled ? u.passwordHash : null);
     if (!ok || !u || u.disabled) {
       log.debug("password authentication failed", { user: name.slice(0, 64) });
@@ -334,8 +359,8 @@ export function createAuthCore(o: AuthCoreOptions): AuthCore {
     return principalOf(u, "basic");
   }
 
-  function verifyParsedToken(id: string, secret: string): Principal {
-    const row = qTokenById.get({ id });
+  async function verifyParsedToken(id: string, secret: string): Promise<Principal> {
+    const row = await tokenById(id);
     if (!row || row.kind !== "api" || !secretMatches(secret, row.secretHash)) {
       log.debug("token authentication failed", { id });
       throw unauthorized();
@@ -349,14 +374,14 @@ export function createAuthCore(o: AuthCoreOptions): AuthCore {
     return principalOf({ id: row.userId, name: row.name, isAdmin: row.isAdmin }, "token");
   }
 
-  function verifyApiToken(token: string): Principal {
+  async function verifyApiToken(token: string): Promise<Principal> {
     const t = parseToken(token);
     if (!t) throw unauthorized();
     return verifyParsedToken(t.id, t.secret);
   }
 
-  function principalFor(name: string): Principal | null {
-    const u = name.length <= 64 ? qUserByName.get({ name }) : undefined;
+  async function principalFor(name: string): Promise<Principal | null> {
+    const u = name.length <= 64 ? await userByName(name) : undefined;
     return u && !u.disabled ? principalOf(u, "basic") : null;
   }
 
@@ -365,6 +390,7 @@ export function createAuthCore(o: AuthCoreOptions): AuthCore {
   }
 
   async function authenticate(req: Request): Promise<Principal> {
+    if (!ring.ready()) await ring.init();
     const h = req.headers.get("authorization");
     if (h === null || h.trim() === "") return ANONYMOUS;
     const sp = h.indexOf(" ");
@@ -384,7 +410,7 @@ export function createAuthCore(o: AuthCoreOptions): AuthCore {
       if (user === "" && pass === "") return ANONYMOUS;
       const t = parseToken(pass);
       if (t) {
-        const p = verifyParsedToken(t.id, t.secret);
+        const p = await verifyParsedToken(t.id, t.secret);
         if (user !== "__token__" && user !== p.name) {
           log.debug("token used with another user name", { id: t.id, user: user.slice(0, 64) });
           throw unauthorized();
@@ -400,7 +426,7 @@ export function createAuthCore(o: AuthCoreOptions): AuthCore {
       if (looksLikeJwt(cred)) {
         const claims = verifyRegistryJwt(cred);
         if (claims.sub === "" || claims.sub === "anonymous") return ANONYMOUS;
-        const u = claims.sub.length <= 64 ? qUserByName.get({ name: claims.sub }) : undefined;
+        const u = claims.sub.length <= 64 ? await userByName(claims.sub) : undefined;
         if (!u || u.disabled) throw unauthorized();
         return principalOf(u, "bearer");
       }
@@ -413,32 +439,32 @@ export function createAuthCore(o: AuthCoreOptions): AuthCore {
 
   const core: AuthCore = {
     async bootstrap() {
+      await ring.init();
       let admin = cfg.admin;
       if (!admin && env.VAULT_ADMIN_PASSWORD) admin = { user: env.VAULT_ADMIN_USER || "admin", password: env.VAULT_ADMIN_PASSWORD };
       else if (!admin && env.VAULT_ADMIN_USER) log.warn("VAULT_ADMIN_USER is set without VAULT_ADMIN_PASSWORD; no admin bootstrapped");
       if (admin) {
         if (!admin.user || !admin.password) throw new VaultError("VAULT_CONFIG", 500, "auth.admin needs a user and a non-empty password");
         checkUserName(admin.user);
-        let u = qUserByName.get({ name: admin.user });
+        let u = await userByName(admin.user);
         if (!u) {
           const passwordHash = await hashPassword(admin.password);
           // another node sharing the database may be bootstrapping the same admin right now
-          const created = db
+          const created = await db
             .insert(users)
             .values({ name: admin.user, passwordHash, isAdmin: true, createdAt: Date.now() })
             .onConflictDoNothing()
-            .returning({ id: users.id })
-            .all();
+            .returning({ id: users.id });
           if (created.length > 0) {
             log.info("admin user created", { user: admin.user });
             auditWriter.write({ actor: "bootstrap", action: "user.add", detail: { user: admin.user, admin: true } });
-          } else u = qUserByName.get({ name: admin.user });
+          } else u = await userByName(admin.user);
         }
         if (u) {
           const same = u.passwordHash !== null && (await Bun.password.verify(admin.password, u.passwordHash).catch(() => false));
           if (!same || !u.isAdmin || u.disabled) {
             const passwordHash = same ? u.passwordHash : await hashPassword(admin.password);
-            db.update(users).set({ passwordHash, isAdmin: true, disabled: false }).where(eq(users.id, u.id)).run();
+            await db.update(users).set({ passwordHash, isAdmin: true, disabled: false }).where(eq(users.id, u.id));
             passwords.clear();
             log.info("admin user updated", { user: admin.user, passwordChanged: !same });
             auditWriter.write({ actor: "bootstrap", action: "user.update", detail: { user: admin.user, admin: true, passwordChanged: !same } });
@@ -449,13 +475,13 @@ export function createAuthCore(o: AuthCoreOptions): AuthCore {
         if (!/^[A-Za-z0-9]{3,128}$/.test(k.id)) throw new VaultError("VAULT_CONFIG", 500, `auth.accessKeys: bad access key id "${k.id}"`);
         if (!k.secret || k.secret.length < 8) throw new VaultError("VAULT_CONFIG", 500, `auth.accessKeys[${k.id}]: secret must be at least 8 characters`);
         checkUserName(k.user);
-        let u = qUserByName.get({ name: k.user });
+        let u = await userByName(k.user);
         if (!u) {
-          db.insert(users).values({ name: k.user, passwordHash: null, isAdmin: false, createdAt: Date.now() }).onConflictDoNothing().run();
-          u = qUserByName.get({ name: k.user })!;
+          await db.insert(users).values({ name: k.user, passwordHash: null, isAdmin: false, createdAt: Date.now() }).onConflictDoNothing();
+          u = (await userByName(k.user))!;
           log.info("user created for access key", { user: k.user, keyId: k.id });
         }
-        const row = qTokenById.get({ id: k.id });
+        const row = await tokenById(k.id);
         if (row && row.kind !== "s3") throw new VaultError("VAULT_CONFIG", 500, `auth.accessKeys: id "${k.id}" is taken by an API token`);
         let current: string | null = null;
         if (row?.sealedSecret) {
@@ -467,8 +493,8 @@ export function createAuthCore(o: AuthCoreOptions): AuthCore {
         }
         if (row && current === k.secret && row.userId === u.id) continue;
         const values = { userId: u.id, secretHash: sha256Hex(k.secret), sealedSecret: seal(ring, k.secret, k.id) };
-        if (row) db.update(apiTokens).set(values).where(eq(apiTokens.id, k.id)).run();
-        else db.insert(apiTokens).values({ id: k.id, name: "config", kind: "s3", createdAt: Date.now(), ...values }).run();
+        if (row) await db.update(apiTokens).set(values).where(eq(apiTokens.id, k.id));
+        else await db.insert(apiTokens).values({ id: k.id, name: "config", kind: "s3", createdAt: Date.now(), ...values });
         log.info(row ? "access key updated" : "access key created", { keyId: k.id, user: k.user });
         auditWriter.write({ actor: "bootstrap", action: row ? "s3key.update" : "s3key.create", detail: { user: k.user, keyId: k.id } });
       }
@@ -506,7 +532,7 @@ export function createAuthCore(o: AuthCoreOptions): AuthCore {
         async revokeToken(principal, token) {
           const t = parseToken(token);
           if (!t || principal.userId === null) return false;
-          const row = qTokenById.get({ id: t.id });
+          const row = await tokenById(t.id);
           if (!row || row.kind !== "api" || !secretMatches(t.secret, row.secretHash)) return false;
           if (row.userId !== principal.userId && !principal.isAdmin) return false;
           return core.revokeToken(t.id, principal.name);
@@ -529,16 +555,17 @@ export function createAuthCore(o: AuthCoreOptions): AuthCore {
         checkGrantRepository(g.repository);
         return { repository: g.repository, level: parseActions(g.actions) };
       });
-      if (qUserByName.get({ name: u.name })) throw new VaultError("VAULT_CONFLICT", 409, `user ${u.name} exists`);
+      if (await userByName(u.name)) throw new VaultError("VAULT_CONFLICT", 409, `user ${u.name} exists`);
       const passwordHash = u.password !== undefined ? await hashPassword(u.password) : null;
-      db.transaction((tx) => {
-        const row = tx
-          .insert(users)
-          .values({ name: u.name, passwordHash, isAdmin: u.admin ?? false, createdAt: Date.now() })
-          .returning({ id: users.id })
-          .get();
+      await atomic(db, function* (tx) {
+        const [row] = yield* rows(
+          tx
+            .insert(users)
+            .values({ name: u.name, passwordHash, isAdmin: u.admin ?? false, createdAt: Date.now() })
+            .returning({ id: users.id }),
+        );
         for (const g of grants) {
-          if (g.level > 0) tx.insert(permissions).values({ userId: row.id, repository: g.repository, actions: actionsOf(g.level).join(",") }).run();
+          if (g.level > 0) yield* exec(tx.insert(permissions).values({ userId: row.id, repository: g.repository, actions: actionsOf(g.level).join(",") }));
         }
       });
       log.info("user added", { user: u.name, admin: u.admin ?? false });
@@ -551,31 +578,32 @@ export function createAuthCore(o: AuthCoreOptions): AuthCore {
     },
 
     async removeUser(name, by) {
-      const u = requireUser(name);
-      db.delete(users).where(eq(users.id, u.id)).run();
+      const u = await requireUser(name);
+      await db.delete(users).where(eq(users.id, u.id));
+      grantCache.delete(u.id);
       passwords.clear();
       log.info("user removed", { user: name });
       auditWriter.write({ actor: by ?? "system", action: "user.remove", detail: { user: name } });
     },
 
     async setPassword(name, password, by) {
-      const u = requireUser(name);
+      const u = await requireUser(name);
       const passwordHash = password === null ? null : await hashPassword(password);
-      db.update(users).set({ passwordHash }).where(eq(users.id, u.id)).run();
+      await db.update(users).set({ passwordHash }).where(eq(users.id, u.id));
       passwords.clear();
       log.info(password === null ? "password cleared" : "password changed", { user: name });
       auditWriter.write({ actor: by ?? "system", action: "user.passwd", detail: { user: name, cleared: password === null } });
     },
 
     async setAdmin(name, isAdmin, by) {
-      const u = requireUser(name);
-      db.update(users).set({ isAdmin }).where(eq(users.id, u.id)).run();
+      const u = await requireUser(name);
+      await db.update(users).set({ isAdmin }).where(eq(users.id, u.id));
       auditWriter.write({ actor: by ?? "system", action: "user.admin", detail: { user: name, admin: isAdmin } });
     },
 
     async setDisabled(name, disabled, by) {
-      const u = requireUser(name);
-      db.update(users).set({ disabled }).where(eq(users.id, u.id)).run();
+      const u = await requireUser(name);
+      await db.update(users).set({ disabled }).where(eq(users.id, u.id));
       passwords.clear();
       auditWriter.write({ actor: by ?? "system", action: disabled ? "user.disable" : "user.enable", detail: { user: name } });
     },
@@ -583,8 +611,8 @@ export function createAuthCore(o: AuthCoreOptions): AuthCore {
     getUser: userInfo,
 
     async listUsers() {
-      const all = db.select().from(users).orderBy(users.name).all();
-      const grants = db.select().from(permissions).orderBy(permissions.repository).all();
+      const all = await db.select().from(users).orderBy(users.name);
+      const grants = await db.select().from(permissions).orderBy(permissions.repository);
       return all.map((u) => ({
         id: u.id,
         name: u.name,
@@ -601,42 +629,42 @@ export function createAuthCore(o: AuthCoreOptions): AuthCore {
     async grant(name, repository, actions, by) {
       checkGrantRepository(repository);
       const level = parseActions(actions);
-      const u = requireUser(name);
-      const current = db
-        .select({ actions: permissions.actions })
-        .from(permissions)
-        .where(and(eq(permissions.userId, u.id), eq(permissions.repository, repository)))
-        .get();
+      const u = await requireUser(name);
+      const current = first(
+        await db
+          .select({ actions: permissions.actions })
+          .from(permissions)
+          .where(and(eq(permissions.userId, u.id), eq(permissions.repository, repository))),
+      );
       const next = Math.max(level, current ? parseActions(current.actions) : 0);
-      setGrantLevel(u.id, repository, next);
+      await setGrantLevel(u.id, repository, next);
       auditWriter.write({ actor: by ?? "system", action: "user.grant", repository, detail: { user: name, actions: actionsOf(next).join(",") } });
       return (await userInfo(name))!;
     },
 
     async revoke(name, repository, action, by) {
       checkGrantRepository(repository);
-      const u = requireUser(name);
-      const current = db
-        .select({ actions: permissions.actions })
-        .from(permissions)
-        .where(and(eq(permissions.userId, u.id), eq(permissions.repository, repository)))
-        .get();
+      const u = await requireUser(name);
+      const current = first(
+        await db
+          .select({ actions: permissions.actions })
+          .from(permissions)
+          .where(and(eq(permissions.userId, u.id), eq(permissions.repository, repository))),
+      );
       const had = current ? parseActions(current.actions) : 0;
       const next = action === undefined ? 0 : Math.min(had, actionLevel(action) - 1);
-      setGrantLevel(u.id, repository, next);
+      await setGrantLevel(u.id, repository, next);
       auditWriter.write({ actor: by ?? "system", action: "user.revoke", repository, detail: { user: name, actions: actionsOf(next).join(",") } });
       return (await userInfo(name))!;
     },
 
     async createToken(user, t) {
-      const u = requireUser(user);
+      const u = await requireUser(user);
       const now = Date.now();
       const expiresAt = expiryOf(t, now);
       const m = mintToken();
       const name = t?.name ?? `api-${new Date(now).toISOString().slice(0, 10)}`;
-      db.insert(apiTokens)
-        .values({ id: m.id, userId: u.id, name, kind: "api", secretHash: sha256Hex(m.secret), createdAt: now, expiresAt })
-        .run();
+      await db.insert(apiTokens).values({ id: m.id, userId: u.id, name, kind: "api", secretHash: sha256Hex(m.secret), createdAt: now, expiresAt });
       log.info("api token created", { id: m.id, user, expiresAt });
       auditWriter.write({ actor: t?.by ?? "system", action: "token.create", detail: { user, id: m.id, name, expiresAt } });
       return { id: m.id, token: m.token, expiresAt };
@@ -646,7 +674,7 @@ export function createAuthCore(o: AuthCoreOptions): AuthCore {
       const conds = [];
       if (f?.user) conds.push(eq(users.name, f.user));
       if (f?.kind) conds.push(eq(apiTokens.kind, f.kind));
-      const rows = db
+      const found = await db
         .select({
           id: apiTokens.id,
           userId: apiTokens.userId,
@@ -660,15 +688,14 @@ export function createAuthCore(o: AuthCoreOptions): AuthCore {
         .from(apiTokens)
         .innerJoin(users, eq(users.id, apiTokens.userId))
         .where(conds.length ? and(...conds) : undefined)
-        .orderBy(sql`${apiTokens.createdAt} desc`, apiTokens.id)
-        .all();
-      return rows.map((r) => ({ ...r, kind: r.kind === "s3" ? "s3" : "api" }));
+        .orderBy(sql`${apiTokens.createdAt} desc`, apiTokens.id);
+      return found.map((r) => ({ ...r, kind: r.kind === "s3" ? "s3" : "api" }));
     },
 
     async revokeToken(id, by) {
-      const row = qTokenById.get({ id });
+      const row = await tokenById(id);
       if (!row) return false;
-      db.delete(apiTokens).where(eq(apiTokens.id, id)).run();
+      await db.delete(apiTokens).where(eq(apiTokens.id, id));
       touched.delete(id);
       log.info(row.kind === "s3" ? "access key revoked" : "api token revoked", { id, user: row.name });
       auditWriter.write({ actor: by ?? "system", action: row.kind === "s3" ? "s3key.revoke" : "token.revoke", detail: { user: row.name, id } });
@@ -676,14 +703,14 @@ export function createAuthCore(o: AuthCoreOptions): AuthCore {
     },
 
     async createAccessKey(user, t) {
-      const u = requireUser(user);
+      const u = await requireUser(user);
       const now = Date.now();
       const expiresAt = expiryOf(t, now);
       const accessKeyId = newAccessKeyId();
       const secretAccessKey = newSecretAccessKey();
       const name = t?.name ?? `s3-${new Date(now).toISOString().slice(0, 10)}`;
-      db.insert(apiTokens)
-        .values({
+      await ring.init();
+      await db.insert(apiTokens).values({
           id: accessKeyId,
           userId: u.id,
           name,
@@ -692,16 +719,16 @@ export function createAuthCore(o: AuthCoreOptions): AuthCore {
           sealedSecret: seal(ring, secretAccessKey, accessKeyId),
           createdAt: now,
           expiresAt,
-        })
-        .run();
+        });
       log.info("access key created", { keyId: accessKeyId, user, expiresAt });
       auditWriter.write({ actor: t?.by ?? "system", action: "s3key.create", detail: { user, keyId: accessKeyId, name, expiresAt } });
       return { accessKeyId, secretAccessKey, expiresAt };
     },
 
-    lookupAccessKey(id) {
+    async lookupAccessKey(id) {
       if (id.length > 128) return null;
-      const row = qTokenById.get({ id });
+      if (!ring.ready()) await ring.init();
+      const row = await tokenById(id);
       if (!row || row.kind !== "s3" || row.sealedSecret === null || row.disabled) return null;
       if (row.expiresAt !== null && row.expiresAt <= Date.now()) return null;
       let secret: string;
@@ -712,15 +739,15 @@ export function createAuthCore(o: AuthCoreOptions): AuthCore {
         return null;
       }
       touch(row.id, row.lastUsedAt);
-      return { principal: principalOf({ id: row.userId, name: row.name, isAdmin: row.isAdmin }, "s3"), secret };
+      return { principal: await principalOf({ id: row.userId, name: row.name, isAdmin: row.isAdmin }, "s3"), secret };
     },
 
     signToken: (claims, ttlSeconds) => signJwt(ring, claims, ttlSeconds),
     verifyToken: verifyRegistryJwt,
 
     audit: (r) => auditWriter.write(r),
-    flush: () => {
-      auditWriter.flush();
+    flush: async () => {
+      await auditWriter.flush();
     },
   };
   return core;

@@ -2,7 +2,7 @@
 import crypto from "node:crypto";
 import { eq } from "drizzle-orm";
 import type { Db } from "../plugin.ts";
-import { settings } from "../db/schema.ts";
+import { dialectOf, tablesOf } from "../db/index.ts";
 
 /* ------------------------------------------------------------------ API tokens */
 
@@ -101,15 +101,61 @@ export const SETTING_SEAL_KEY = "auth.seal_key";
  *
  * Keys are looked up by id as well, so tokens signed and secrets sealed under the generated keys stay readable
  * after `tokenSecret` is introduced (the database keys are then only read, never created).
+ *
+ * SQLite: keys are read (and created) lazily, synchronously. Postgres: {@link KeyRing.init} reads or creates them once
+ * (the auth core's `bootstrap` and `authenticate` call it); before that, using a key throws.
  */
 export class KeyRing {
   private current: { jwt?: Key; seal?: Key } = {};
   private byId = new Map<string, Key>();
+  /** Postgres: the settings rows read by init, by name (undefined = not stored). */
+  private stored?: Map<string, Key | undefined>;
+  private initDone?: Promise<void>;
+  private readonly sync: boolean;
 
   constructor(
     private readonly db: Db,
     private readonly tokenSecret?: string,
-  ) {}
+  ) {
+    this.sync = dialectOf(db) === "sqlite";
+  }
+
+  /**
+   * Reads both keys (creating the generated ones when missing, as on first use) so that the synchronous accessors work
+   * on Postgres. Idempotent; a failed attempt is retried by the next call. No-op work on SQLite.
+   * @throws the driver's error
+   */
+  init(): Promise<void> {
+    if (this.sync) return Promise.resolve();
+    return (this.initDone ??= this.loadAll().catch((e) => {
+      this.initDone = undefined;
+      throw e;
+    }));
+  }
+
+  /** Whether the keys can be used synchronously now (always on SQLite; after {@link init} on Postgres). */
+  ready(): boolean {
+    return this.sync || this.stored !== undefined;
+  }
+
+  private async loadAll(): Promise<void> {
+    const { settings } = tablesOf(this.db);
+    const names = [SETTING_JWT_SECRET, SETTING_SEAL_KEY];
+    if (!this.tokenSecret) {
+      for (const name of names) {
+        await this.db
+          .insert(settings)
+          .values({ key: name, value: crypto.randomBytes(32).toString("base64url"), createdAt: Date.now() })
+          .onConflictDoNothing();
+      }
+    }
+    const stored = new Map<string, Key | undefined>();
+    for (const name of names) {
+      const row = (await this.db.select({ value: settings.value }).from(settings).where(eq(settings.key, name)))[0];
+      stored.set(name, row ? settingKey(name, row.value) : undefined);
+    }
+    this.stored = stored;
+  }
 
   /** The key registry tokens are signed with. */
   jwt(): Key {
@@ -142,23 +188,35 @@ export class KeyRing {
       return keyOf(bytes);
     }
     const name = purpose === "jwt" ? SETTING_JWT_SECRET : SETTING_SEAL_KEY;
-    this.db
-      .insert(settings)
-      .values({ key: name, value: crypto.randomBytes(32).toString("base64url"), createdAt: Date.now() })
-      .onConflictDoNothing()
-      .run();
+    if (this.sync) {
+      const { settings } = tablesOf(this.db);
+      this.db
+        .insert(settings)
+        .values({ key: name, value: crypto.randomBytes(32).toString("base64url"), createdAt: Date.now() })
+        .onConflictDoNothing()
+        .run();
+    }
     const k = this.readSetting(name);
     if (!k) throw new Error(`settings row ${name} missing after insert`);
     return k;
   }
 
   private readSetting(name: string): Key | undefined {
+    if (!this.sync) {
+      if (!this.stored) throw new Error("auth keys are not loaded yet (KeyRing.init)");
+      return this.stored.get(name);
+    }
+    const { settings } = tablesOf(this.db);
     const row = this.db.select({ value: settings.value }).from(settings).where(eq(settings.key, name)).get();
-    if (!row) return undefined;
-    const bytes = Buffer.from(row.value, "base64url");
-    if (bytes.length !== 32) throw new Error(`settings row ${name} is not a 32-byte base64url key`);
-    return keyOf(bytes);
+    return row ? settingKey(name, row.value) : undefined;
   }
+}
+
+/** The key a settings row holds. @throws Error when it is not a 32-byte base64url value */
+function settingKey(name: string, value: string): Key {
+  const bytes = Buffer.from(value, "base64url");
+  if (bytes.length !== 32) throw new Error(`settings row ${name} is not a 32-byte base64url key`);
+  return keyOf(bytes);
 }
 
 /* ------------------------------------------------------------------ sealing */

@@ -559,7 +559,8 @@ export function checkConfig(raw: unknown, plugins: Map<string, VaultPlugin>, o: 
     else ports.set(r.port, `repositories[${i}]`);
   });
 
-  if (isObject(doc.metadata) && doc.metadata.driver === "postgres") add(["metadata", "driver"], '"postgres" is not available yet; use "sqlite"');
+  if (isObject(doc.metadata) && doc.metadata.driver === "postgres" && typeof doc.metadata.url === "string" && !/^postgres(ql)?:\/\/./.test(doc.metadata.url))
+    add(["metadata", "url"], "must be a postgres:// or postgresql:// URL");
 
   if (errors.length > 0) return { errors, warnings };
 

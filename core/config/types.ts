@@ -115,8 +115,10 @@ export type StorageConfig =
     };
 
 /**
- * `metadata:` the metadata database. `sqlite` (default): `path` defaults to `<dataDir>/vault.db` (`:memory:` allowed;
- * relative paths resolve against the config file's directory). `postgres` is refused by the config check until it exists.
+ * `metadata:` the metadata database (DESIGN.md §3, §7). `sqlite` (default): `path` defaults to `<dataDir>/vault.db`
+ * (`:memory:` allowed; relative paths resolve against the config file's directory). `postgres`: `url`
+ * (`postgres://user:password@host:5432/db`, usually `${VAULT_PG_URL}`) of a database several vault nodes share; its
+ * tables are created and migrated at start-up (docs/metadata-postgres.md).
  */
 export type MetadataConfig = { driver: "sqlite"; path?: string } | { driver: "postgres"; url: string };
 

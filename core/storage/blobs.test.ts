@@ -1,23 +1,27 @@
-/** Blob store over the real fs driver and real SQLite: dedupe, verification, refcounts inside transactions, sweep. */
+/** Blob store over the real fs driver and a real metadata database (SQLite and Postgres): dedupe, verification, refcounts inside transactions, sweep. */
 import { describe, expect, test } from "bun:test";
 import { readdir, utimes } from "node:fs/promises";
 import { join } from "node:path";
 import { eq } from "drizzle-orm";
-import { openDb } from "../db/index.ts";
-import { blobs as blobsTable } from "../db/schema.ts";
+import { atomic, first, tablesOf } from "../db/index.ts";
 import { createBlobStore } from "./blobs.ts";
 import { blobKey, DigestMismatchError } from "./index.ts";
 import { createFsDriver } from "./fs.ts";
 import { pseudoRandomBytes, streamOf, failingStream } from "../../test/conformance/storage.ts";
 import { tmpDataDir } from "../../test/helpers/tmp.ts";
+import { metadataDrivers, useMetadata, type TestMetadata } from "../../test/helpers/metadata.ts";
 
 const sha = (b: Uint8Array | string) => new Bun.CryptoHasher("sha256").update(b).digest("hex");
 
-async function setup() {
+async function setup(md: TestMetadata) {
   const dataDir = await tmpDataDir("vault-blobs-");
-  const { db, close } = openDb(join(dataDir, "vault.db"));
+  const { db, close } = await md.open();
   const driver = createFsDriver({ root: join(dataDir, "store") });
-  return { dataDir, db, close, driver, blobs: createBlobStore(db, driver) };
+  const blobs = createBlobStore(db, driver);
+  const blobsTable = tablesOf(db).blobs;
+  /** `blobs.ref` as a transaction of its own. */
+  const ref = (digest: string, sizeBytes: number, delta: number) => atomic(db, (tx) => blobs.ref(tx, digest, sizeBytes, delta));
+  return { dataDir, db, close, driver, blobs, blobsTable, ref };
 }
 
 async function blobKeys(driver: ReturnType<typeof createFsDriver>): Promise<string[]> {
@@ -26,9 +30,11 @@ async function blobKeys(driver: ReturnType<typeof createFsDriver>): Promise<stri
   return out;
 }
 
-describe("blob store", () => {
+for (const driver of metadataDrivers()) describe(`blob store (${driver})`, () => {
+  const md = useMetadata(driver);
+
   test("putStream stores content under its digest; identical content is stored once", async () => {
-    const { db, close, driver, blobs } = await setup();
+    const { db, close, driver, blobs, blobsTable } = await setup(md);
     try {
       const data = pseudoRandomBytes(3 * 1024 * 1024 + 1, 42);
       const a = await blobs.putStream(streamOf(data));
@@ -44,14 +50,14 @@ describe("blob store", () => {
       const part = new Uint8Array(await new Response(await blobs.open(a.digest, { start: 10, end: 19 })).arrayBuffer());
       expect(part).toEqual(data.subarray(10, 20));
       // the row exists, unreferenced
-      expect(db.select().from(blobsTable).all()).toMatchObject([{ digest: a.digest, sizeBytes: data.byteLength, refCount: 0 }]);
+      expect(await db.select().from(blobsTable)).toMatchObject([{ digest: a.digest, sizeBytes: data.byteLength, refCount: 0 }]);
     } finally {
       close();
     }
   });
 
   test("concurrent putStreams of the same bytes all succeed and store one blob", async () => {
-    const { close, driver, blobs } = await setup();
+    const { close, driver, blobs } = await setup(md);
     try {
       const data = pseudoRandomBytes(700_000, 9);
       const rs = await Promise.all(Array.from({ length: 8 }, (_, i) => blobs.putStream(streamOf(data, 4096 + i))));
@@ -64,21 +70,21 @@ describe("blob store", () => {
   });
 
   test("a digest or size mismatch, or a failing body, stores nothing and leaves no spool file", async () => {
-    const { db, close, driver, blobs } = await setup();
+    const { db, close, driver, blobs, blobsTable } = await setup(md);
     try {
       await expect(blobs.putStream(streamOf("abc"), { sha256: sha("abd") })).rejects.toBeInstanceOf(DigestMismatchError);
       await expect(blobs.putStream(streamOf("abc"), { sizeBytes: 4 })).rejects.toBeInstanceOf(DigestMismatchError);
       await expect(blobs.putStream(failingStream(1024 * 1024))).rejects.toThrow("mid-way");
       expect(await blobKeys(driver)).toEqual([]);
       expect(await readdir(driver.spoolDir())).toEqual([]);
-      expect(db.select().from(blobsTable).all()).toEqual([]);
+      expect(await db.select().from(blobsTable)).toEqual([]);
     } finally {
       close();
     }
   });
 
   test("putFile adopts a spool file, or drops it when the blob exists", async () => {
-    const { close, driver, blobs } = await setup();
+    const { close, driver, blobs } = await setup(md);
     try {
       const p1 = join(driver.spoolDir(), "one.part-x");
       await Bun.write(p1, "spooled");
@@ -96,40 +102,40 @@ describe("blob store", () => {
   });
 
   test("ref maintains ref_count inside transactions (insert on first ref, never below zero, rollback undoes it)", async () => {
-    const { db, close, blobs } = await setup();
+    const { db, close, blobs, blobsTable, ref } = await setup(md);
     try {
       const digest = `sha256:${sha("counted")}`;
-      const row = () => db.select().from(blobsTable).where(eq(blobsTable.digest, digest)).get();
+      const row = async () => first(await db.select().from(blobsTable).where(eq(blobsTable.digest, digest)));
       const before = Date.now();
-      db.transaction((tx) => blobs.ref(tx, digest, 7, 1));
-      expect(row()).toMatchObject({ digest, sizeBytes: 7, refCount: 1 });
-      expect(row()!.createdAt).toBeGreaterThanOrEqual(before);
-      db.transaction((tx) => {
-        blobs.ref(tx, digest, 7, 1);
-        blobs.ref(tx, digest, 7, 1);
+      await ref(digest, 7, 1);
+      expect(await row()).toMatchObject({ digest, sizeBytes: 7, refCount: 1 });
+      expect((await row())!.createdAt).toBeGreaterThanOrEqual(before);
+      await atomic(db, function* (tx) {
+        yield* blobs.ref(tx, digest, 7, 1);
+        yield* blobs.ref(tx, digest, 7, 1);
       });
-      expect(row()!.refCount).toBe(3);
-      expect(() =>
-        db.transaction((tx) => {
-          blobs.ref(tx, digest, 7, 5);
+      expect((await row())!.refCount).toBe(3);
+      await expect(
+        atomic(db, function* (tx) {
+          yield* blobs.ref(tx, digest, 7, 5);
           throw new Error("abort this transaction");
         }),
-      ).toThrow("abort this transaction");
-      expect(row()!.refCount).toBe(3);
-      blobs.ref(db, digest, 7, -2);
-      expect(row()!.refCount).toBe(1);
-      blobs.ref(db, digest, 7, -5);
-      expect(row()!.refCount).toBe(0);
+      ).rejects.toThrow("abort this transaction");
+      expect((await row())!.refCount).toBe(3);
+      await ref(digest, 7, -2);
+      expect((await row())!.refCount).toBe(1);
+      await ref(digest, 7, -5);
+      expect((await row())!.refCount).toBe(0);
       // a first reference through an uppercase-free bare hex digest normalises to sha256:<hex>
-      blobs.ref(db, sha("other"), 5, 1);
-      expect(db.select().from(blobsTable).where(eq(blobsTable.digest, `sha256:${sha("other")}`)).get()?.refCount).toBe(1);
+      await ref(sha("other"), 5, 1);
+      expect(first(await db.select().from(blobsTable).where(eq(blobsTable.digest, `sha256:${sha("other")}`)))?.refCount).toBe(1);
     } finally {
       close();
     }
   });
 
   test("sweep removes old unreferenced blobs, keeps referenced and young ones, and removes old stray files", async () => {
-    const { db, close, driver, blobs } = await setup();
+    const { db, close, driver, blobs, blobsTable, ref } = await setup(md);
     try {
       const hour = 60 * 60 * 1000;
       const oldTime = Date.now() - 2 * hour;
@@ -137,12 +143,12 @@ describe("blob store", () => {
       const young = await blobs.putStream(streamOf("young, not referenced yet"));
       const old = await blobs.putStream(streamOf("old and unreferenced"));
       const released = await blobs.putStream(streamOf("referenced once, then released"));
-      blobs.ref(db, kept.digest, kept.sizeBytes, 1);
-      blobs.ref(db, released.digest, released.sizeBytes, 1);
-      blobs.ref(db, released.digest, released.sizeBytes, -1);
+      await ref(kept.digest, kept.sizeBytes, 1);
+      await ref(released.digest, released.sizeBytes, 1);
+      await ref(released.digest, released.sizeBytes, -1);
       // age every row except the young one (rows carry the write time; age them as an hour-old write would be)
       for (const d of [kept.digest, old.digest, released.digest]) {
-        db.update(blobsTable).set({ createdAt: oldTime }).where(eq(blobsTable.digest, d)).run();
+        await db.update(blobsTable).set({ createdAt: oldTime }).where(eq(blobsTable.digest, d));
       }
       // a stray blob file with no row, old, and one that is young
       const strayOld = await driver.put(blobKey(sha("stray old")), streamOf("stray old"));
@@ -158,14 +164,7 @@ describe("blob store", () => {
       expect((await blobKeys(driver)).sort()).toEqual(
         [blobKey(kept.digest), blobKey(young.digest), strayYoung.key, "blobs/sha256/zz/not-a-digest"].sort(),
       );
-      expect(
-        db
-          .select({ digest: blobsTable.digest })
-          .from(blobsTable)
-          .all()
-          .map((x) => x.digest)
-          .sort(),
-      ).toEqual([kept.digest, young.digest].sort());
+      expect((await db.select({ digest: blobsTable.digest }).from(blobsTable)).map((x) => x.digest).sort()).toEqual([kept.digest, young.digest].sort());
 
       // a second sweep finds nothing more; a sweep with a cutoff in the future takes the young unreferenced ones too
       expect(await blobs.sweep(Date.now() - hour)).toEqual({ removed: 0, bytes: 0 });
@@ -179,26 +178,26 @@ describe("blob store", () => {
   });
 
   test("writing an existing old unreferenced blob again makes it young, so a sweep cannot take it before it is referenced", async () => {
-    const { db, close, blobs } = await setup();
+    const { db, close, blobs, blobsTable, ref } = await setup(md);
     try {
-      const first = await blobs.putStream(streamOf("reused bytes"));
-      db.update(blobsTable).set({ createdAt: Date.now() - 10 * 60 * 60 * 1000 }).where(eq(blobsTable.digest, first.digest)).run();
+      const firstPut = await blobs.putStream(streamOf("reused bytes"));
+      await db.update(blobsTable).set({ createdAt: Date.now() - 10 * 60 * 60 * 1000 }).where(eq(blobsTable.digest, firstPut.digest));
       const again = await blobs.putStream(streamOf("reused bytes")); // dedupe hit
-      expect(again.digest).toBe(first.digest);
+      expect(again.digest).toBe(firstPut.digest);
       expect(await blobs.sweep(Date.now() - 60 * 60 * 1000)).toEqual({ removed: 0, bytes: 0 });
-      expect(await blobs.has(first.digest)).toBe(true);
+      expect(await blobs.has(firstPut.digest)).toBe(true);
     } finally {
       close();
     }
   });
 
   test("a writer waits for a sweep's tombstone, then writes the blob afresh; ref refuses a tombstoned row", async () => {
-    const { db, close, driver, blobs } = await setup();
+    const { db, close, driver, blobs, blobsTable, ref } = await setup(md);
     try {
       const b = await blobs.putStream(streamOf("contested"));
       // simulate a sweep that has tombstoned the row and is about to delete the file
-      db.update(blobsTable).set({ refCount: -1 }).where(eq(blobsTable.digest, b.digest)).run();
-      expect(() => blobs.ref(db, b.digest, b.sizeBytes, 1)).toThrow(/garbage-collected/);
+      await db.update(blobsTable).set({ refCount: -1 }).where(eq(blobsTable.digest, b.digest));
+      await expect(ref(b.digest, b.sizeBytes, 1)).rejects.toThrow(/garbage-collected/);
       const writing = blobs.putStream(streamOf("contested"));
       let settled = false;
       writing.finally(() => (settled = true));
@@ -207,11 +206,11 @@ describe("blob store", () => {
       await Bun.sleep(50);
       expect(settled).toBe(false);
       await driver.delete(blobKey(b.digest));
-      db.delete(blobsTable).where(eq(blobsTable.digest, b.digest)).run();
+      await db.delete(blobsTable).where(eq(blobsTable.digest, b.digest));
       expect(await writing).toEqual(b);
       expect(await blobs.has(b.digest)).toBe(true);
-      blobs.ref(db, b.digest, b.sizeBytes, 1);
-      expect(db.select().from(blobsTable).where(eq(blobsTable.digest, b.digest)).get()?.refCount).toBe(1);
+      await ref(b.digest, b.sizeBytes, 1);
+      expect(first(await db.select().from(blobsTable).where(eq(blobsTable.digest, b.digest)))?.refCount).toBe(1);
       expect(await readdir(driver.spoolDir())).toEqual([]);
     } finally {
       close();

@@ -1,7 +1,7 @@
 /** The content-addressed blob store: sha256-named blobs over any StorageDriver, deduplicated, reference-counted in `blobs`, swept by gc. */
 import { mkdir, unlink } from "node:fs/promises";
 import { and, eq, lt, sql } from "drizzle-orm";
-import { blobs } from "../db/schema.ts";
+import { rows, tablesOf, type DbOrTx, type Work } from "../db/index.ts";
 import type { Db } from "../plugin.ts";
 import { VaultError } from "../errors.ts";
 import { BLOB_PREFIX, blobKey, type ByteRange, type PutExpect, type StorageDriver } from "./driver.ts";
@@ -43,12 +43,13 @@ export interface BlobStore {
   /** Opens the blob, optionally one inclusive byte range. Throws NotFoundError. */
   open(digest: string, range?: ByteRange): Promise<ReadableStream<Uint8Array>>;
   /**
-   * Adds `delta` to the blob's ref_count (never below 0), inserting the row (createdAt = now) when missing.
-   * Synchronous, so it runs inside `db.transaction((tx) => …)` with `tx` passed in.
+   * Adds `delta` to the blob's ref_count (never below 0), inserting the row (createdAt = now) when missing, in ONE
+   * statement (an upsert, atomic on both dialects). A step of a unit of work: `yield* blobs.ref(tx, …)` inside
+   * `atomic(db, function* (tx) { … })` (core/db/index.ts).
    * @throws VaultError VAULT_STORAGE (500) when the blob is being swept right now (only possible when gc runs with
    *   a minimum age shorter than the time between writing a blob and referencing it)
    */
-  ref(tx: DbOrTx, digest: string, sizeBytes: number, delta: number): void;
+  ref(tx: DbOrTx, digest: string, sizeBytes: number, delta: number): Work<void>;
   /**
    * Mark & sweep (gc): deletes blobs with ref_count 0 whose row is older than `olderThan` (epoch ms), and blob files
    * without a row last modified before `olderThan`. Safe while the server runs (also from another process sharing
@@ -59,8 +60,12 @@ export interface BlobStore {
   sweep(olderThan: number): Promise<{ removed: number; bytes: number }>;
 }
 
-/** A drizzle handle or a transaction opened on one (`db.transaction((tx) => …)`). */
-export type DbOrTx = Db | Parameters<Parameters<Db["transaction"]>[0]>[0];
+export type { DbOrTx } from "../db/index.ts";
+
+/** `max(0, x)` and `max(a, b)` in SQL both dialects read (SQLite's two-argument `max` is `greatest` on Postgres). */
+export function sqlMax(a: unknown, b: unknown) {
+  return sql`(CASE WHEN ${a} > ${b} THEN ${a} ELSE ${b} END)`;
+}
 
 /** `sha256:<hex>` from a bare or prefixed digest, validated. */
 function normDigest(digest: string): string {
@@ -76,6 +81,7 @@ const TOMBSTONE_WAIT_MS = 30_000;
  * Blobs are spooled in `driver.spoolDir()` while hashing, then published with `driver.putFile`.
  */
 export function createBlobStore(db: Db, driver: StorageDriver): BlobStore {
+  const { blobs } = tablesOf(db);
   /**
    * Makes the row of `digest` young (created_at = now) or inserts it with ref_count 0, before its file is published.
    * Waits while a sweep holds a tombstone on it. Returns after the row is live.
@@ -84,20 +90,19 @@ export function createBlobStore(db: Db, driver: StorageDriver): BlobStore {
     const deadline = Date.now() + TOMBSTONE_WAIT_MS;
     for (let delay = 5; ; delay = Math.min(delay * 2, 200)) {
       const now = Date.now();
-      const live = db
+      const live = await db
         .insert(blobs)
         .values({ digest, sizeBytes, refCount: 0, createdAt: now })
         .onConflictDoUpdate({
           target: blobs.digest,
-          set: { createdAt: sql`max(${blobs.createdAt}, ${now})` },
+          set: { createdAt: sqlMax(blobs.createdAt, now) },
           setWhere: sql`${blobs.refCount} >= 0`,
         })
-        .returning({ refCount: blobs.refCount })
-        .all();
+        .returning({ refCount: blobs.refCount });
       if (live.length > 0) return;
       if (now > deadline) {
         // The sweep that set the tombstone died (or is stuck): take the row over and rewrite the file.
-        db.update(blobs).set({ refCount: 0, createdAt: now }).where(and(eq(blobs.digest, digest), eq(blobs.refCount, -1))).run();
+        await db.update(blobs).set({ refCount: 0, createdAt: now }).where(and(eq(blobs.digest, digest), eq(blobs.refCount, -1)));
         return;
       }
       await Bun.sleep(delay); // a sweep is deleting this blob's file right now; it finishes within milliseconds
@@ -150,19 +155,20 @@ export function createBlobStore(db: Db, driver: StorageDriver): BlobStore {
       return driver.get(blobKey(digest), range);
     },
 
-    ref(tx, digest, sizeBytes, delta) {
+    *ref(tx, digest, sizeBytes, delta) {
       const d = normDigest(digest);
-      const rows = tx
-        .insert(blobs)
-        .values({ digest: d, sizeBytes, refCount: Math.max(0, delta), createdAt: Date.now() })
-        .onConflictDoUpdate({
-          target: blobs.digest,
-          set: { refCount: sql`max(0, ${blobs.refCount} + ${delta})` },
-          setWhere: sql`${blobs.refCount} >= 0`,
-        })
-        .returning({ refCount: blobs.refCount })
-        .all();
-      if (rows.length === 0) {
+      const live = yield* rows(
+        tx
+          .insert(blobs)
+          .values({ digest: d, sizeBytes, refCount: Math.max(0, delta), createdAt: Date.now() })
+          .onConflictDoUpdate({
+            target: blobs.digest,
+            set: { refCount: sqlMax(0, sql`${blobs.refCount} + ${delta}`) },
+            setWhere: sql`${blobs.refCount} >= 0`,
+          })
+          .returning({ refCount: blobs.refCount }),
+      );
+      if (live.length === 0) {
         throw new VaultError("VAULT_STORAGE", 500, `blob ${d} is being garbage-collected; retry the write`, { digest: d });
       }
     },
@@ -174,29 +180,27 @@ export function createBlobStore(db: Db, driver: StorageDriver): BlobStore {
       /** Deletes the file of a tombstoned row, then the row. */
       async function finish(digest: string, sizeBytes: number): Promise<void> {
         await driver.delete(blobKey(digest));
-        db.delete(blobs).where(and(eq(blobs.digest, digest), eq(blobs.refCount, -1))).run();
+        await db.delete(blobs).where(and(eq(blobs.digest, digest), eq(blobs.refCount, -1)));
         removed++;
         bytes += sizeBytes;
       }
 
       // 0. tombstones left by a sweep that died half-way
-      for (const row of db.select().from(blobs).where(and(eq(blobs.refCount, -1), lt(blobs.createdAt, olderThan))).all()) {
+      for (const row of await db.select().from(blobs).where(and(eq(blobs.refCount, -1), lt(blobs.createdAt, olderThan)))) {
         await finish(row.digest, row.sizeBytes);
       }
 
       // 1. unreferenced rows older than the cutoff: tombstone (one statement, re-checking the condition), delete the file, drop the row
-      const candidates = db
+      const candidates = await db
         .select({ digest: blobs.digest })
         .from(blobs)
-        .where(and(eq(blobs.refCount, 0), lt(blobs.createdAt, olderThan)))
-        .all();
+        .where(and(eq(blobs.refCount, 0), lt(blobs.createdAt, olderThan)));
       for (const { digest } of candidates) {
-        const marked = db
+        const marked = await db
           .update(blobs)
           .set({ refCount: -1 })
           .where(and(eq(blobs.digest, digest), eq(blobs.refCount, 0), lt(blobs.createdAt, olderThan)))
-          .returning({ sizeBytes: blobs.sizeBytes })
-          .all();
+          .returning({ sizeBytes: blobs.sizeBytes });
         if (marked.length === 1) await finish(digest, marked[0].sizeBytes);
       }
 
@@ -209,12 +213,11 @@ export function createBlobStore(db: Db, driver: StorageDriver): BlobStore {
         strays.push({ digest: `sha256:${hex}`, sizeBytes: o.sizeBytes });
       }
       for (const s of strays) {
-        const marked = db
+        const marked = await db
           .insert(blobs)
           .values({ digest: s.digest, sizeBytes: s.sizeBytes, refCount: -1, createdAt: olderThan - 1 })
           .onConflictDoNothing()
-          .returning({ digest: blobs.digest })
-          .all();
+          .returning({ digest: blobs.digest });
         if (marked.length === 1) await finish(s.digest, s.sizeBytes);
       }
       return { removed, bytes };

@@ -11,7 +11,7 @@
  */
 import { and, eq, gte, lt } from "drizzle-orm";
 import type { ArtifactEntry, GcContext } from "../../core/plugin.ts";
-import { artifacts } from "../../core/db/schema.ts";
+import { dialectOf, tablesOf } from "../../core/db/index.ts";
 import { parseManifest, referencedBlobs } from "./manifest.ts";
 import { blobPrefix, CATALOG_PREFIX, manifestPrefix } from "./layout.ts";
 import type { OciRepoConfig } from "./types.ts";
@@ -75,15 +75,17 @@ export async function ociGc(ctx: GcContext<OciRepoConfig>, o: { olderThan: numbe
       return !marked.has(digest) && r.fetchedAt < o.olderThan;
     });
     if (candidates.length === 0) continue;
-    // Manifests pushed while we were marking: checked with a synchronous query, and the removals below start
-    // synchronously right after it, so no request of this process commits in between. If the image changed, it
-    // waits for the next run.
+    // Manifests pushed while we were marking. On SQLite the query is synchronous and the removals below start
+    // synchronously right after it, so no request of this process commits in between. Another process (or, on
+    // Postgres, another node) can still push in the few milliseconds between the check and the removals, as before.
+    // If the image changed, it waits for the next run.
     const prefix = manifestPrefix(image);
-    const now = ctx.metadata
+    const { artifacts } = tablesOf(ctx.metadata);
+    const q = ctx.metadata
       .select({ path: artifacts.path })
       .from(artifacts)
-      .where(and(eq(artifacts.repository, ctx.repo.name), gte(artifacts.path, prefix), lt(artifacts.path, prefix + "\u{10ffff}")))
-      .all();
+      .where(and(eq(artifacts.repository, ctx.repo.name), gte(artifacts.path, prefix), lt(artifacts.path, prefix + "\u{10ffff}")));
+    const now = dialectOf(ctx.metadata) === "sqlite" ? q.all() : await q;
     if (now.some((r) => !seen.has(r.path))) continue;
     const doomed = candidates;
     await Promise.all(doomed.map((r) => ctx.artifacts.delete(r.path)));

@@ -252,7 +252,7 @@ export function createHosted(ctx: PluginContext<OciRepoConfig>, o: HostedOptions
     },
 
     async upload(req, t, id, caller) {
-      const s = uploads.get(id, t.image);
+      const s = await uploads.get(id, t.image);
       switch (req.method) {
         case "GET":
         case "HEAD":

@@ -12,7 +12,8 @@ import { mkdir, open, readdir, rm, stat, truncate } from "node:fs/promises";
 import { join } from "node:path";
 import { and, eq, isNull, type SQL } from "drizzle-orm";
 import { THIS_HOST, pidAlive, type Db, type Logger } from "../../core/plugin.ts";
-import { ociUploads } from "../../core/db/schema.ts";
+import type { ociUploads } from "../../core/db/schema.ts";
+import { first, tablesOf } from "../../core/db/index.ts";
 import { ociError } from "./errors.ts";
 import { uploadRangeHeader, type ChunkRange } from "./content-range.ts";
 
@@ -114,8 +115,12 @@ const errCode = (e: unknown) => (e as NodeJS.ErrnoException)?.code;
 /** The upload sessions of one repository: rows shared by every process, this process's hashes and request queues. */
 export class UploadManager {
   private readonly local = new Map<string, Local>();
+  /** The `oci_uploads` table of the database's dialect. */
+  private readonly t: typeof ociUploads;
 
-  constructor(private readonly o: UploadManagerOptions) {}
+  constructor(private readonly o: UploadManagerOptions) {
+    this.t = tablesOf(o.db).ociUploads;
+  }
 
   /** Absolute directory of the session files (not created here). */
   dir(): string {
@@ -126,12 +131,14 @@ export class UploadManager {
     return { id: r.id, image: r.image, path: join(this.o.spoolDir(), r.path), sizeBytes: r.sizeBytes, createdAt: r.createdAt, updatedAt: r.updatedAt };
   }
 
-  private row(id: string): Row | undefined {
-    return this.o.db
-      .select()
-      .from(ociUploads)
-      .where(and(eq(ociUploads.id, id), eq(ociUploads.repository, this.o.repository)))
-      .get();
+  private async row(id: string): Promise<Row | undefined> {
+    const ociUploads = this.t;
+    return first(
+      await this.o.db
+        .select()
+        .from(ociUploads)
+        .where(and(eq(ociUploads.id, id), eq(ociUploads.repository, this.o.repository))),
+    );
   }
 
   private localOf(id: string): Local {
@@ -174,7 +181,7 @@ export class UploadManager {
     }
     const now = Date.now();
     try {
-      this.o.db.insert(ociUploads).values({ repository: this.o.repository, id, image, path: rel, sizeBytes: 0, createdAt: now, updatedAt: now }).run();
+      await this.o.db.insert(this.t).values({ repository: this.o.repository, id, image, path: rel, sizeBytes: 0, createdAt: now, updatedAt: now });
     } catch (e) {
       await rm(path, { force: true });
       throw e;
@@ -187,8 +194,8 @@ export class UploadManager {
    * The session `id` of `image`, whichever process opened it.
    * @throws VaultError BLOB_UPLOAD_UNKNOWN (404) when unknown, finished, cancelled, collected, or opened for another image
    */
-  get(id: string, image: string): UploadSession {
-    const r = this.row(id);
+  async get(id: string, image: string): Promise<UploadSession> {
+    const r = await this.row(id);
     if (!r || r.image !== image) throw unknownUpload(id);
     return this.session(r);
   }
@@ -203,35 +210,37 @@ export class UploadManager {
   async locked<T>(s: UploadSession, fn: (c: ClaimedSession) => Promise<T>): Promise<T> {
     return this.serial(s.id, async () => {
       const c = await this.claim(s);
-      const beat = setInterval(() => this.refresh(c), HEARTBEAT_MS);
+      const beat = setInterval(() => void this.refresh(c), HEARTBEAT_MS);
       beat.unref?.();
       try {
         return await fn(c);
       } finally {
         clearInterval(beat);
-        this.release(c);
+        await this.release(c);
       }
     });
   }
 
   private async claim(s: UploadSession): Promise<ClaimedSession> {
     const { db, log } = this.o;
-    const r = this.row(s.id);
+    const ociUploads = this.t;
+    const r = await this.row(s.id);
     if (!r || r.image !== s.image) throw unknownUpload(s.id);
     const now = Date.now();
     if (r.writer !== null && !writerStale(r.writer, r.updatedAt, now)) throw rangeInvalid(r.id, r.sizeBytes, "another request is writing this upload");
     const writer = `${THIS_HOST}~${process.pid}~${crypto.randomUUID()}`;
     liveClaims.add(writer);
     const same: SQL = r.writer === null ? isNull(ociUploads.writer) : eq(ociUploads.writer, r.writer);
-    const got = db
-      .update(ociUploads)
-      .set({ writer, updatedAt: now })
-      .where(and(eq(ociUploads.id, r.id), eq(ociUploads.sizeBytes, r.sizeBytes), same))
-      .returning()
-      .get();
+    const got = first(
+      await db
+        .update(ociUploads)
+        .set({ writer, updatedAt: now })
+        .where(and(eq(ociUploads.id, r.id), eq(ociUploads.sizeBytes, r.sizeBytes), same))
+        .returning(),
+    );
     if (!got) {
       liveClaims.delete(writer);
-      const cur = this.row(s.id);
+      const cur = await this.row(s.id);
       if (!cur || cur.image !== s.image) throw unknownUpload(s.id);
       throw rangeInvalid(cur.id, cur.sizeBytes, "another request is writing this upload");
     }
@@ -244,13 +253,13 @@ export class UploadManager {
       else if (st.size < c.sizeBytes) lost = `the file holds ${st.size} bytes, the row says ${c.sizeBytes}`;
     } catch (e) {
       if (errCode(e) !== "ENOENT") {
-        this.release(c);
+        await this.release(c);
         throw e;
       }
       lost = "the file is gone";
     }
     if (lost) {
-      this.release(c);
+      await this.release(c);
       log.error("upload session file lost; session removed", { id: c.id, error: lost });
       await this.remove(c).catch(() => {});
       throw unknownUpload(c.id);
@@ -259,15 +268,17 @@ export class UploadManager {
   }
 
   /** Refreshes a claim's `updated_at` (heartbeat); marks it lost when the row no longer names it. */
-  private refresh(c: ClaimedSession): void {
+  private async refresh(c: ClaimedSession): Promise<void> {
+    const ociUploads = this.t;
     try {
       const now = Date.now();
-      const ok = this.o.db
-        .update(ociUploads)
-        .set({ updatedAt: now })
-        .where(and(eq(ociUploads.id, c.id), eq(ociUploads.writer, c.writer)))
-        .returning({ id: ociUploads.id })
-        .get();
+      const ok = first(
+        await this.o.db
+          .update(ociUploads)
+          .set({ updatedAt: now })
+          .where(and(eq(ociUploads.id, c.id), eq(ociUploads.writer, c.writer)))
+          .returning({ id: ociUploads.id }),
+      );
       if (ok) c.confirmedAt = now;
       else c.lost = true;
     } catch (e) {
@@ -275,22 +286,22 @@ export class UploadManager {
     }
   }
 
-  private release(c: ClaimedSession): void {
+  private async release(c: ClaimedSession): Promise<void> {
     liveClaims.delete(c.writer);
+    const ociUploads = this.t;
     try {
-      this.o.db
+      await this.o.db
         .update(ociUploads)
         .set({ writer: null })
-        .where(and(eq(ociUploads.id, c.id), eq(ociUploads.writer, c.writer)))
-        .run();
+        .where(and(eq(ociUploads.id, c.id), eq(ociUploads.writer, c.writer)));
     } catch (e) {
       this.o.log.warn("could not release an upload claim", { id: c.id, error: (e as Error).message });
     }
   }
 
   /** The error for a claimed session the row no longer agrees with: gone (404) or moved on (416 with its Range). */
-  private conflict(c: ClaimedSession) {
-    const cur = this.row(c.id);
+  private async conflict(c: ClaimedSession) {
+    const cur = await this.row(c.id);
     if (!cur || cur.image !== c.image) return unknownUpload(c.id);
     return rangeInvalid(cur.id, cur.sizeBytes, "the upload was written meanwhile by another request");
   }
@@ -330,7 +341,7 @@ export class UploadManager {
           if (done) break;
           if (!value || value.byteLength === 0) continue;
           // never write once another request may have taken the claim over (lease half gone without a confirmation)
-          if (c.lost || Date.now() - c.confirmedAt > WRITER_LEASE_MS / 2) throw this.conflict(c);
+          if (c.lost || Date.now() - c.confirmedAt > WRITER_LEASE_MS / 2) throw await this.conflict(c);
           n += value.byteLength;
           if (limit !== null && n > limit) throw ociError("SIZE_INVALID", "chunk is longer than announced", { expected: limit });
           if (max !== undefined && before + n > max) throw ociError("BLOB_UPLOAD_INVALID", `blob exceeds the limit of ${max} bytes`, { limit: max }, {}, 413);
@@ -350,15 +361,17 @@ export class UploadManager {
     }
     await fh.close();
     const now = Date.now();
-    const done = this.o.db
-      .update(ociUploads)
-      .set({ sizeBytes: before + n, updatedAt: now })
-      .where(and(eq(ociUploads.id, c.id), eq(ociUploads.sizeBytes, before), eq(ociUploads.writer, c.writer)))
-      .returning({ id: ociUploads.id })
-      .get();
+    const ociUploads = this.t;
+    const done = first(
+      await this.o.db
+        .update(ociUploads)
+        .set({ sizeBytes: before + n, updatedAt: now })
+        .where(and(eq(ociUploads.id, c.id), eq(ociUploads.sizeBytes, before), eq(ociUploads.writer, c.writer)))
+        .returning({ id: ociUploads.id }),
+    );
     if (!done) {
       c.lost = true;
-      throw this.conflict(c);
+      throw await this.conflict(c);
     }
     c.sizeBytes = before + n;
     c.updatedAt = c.confirmedAt = now;
@@ -381,7 +394,8 @@ export class UploadManager {
 
   /** Ends a session: its row, then its file (a file already moved away is fine), and this process's hash. */
   async remove(s: UploadSession): Promise<void> {
-    this.o.db.delete(ociUploads).where(and(eq(ociUploads.id, s.id), eq(ociUploads.repository, this.o.repository))).run();
+    const ociUploads = this.t;
+    await this.o.db.delete(ociUploads).where(and(eq(ociUploads.id, s.id), eq(ociUploads.repository, this.o.repository)));
     this.local.delete(s.id);
     await rm(s.path, { force: true });
   }
@@ -392,7 +406,7 @@ export class UploadManager {
    */
   async cancel(s: UploadSession): Promise<void> {
     await this.serial(s.id, async () => {
-      const r = this.row(s.id);
+      const r = await this.row(s.id);
       if (!r || r.image !== s.image) throw unknownUpload(s.id);
       await this.remove(this.session(r));
     });
@@ -407,19 +421,21 @@ export class UploadManager {
    */
   async collect(maxIdleMs: number, now = Date.now()): Promise<number> {
     const { db, log } = this.o;
+    const ociUploads = this.t;
     let sessions = 0;
-    for (const r of db.select().from(ociUploads).where(eq(ociUploads.repository, this.o.repository)).all()) {
+    for (const r of await db.select().from(ociUploads).where(eq(ociUploads.repository, this.o.repository))) {
       if (r.writer !== null && !writerStale(r.writer, r.updatedAt, now)) continue;
       const path = join(this.o.spoolDir(), r.path);
       let gone = now - r.updatedAt > maxIdleMs;
       if (!gone) gone = await stat(path).then(() => false, (e) => errCode(e) === "ENOENT");
       if (!gone) continue;
       const same: SQL = r.writer === null ? isNull(ociUploads.writer) : eq(ociUploads.writer, r.writer);
-      const removed = db
-        .delete(ociUploads)
-        .where(and(eq(ociUploads.id, r.id), eq(ociUploads.updatedAt, r.updatedAt), eq(ociUploads.sizeBytes, r.sizeBytes), same))
-        .returning({ id: ociUploads.id })
-        .get();
+      const removed = first(
+        await db
+          .delete(ociUploads)
+          .where(and(eq(ociUploads.id, r.id), eq(ociUploads.updatedAt, r.updatedAt), eq(ociUploads.sizeBytes, r.sizeBytes), same))
+          .returning({ id: ociUploads.id }),
+      );
       if (!removed) continue;
       this.local.delete(r.id);
       await rm(path, { force: true }).catch((e) => log.warn("could not remove an abandoned upload's file", { id: r.id, error: (e as Error).message }));
@@ -431,19 +447,20 @@ export class UploadManager {
     const dir = this.dir();
     const strayAge = Math.max(maxIdleMs, STRAY_MIN_AGE_MS);
     const names = await readdir(dir).catch(() => [] as string[]);
+    const known = async (id: string) => (await db.select({ id: ociUploads.id }).from(ociUploads).where(eq(ociUploads.id, id))).length > 0;
     for (const name of names) {
-      if (db.select({ id: ociUploads.id }).from(ociUploads).where(eq(ociUploads.id, name)).get()) continue;
+      if (await known(name)) continue;
       const p = join(dir, name);
       const st = await stat(p).catch(() => undefined);
       if (!st?.isFile() || now - st.mtimeMs <= strayAge) continue;
       // a row may have been written since the check above (a session opened just now has a young file, though)
-      if (db.select({ id: ociUploads.id }).from(ociUploads).where(eq(ociUploads.id, name)).get()) continue;
+      if (await known(name)) continue;
       if (await rm(p).then(() => true, () => false)) strays++;
     }
     if (strays) log.info("removed upload files without a session", { count: strays });
 
     // hashes of sessions finished or removed by other processes
-    for (const id of [...this.local.keys()]) if (!this.row(id)) this.local.delete(id);
+    for (const id of [...this.local.keys()]) if (!(await this.row(id))) this.local.delete(id);
     return sessions + strays;
   }
 

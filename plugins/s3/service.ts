@@ -181,6 +181,8 @@ export function createS3Service(ctx: PluginContext) {
   const maxObject = cfg.maxObjectSizeBytes ?? 5 * GiB;
   const minPart = cfg.minPartSizeBytes ?? 5 * MiB;
   const meta = createS3Meta(ctx.metadata, ctx.repo.name);
+  /** Creation of the configured buckets (ensureConfiguredBuckets), awaited by requests. */
+  let configured: Promise<void> | undefined;
   const bucketCfg = new Map((cfg.buckets ?? []).map((b) => [b.name, b]));
   const vhost = cfg.virtualHostDomain?.toLowerCase();
   const completing = new Set<string>();
@@ -196,7 +198,7 @@ export function createS3Service(ctx: PluginContext) {
   async function authenticate(c: Call): Promise<void> {
     const sig = parseSignature(c.req.headers, c.pairs);
     if (!sig) return;
-    const found = ctx.auth.lookupAccessKey?.(sig.credential.accessKeyId) ?? null;
+    const found = (await ctx.auth.lookupAccessKey?.(sig.credential.accessKeyId)) ?? null;
     if (!found) throw new S3Error("InvalidAccessKeyId", undefined, { AWSAccessKeyId: sig.credential.accessKeyId });
     c.sig = verifySignature(sig, { method: c.method, rawPath: c.rawPath, query: c.pairs, headers: c.req.headers }, found.secret, Date.now());
     c.principal = found.principal;
@@ -221,8 +223,8 @@ export function createS3Service(ctx: PluginContext) {
     if (!allowed(c.principal, action, bucket)) throw new S3Error("AccessDenied");
   }
 
-  function needBucket(c: Call): BucketRow {
-    const b = meta.bucket(c.bucket!);
+  async function needBucket(c: Call): Promise<BucketRow> {
+    const b = await meta.bucket(c.bucket!);
     if (!b) throw new S3Error("NoSuchBucket", undefined, { BucketName: c.bucket! });
     return b;
   }
@@ -235,6 +237,7 @@ export function createS3Service(ctx: PluginContext) {
 
   /** Entry point: addressing, authentication, routing; any error rendered as S3 XML with the request id. */
   async function handle(req: Request): Promise<Response> {
+    if (configured) await configured.catch(() => ensureConfiguredBuckets());
     const requestId = newRequestId();
     const url = req.url;
     const qi = url.indexOf("?");
@@ -324,7 +327,7 @@ export function createS3Service(ctx: PluginContext) {
       if (m === "DELETE") {
         for (const [sub, code] of [["policy", "NoSuchBucketPolicy"], ["lifecycle", "NoSuchLifecycleConfiguration"], ["cors", "NoSuchCORSConfiguration"], ["tagging", "NoSuchTagSet"]] as const) {
           if (q.has(sub)) {
-            require(c, "admin", needBucket(c));
+            require(c, "admin", await needBucket(c));
             return new Response(null, { status: 204 });
           }
         }
@@ -349,12 +352,12 @@ export function createS3Service(ctx: PluginContext) {
           ["encryption", "ServerSideEncryptionConfigurationNotFoundError"],
         ] as const) {
           if (q.has(sub)) {
-            require(c, "read", needBucket(c));
+            require(c, "read", await needBucket(c));
             throw new S3Error(code, undefined, { BucketName: c.bucket });
           }
         }
         if (q.has("logging")) {
-          require(c, "read", needBucket(c));
+          require(c, "read", await needBucket(c));
           return xmlResponse("BucketLoggingStatus", {});
         }
         for (const sub of ["website", "notification", "replication", "object-lock", "ownershipControls", "publicAccessBlock", "requestPayment", "accelerate", "analytics", "metrics", "inventory", "intelligent-tiering", "policyStatus"]) {
@@ -377,7 +380,7 @@ export function createS3Service(ctx: PluginContext) {
       if (q.has("acl")) return getAcl(c);
       if (q.has("uploadId")) return listParts(c);
       if (q.has("tagging")) {
-        require(c, "read", needBucket(c));
+        require(c, "read", await needBucket(c));
         await needObject(c);
         return xmlResponse("Tagging", { TagSet: {} });
       }
@@ -387,7 +390,7 @@ export function createS3Service(ctx: PluginContext) {
     if (m === "DELETE") {
       if (q.has("uploadId")) return abortUpload(c);
       if (q.has("tagging")) {
-        require(c, "write", needBucket(c));
+        require(c, "write", await needBucket(c));
         return new Response(null, { status: 204 });
       }
       return deleteObject(c);
@@ -402,9 +405,9 @@ export function createS3Service(ctx: PluginContext) {
 
   /* ------------------------------------------------------------ service and buckets */
 
-  function listBuckets(c: Call): Response {
+  async function listBuckets(c: Call): Promise<Response> {
     if (c.principal.userId === null && !c.principal.isAdmin && cfg.anonymousRead !== true) throw new S3Error("AccessDenied");
-    const rows = meta.buckets().filter((b) => allowed(c.principal, "read", b));
+    const rows = (await meta.buckets()).filter((b) => allowed(c.principal, "read", b));
     return xmlResponse("ListAllMyBucketsResult", {
       Owner: owner(c.principal.name),
       Buckets: { Bucket: rows.map((b) => ({ Name: b.name, CreationDate: iso(b.createdAt) })) },
@@ -421,8 +424,8 @@ export function createS3Service(ctx: PluginContext) {
       const doc = parseXml(body, "CreateBucketConfiguration");
       loc = textOf(doc.LocationConstraint as never) ?? "";
     }
-    if (!meta.createBucket(name, c.principal.name, loc)) {
-      const b = meta.bucket(name)!;
+    if (!(await meta.createBucket(name, c.principal.name, loc))) {
+      const b = (await meta.bucket(name))!;
       if (b.owner === c.principal.name) throw new S3Error("BucketAlreadyOwnedByYou", undefined, { BucketName: name });
       throw new S3Error("BucketAlreadyExists", undefined, { BucketName: name });
     }
@@ -431,25 +434,25 @@ export function createS3Service(ctx: PluginContext) {
   }
 
   async function deleteBucket(c: Call): Promise<Response> {
-    const b = needBucket(c);
+    const b = await needBucket(c);
     require(c, "delete", b);
     const any = await ctx.artifacts.list(`${b.name}/`, { limit: 1 });
     if (any.length > 0) throw new S3Error("BucketNotEmpty", undefined, { BucketName: b.name });
     // In-progress multipart uploads are aborted with the bucket.
-    for (const u of meta.uploads(b.name, { prefix: "", limit: 100000 })) await dropUpload(u.uploadId);
-    meta.deleteBucket(b.name);
+    for (const u of await meta.uploads(b.name, { prefix: "", limit: 100000 })) await dropUpload(u.uploadId);
+    await meta.deleteBucket(b.name);
     audit(c, "s3.bucket.delete", b.name);
     return new Response(null, { status: 204 });
   }
 
-  function headBucket(c: Call): Response {
-    const b = needBucket(c);
+  async function headBucket(c: Call): Promise<Response> {
+    const b = await needBucket(c);
     require(c, "read", b);
     return new Response(null, { status: 200, headers: { "x-amz-bucket-region": region } });
   }
 
-  function getLocation(c: Call): Response {
-    const b = needBucket(c);
+  async function getLocation(c: Call): Promise<Response> {
+    const b = await needBucket(c);
     require(c, "read", b);
     const loc = b.region === "us-east-1" ? "" : b.region;
     return new Response(`<?xml version="1.0" encoding="UTF-8"?>\n<LocationConstraint xmlns="${S3_NS}">${xmlEscape(loc)}</LocationConstraint>`, {
@@ -457,13 +460,13 @@ export function createS3Service(ctx: PluginContext) {
     });
   }
 
-  function getVersioning(c: Call): Response {
-    require(c, "read", needBucket(c));
+  async function getVersioning(c: Call): Promise<Response> {
+    require(c, "read", await needBucket(c));
     return xmlResponse("VersioningConfiguration", {});
   }
 
   async function getAcl(c: Call): Promise<Response> {
-    const b = needBucket(c);
+    const b = await needBucket(c);
     require(c, "read", b);
     let who = b.owner;
     if (c.key !== undefined) who = (await needObject(c)).owner;
@@ -477,7 +480,7 @@ export function createS3Service(ctx: PluginContext) {
 
   /** ACLs are read-only: setting `private` (what tools send by default) is accepted, anything else is NotImplemented. */
   async function putAclStub(c: Call): Promise<Response> {
-    const b = needBucket(c);
+    const b = await needBucket(c);
     require(c, "write", b);
     if (c.key !== undefined) await needObject(c);
     const canned = c.req.headers.get("x-amz-acl");
@@ -532,7 +535,7 @@ export function createS3Service(ctx: PluginContext) {
 
   /** PutObject (specs/s3.md §4–§5): streams the verified body into the blob store; `If-None-Match: *` honoured. */
   async function putObject(c: Call): Promise<Response> {
-    const b = needBucket(c);
+    const b = await needBucket(c);
     require(c, "write", b);
     const path = objPath(b.name, c.key!);
     const h = c.req.headers;
@@ -589,7 +592,7 @@ export function createS3Service(ctx: PluginContext) {
 
   /** GetObject/HeadObject (specs/s3.md §4): conditionals, Range, `response-*` overrides, checksums on request, presigned redirect. */
   async function getObject(c: Call): Promise<Response> {
-    const b = needBucket(c);
+    const b = await needBucket(c);
     require(c, "read", b);
     const o = await needObject(c);
     const h = c.req.headers;
@@ -662,7 +665,7 @@ export function createS3Service(ctx: PluginContext) {
   }
 
   async function deleteObject(c: Call): Promise<Response> {
-    const b = needBucket(c);
+    const b = await needBucket(c);
     require(c, "delete", b);
     const path = objPath(b.name, c.key!);
     await ctx.artifacts.delete(path);
@@ -672,7 +675,7 @@ export function createS3Service(ctx: PluginContext) {
 
   /** DeleteObjects (specs/s3.md §4): up to 1000 keys; per-key failures are listed in the body, not thrown. */
   async function deleteObjects(c: Call): Promise<Response> {
-    const b = needBucket(c);
+    const b = await needBucket(c);
     require(c, "delete", b);
     const doc = parseXml(await readXmlBody(c.req), "Delete");
     const quiet = textOf(doc.Quiet as never) === "true";
@@ -718,7 +721,7 @@ export function createS3Service(ctx: PluginContext) {
   /** Loads the copy source, checking permission and the `x-amz-copy-source-if-*` conditions. */
   async function copySourceObject(c: Call): Promise<{ bucket: string; key: string; obj: S3Object }> {
     const src = copySource(c);
-    const sb = meta.bucket(src.bucket);
+    const sb = await meta.bucket(src.bucket);
     if (!sb) throw new S3Error("NoSuchBucket", undefined, { BucketName: src.bucket });
     require(c, "read", sb);
     const e = await ctx.artifacts.get(objPath(src.bucket, src.key));
@@ -759,7 +762,7 @@ export function createS3Service(ctx: PluginContext) {
 
   /** CopyObject (specs/s3.md §4, §5): COPY/REPLACE metadata; the copy's ETag is the MD5 of its bytes. */
   async function copyObject(c: Call): Promise<Response> {
-    const b = needBucket(c);
+    const b = await needBucket(c);
     require(c, "write", b);
     const src = await copySourceObject(c);
     const directive = (c.req.headers.get("x-amz-metadata-directive") ?? "COPY").toUpperCase();
@@ -840,7 +843,7 @@ export function createS3Service(ctx: PluginContext) {
 
   /** ListObjects v1 / ListObjectsV2 (specs/s3.md §3); the v2 continuation token is base64 of the last key or prefix. */
   async function listObjects(c: Call, version: 1 | 2): Promise<Response> {
-    const b = needBucket(c);
+    const b = await needBucket(c);
     require(c, "read", b);
     const q = c.query;
     const prefix = q.get("prefix") ?? "";
@@ -902,7 +905,7 @@ export function createS3Service(ctx: PluginContext) {
 
   /** ListObjectVersions: every object as its only version, `VersionId` `null` (what s3-tests' cleanup needs). */
   async function listVersions(c: Call): Promise<Response> {
-    const b = needBucket(c);
+    const b = await needBucket(c);
     require(c, "read", b);
     const q = c.query;
     const prefix = q.get("prefix") ?? "";
@@ -939,16 +942,16 @@ export function createS3Service(ctx: PluginContext) {
 
   /* ------------------------------------------------------------ multipart */
 
-  function needUpload(c: Call): UploadRow {
+  async function needUpload(c: Call): Promise<UploadRow> {
     const id = c.query.get("uploadId") ?? "";
-    const u = meta.upload(id);
+    const u = await meta.upload(id);
     if (!u || u.bucket !== c.bucket || u.key !== c.key) throw new S3Error("NoSuchUpload", undefined, { UploadId: id });
     return u;
   }
 
   /** CreateMultipartUpload: records the upload with its object headers; only COMPOSITE checksums. */
   async function createUpload(c: Call): Promise<Response> {
-    const b = needBucket(c);
+    const b = await needBucket(c);
     require(c, "write", b);
     const h = c.req.headers;
     const algRaw = h.get("x-amz-checksum-algorithm")?.toLowerCase() ?? null;
@@ -956,7 +959,7 @@ export function createS3Service(ctx: PluginContext) {
     const ctype = (h.get("x-amz-checksum-type") ?? "COMPOSITE").toUpperCase();
     if (algRaw && ctype === "FULL_OBJECT") throw new S3Error("InvalidRequest", "Only COMPOSITE multipart checksums are supported");
     const uploadId = Buffer.from(crypto.getRandomValues(new Uint8Array(24))).toString("base64url");
-    meta.createUpload({
+    await meta.createUpload({
       uploadId,
       bucket: b.name,
       key: c.key!,
@@ -983,9 +986,9 @@ export function createS3Service(ctx: PluginContext) {
 
   /** UploadPart / UploadPartCopy (specs/s3.md §6): stores the part under `uploads/s3/<uploadId>/`, replacing an earlier part N. */
   async function uploadPart(c: Call): Promise<Response> {
-    const b = needBucket(c);
+    const b = await needBucket(c);
     require(c, "write", b);
-    const u = needUpload(c);
+    const u = await needUpload(c);
     const n = partNumberOf(c);
     const storageKey = `uploads/s3/${u.uploadId}/${n}-${crypto.randomUUID()}`;
     let md5: string;
@@ -1025,7 +1028,7 @@ export function createS3Service(ctx: PluginContext) {
     }
     let replaced: string | undefined;
     try {
-      replaced = meta.putPart({ uploadId: u.uploadId, partNumber: n, storageKey, sizeBytes: size, md5, checksum: checksum?.value ?? null, modifiedAt: Date.now() });
+      replaced = await meta.putPart({ uploadId: u.uploadId, partNumber: n, storageKey, sizeBytes: size, md5, checksum: checksum?.value ?? null, modifiedAt: Date.now() });
     } catch {
       await ctx.storage.delete(storageKey); // the upload was aborted or completed meanwhile
       throw new S3Error("NoSuchUpload", undefined, { UploadId: u.uploadId });
@@ -1039,15 +1042,15 @@ export function createS3Service(ctx: PluginContext) {
 
   /** Deletes an upload's parts (storage and rows) and the upload row. */
   async function dropUpload(uploadId: string): Promise<void> {
-    const parts = meta.parts(uploadId);
-    meta.deleteUpload(uploadId); // cascades to s3_parts; a racing UploadPart then fails its FK and cleans up itself
+    const parts = await meta.parts(uploadId);
+    await meta.deleteUpload(uploadId); // cascades to s3_parts; a racing UploadPart then fails its FK and cleans up itself
     for (const p of parts) await ctx.storage.delete(p.storageKey).catch(() => {});
   }
 
   async function abortUpload(c: Call): Promise<Response> {
-    const b = needBucket(c);
+    const b = await needBucket(c);
     require(c, "delete", b);
-    const u = needUpload(c);
+    const u = await needUpload(c);
     if (completing.has(u.uploadId)) throw new S3Error("NoSuchUpload", "The upload is being completed", { UploadId: u.uploadId });
     await dropUpload(u.uploadId);
     audit(c, "s3.multipart.abort", objPath(b.name, c.key!), { uploadId: u.uploadId });
@@ -1085,14 +1088,14 @@ export function createS3Service(ctx: PluginContext) {
    * streams the chosen parts into one blob and drops the upload (unlisted parts are discarded).
    */
   async function completeUpload(c: Call): Promise<Response> {
-    const b = needBucket(c);
+    const b = await needBucket(c);
     require(c, "write", b);
-    const u = needUpload(c);
+    const u = await needUpload(c);
     const doc = parseXml(await readXmlBody(c.req), "CompleteMultipartUpload");
     const want = listOf(doc.Part);
     if (want.length === 0) throw new S3Error("MalformedXML", "You must specify at least one part");
     if (completing.has(u.uploadId)) throw new S3Error("NoSuchUpload", "The upload is already being completed", { UploadId: u.uploadId });
-    const stored = new Map(meta.parts(u.uploadId).map((p) => [p.partNumber, p]));
+    const stored = new Map((await meta.parts(u.uploadId)).map((p) => [p.partNumber, p]));
     const chosen = [];
     let prev = 0;
     for (const p of want) {
@@ -1159,13 +1162,13 @@ export function createS3Service(ctx: PluginContext) {
   }
 
   /** ListParts: `max-parts` (≤ 1000) after `part-number-marker`. */
-  function listParts(c: Call): Response {
-    const b = needBucket(c);
+  async function listParts(c: Call): Promise<Response> {
+    const b = await needBucket(c);
     require(c, "read", b);
-    const u = needUpload(c);
+    const u = await needUpload(c);
     const maxParts = intParam(c.query.get("max-parts"), "max-parts", 1000, 1000);
     const marker = intParam(c.query.get("part-number-marker"), "part-number-marker", 0);
-    const rows = meta.parts(u.uploadId, { afterPart: marker, limit: maxParts + 1 });
+    const rows = await meta.parts(u.uploadId, { afterPart: marker, limit: maxParts + 1 });
     const truncated = rows.length > maxParts;
     const shown = rows.slice(0, maxParts);
     const tag = u.checksumAlgorithm ? `Checksum${u.checksumAlgorithm.toUpperCase()}` : undefined;
@@ -1190,8 +1193,8 @@ export function createS3Service(ctx: PluginContext) {
   }
 
   /** ListMultipartUploads: prefix, delimiter (common prefixes), `key-marker`/`upload-id-marker`, `max-uploads` ≤ 1000. */
-  function listUploads(c: Call): Response {
-    const b = needBucket(c);
+  async function listUploads(c: Call): Promise<Response> {
+    const b = await needBucket(c);
     require(c, "read", b);
     const q = c.query;
     const prefix = q.get("prefix") ?? "";
@@ -1212,7 +1215,7 @@ export function createS3Service(ctx: PluginContext) {
         afterUploadId = undefined;
       }
     }
-    const rows = meta.uploads(b.name, { prefix, afterKey, afterUploadId, limit: 100000 });
+    const rows = await meta.uploads(b.name, { prefix, afterKey, afterUploadId, limit: 100000 });
     const uploads: UploadRow[] = [];
     const prefixes: string[] = [];
     let truncated = false;
@@ -1266,11 +1269,17 @@ export function createS3Service(ctx: PluginContext) {
     });
   }
 
-  /** Creates the buckets named in the config (owned by their `owner`, default `admin`) when missing. */
+  /**
+   * Starts creating the buckets named in the config (owned by their `owner`, default `admin`) when missing; requests
+   * wait for it (a failure answers them with a 500 and is retried by the next request).
+   */
   function ensureConfiguredBuckets(): void {
-    for (const bc of cfg.buckets ?? []) {
-      if (validBucketName(bc.name)) meta.createBucket(bc.name, bc.owner ?? "admin", "");
-    }
+    configured = (async () => {
+      for (const bc of cfg.buckets ?? []) {
+        if (validBucketName(bc.name)) await meta.createBucket(bc.name, bc.owner ?? "admin", "");
+      }
+    })();
+    configured.catch(() => {}); // reported by the requests that wait for it
   }
 
   return { handle, ensureConfiguredBuckets };
@@ -1287,14 +1296,14 @@ export async function gcS3(ctx: GcContext, o: { olderThan: number }): Promise<{ 
   let uploads = 0;
   let files = 0;
   const maxAgeMs = ((ctx.config as S3RepoConfig).abortIncompleteUploadsAfterSeconds ?? 86400) * 1000;
-  for (const u of meta.staleUploads(Math.min(o.olderThan, Date.now() - maxAgeMs))) {
-    const parts = meta.parts(u.uploadId);
-    meta.deleteUpload(u.uploadId);
+  for (const u of await meta.staleUploads(Math.min(o.olderThan, Date.now() - maxAgeMs))) {
+    const parts = await meta.parts(u.uploadId);
+    await meta.deleteUpload(u.uploadId);
     for (const p of parts) await ctx.storage.delete(p.storageKey).catch(() => {});
     uploads++;
   }
   for await (const f of ctx.storage.list("uploads/s3/")) {
-    if (f.modifiedAt < o.olderThan && !meta.partKeyKnown(f.key)) {
+    if (f.modifiedAt < o.olderThan && !(await meta.partKeyKnown(f.key))) {
       await ctx.storage.delete(f.key).catch(() => {});
       files++;
     }

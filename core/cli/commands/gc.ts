@@ -4,7 +4,7 @@ import { isAbsolute, join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { DEFAULT_CONFIG_FILES, loadConfig } from "../../config/load.ts";
 import type { VaultConfig } from "../../config/types.ts";
-import { openDb } from "../../db/index.ts";
+import { openMetadata } from "../../db/index.ts";
 import { createBlobStore, type BlobStore } from "../../storage/blobs.ts";
 import { createStorage } from "../../storage/index.ts";
 import type { StorageDriver } from "../../storage/driver.ts";
@@ -27,7 +27,10 @@ interface Target {
   dataDir: string;
   config: VaultConfig;
   configDir: string;
-  dbPath: string;
+  /** The SQLite file; undefined with the Postgres driver. */
+  dbPath: string | undefined;
+  /** The Postgres driver's settings, when configured. */
+  metadata?: { driver: "postgres"; url: string };
 }
 
 async function resolveTarget(configFile: string | undefined, dataArg: string | undefined): Promise<Target> {
@@ -43,9 +46,8 @@ async function resolveTarget(configFile: string | undefined, dataArg: string | u
   const dataDir = dataArg !== undefined ? abs(dataArg, cwd) : abs(config.server?.dataDir ?? "./data", configDir);
   const storage = config.storage?.driver === "fs" && config.storage.root ? { ...config.storage, root: abs(config.storage.root, configDir) } : config.storage;
   const meta = config.metadata;
-  if (meta?.driver === "postgres") throw new Error("vault gc: metadata.driver postgres is not supported yet");
-  const dbPath = meta?.path ? abs(meta.path, configDir) : join(dataDir, "vault.db");
-  return { dataDir, config: { ...config, storage }, configDir, dbPath };
+  const dbPath = meta?.driver === "postgres" ? undefined : meta?.path ? abs(meta.path, configDir) : join(dataDir, "vault.db");
+  return { dataDir, config: { ...config, storage }, configDir, dbPath, metadata: meta?.driver === "postgres" ? meta : undefined };
 }
 
 /**
@@ -94,12 +96,12 @@ export async function run(
 
   try {
     const t = await resolveTarget(values.config, values.data);
-    if (!existsSync(t.dbPath)) {
+    if (t.dbPath !== undefined && !existsSync(t.dbPath)) {
       io.err(`vault gc: no metadata database at ${t.dbPath}; refusing to sweep blobs without it\n`);
       return 1;
     }
+    const { db, close } = await openMetadata(t.metadata ?? { driver: "sqlite", path: t.dbPath }, t.dataDir);
     const driver = createStorage(t.config.storage, t.dataDir);
-    const { db, close } = openDb(t.dbPath);
     try {
       const temp = await driver.cleanTemp(ageMs);
       const store = createBlobStore(db, driver);
@@ -111,7 +113,7 @@ export async function run(
           `(${swept.bytes} bytes) older than ${minutes} minutes from ${t.dataDir}\n`,
       );
     } finally {
-      close();
+      await close();
       await driver.close?.();
     }
     return 0;
@@ -153,7 +155,7 @@ export async function runPluginGc(
       removed += (await plugin.gc(ctx, { olderThan })).removed;
       repositories++;
     } finally {
-      artifacts.close();
+      await artifacts.close();
     }
   }
   return { removed, repositories };

@@ -108,6 +108,6 @@ export async function run(args: string[]): Promise<number> {
   } catch (e) {
     return reportError("token", e);
   } finally {
-    cli?.close();
+    await cli?.close();
   }
 }

@@ -151,6 +151,6 @@ export async function run(args: string[]): Promise<number> {
   } catch (e) {
     return reportError("user", e);
   } finally {
-    cli?.close();
+    await cli?.close();
   }
 }
