@@ -128,7 +128,8 @@ export type DocEdit =
   | { kind: "remove"; versions: string[] }
   /**
    * Brings the document in line with the version records stored beside it (several processes may have written it
-   * concurrently): versions without a record are removed, records missing from the document are added back.
+   * concurrently): versions without a record are removed, records missing from the document are added back with their
+   * tags (a tag moves to a restored version published after the one it names).
    */
   | { kind: "reconcile"; have: string[]; restore: VersionRecord[] };
 
@@ -276,7 +277,8 @@ export function editDoc(name: string, doc: Uint8Array | undefined, now: number, 
         if (Object.hasOwn(versions, r.version)) continue;
         versions[r.version] = r.manifest;
         time[r.version] = r.time;
-        for (const t of r.tags) if (!Object.hasOwn(tags, t) || !Object.hasOwn(versions, tags[t])) tags[t] = r.version;
+        // a tag follows the restored version when it is unset, dangling, or on a version published before it
+        for (const t of r.tags) if (!Object.hasOwn(tags, t) || !Object.hasOwn(versions, tags[t]) || (time[tags[t]] ?? "") < r.time) tags[t] = r.version;
         changed = true;
       }
       break;
