@@ -11,6 +11,8 @@ if (process.env.VAULT_NPM_UPSTREAM) {
   // e.g. VAULT_NPM_UPSTREAM="$(npm config get registry)" — needs the npm plugin
   optional.push({ name: "npm", format: "npm", type: "proxy", upstream: "${VAULT_NPM_UPSTREAM}" });
 }
+/** Members of the npm group: hosted packages first, then the npm proxy when its upstream is set. */
+const npmMembers = ["npm-local", ...(process.env.VAULT_NPM_UPSTREAM ? ["npm"] : [])];
 if (process.env.VAULT_APT_UPSTREAM) {
   // a Debian/Ubuntu archive root, e.g. the one in /etc/apt/sources.list — needs the apt plugin
   optional.push({ name: "debian", format: "apt", type: "proxy", upstream: "${VAULT_APT_UPSTREAM}" });
@@ -37,6 +39,10 @@ export default defineConfig({
     { name: "python", format: "pypi", type: "group", members: ["pypi-local", "pypi"], writeTo: "pypi-local" },
     // curl http://127.0.0.1:8080/apache/httpd/KEYS  →  <upstream>httpd/KEYS, cached
     { name: "apache", format: "http", type: "proxy", upstream: "${VAULT_APACHE_UPSTREAM:-https://archive.apache.org/dist/}" },
+    // npm login --registry http://127.0.0.1:8080/npm-local/ && npm publish --registry …  (a user with write permission)
+    { name: "npm-local", format: "npm", type: "hosted" },
+    // npm install --registry http://127.0.0.1:8080/npm-all/ …: your packages first, then the npm proxy; publishes go to npm-local
+    { name: "npm-all", format: "npm", type: "group", members: npmMembers, writeTo: "npm-local" },
     // docker pull 127.0.0.1:8080/hub/library/busybox. root: true also answers Docker's registry-mirrors (/v2/<image>),
     // except for Docker Hub namespaces named like a vault repository; give the mirror its own `port:` to avoid that.
     { name: "hub", format: "oci", type: "proxy", upstream: "https://registry-1.docker.io", root: true },
