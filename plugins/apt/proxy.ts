@@ -155,15 +155,21 @@ export function createAptProxy(ctx: PluginContext<AptRepoConfig>): AptService {
     };
     const stem = name.replace(/\.(gz|xz|zst)$/, "");
     const compression = compressionOf(name);
-    if (INDEX_KINDS[stem] && compression) poolHashes.add({ ...spec, upstreamUrl: upstreamByHash ?? spec.upstreamUrl }, INDEX_KINDS[stem], compression);
-    if (!upstreamByHash) return serve(req, spec);
+    /** Serves with `upstream`; a Packages/Sources index that was served is queued for its pool hashes, fetched the same way. */
+    const attempt = async (upstream: string): Promise<Response> => {
+      const s = { ...spec, upstreamUrl: upstream };
+      const res = await serve(req, s);
+      if (INDEX_KINDS[stem] && compression) poolHashes.add(s, INDEX_KINDS[stem], compression);
+      return res;
+    };
+    if (!upstreamByHash) return attempt(spec.upstreamUrl);
     try {
-      return await serve(req, { ...spec, upstreamUrl: upstreamByHash });
+      return await attempt(upstreamByHash);
     } catch (e) {
       if (!(e instanceof VaultError && e.status === 404)) throw e;
       // the mirror has no such by-hash object: the same bytes by name (verified against the same digest)
       await ctx.cache.invalidate(key);
-      return serve(req, spec);
+      return attempt(spec.upstreamUrl);
     }
   }
 

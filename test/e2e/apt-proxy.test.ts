@@ -40,10 +40,14 @@ describe("apt-get through an apt proxy repository", () => {
     key = await makeKey();
     root = await tmpDataDir("apt-upstream-");
     gen1 = await writeArchive(archive(), "stable", ["hello", "sl", "tree", "fortunes-min"], key);
+    // a mirror whose Release says Acquire-By-Hash but that has no by-hash objects (the vault falls back to names)
+    await writeArchive(join(root, "plain"), "stable", ["hello", "sl"], key);
+    await rm(join(root, "plain/dists/stable/main/binary-amd64/by-hash"), { recursive: true });
     up = await startUpstream({
       root,
       handler: async (req) => {
-        const path = new URL(req.url).pathname;
+        // the vault sends `+` as %2B, as APT does
+        const path = decodeURIComponent(new URL(req.url).pathname);
         if (tampered.has(path)) {
           const b = await Bun.file(join(root, path)).bytes();
           b[b.length >> 1] ^= 0xff;
@@ -57,7 +61,15 @@ describe("apt-get through an apt proxy repository", () => {
       },
     });
     // every Packages index (1-2 KB here) is parsed in the worker pool, as bookworm's 9 MB one would be
-    vault = await startVault({ config: { pool: { offloadThresholdBytes: 512 }, repositories: [{ name: "debian", format: "apt", type: "proxy", upstream: `${up.url}/debian/` }] } });
+    vault = await startVault({
+      config: {
+        pool: { offloadThresholdBytes: 512 },
+        repositories: [
+          { name: "debian", format: "apt", type: "proxy", upstream: `${up.url}/debian/` },
+          { name: "plain", format: "apt", type: "proxy", upstream: `${up.url}/plain/` },
+        ],
+      },
+    });
   });
   afterAll(async () => {
     await vault?.stop();
@@ -165,6 +177,26 @@ describe("apt-get through an apt proxy repository", () => {
     const ok = await c.aptGet(["download", "tree"]);
     expect(ok.code).toBe(0);
     expect(await sha256File(join(c.downloads, "tree_2.1.0-1_amd64.deb"))).toBe(FIXTURE_DEBS.tree.sha256);
+  }, TIMEOUT);
+
+  aptTest("a mirror without by-hash objects: indexes come by name, and pool files are still verified against them", async () => {
+    const c = await aptClient(`deb [signed-by=${key.keyring}] ${vault.url}/plain stable main\n`);
+    const u = await c.aptGet(["update"]);
+    expect(u.out).not.toContain("Hash Sum mismatch");
+    expect(u.code).toBe(0);
+    expect(up.count((r) => r.path.startsWith("/plain/") && r.path.includes("/by-hash/"))).toBeGreaterThanOrEqual(1);
+    expect(up.count("/plain/dists/stable/main/binary-amd64/Packages.xz")).toBe(1);
+    tampered.add(`/plain/${FIXTURE_DEBS.sl.path}`);
+    try {
+      const r = await fetch(`${vault.url}/plain/${FIXTURE_DEBS.sl.path}`);
+      expect(r.status).toBe(502);
+      expect(await r.text()).toContain("digest");
+    } finally {
+      tampered.clear();
+    }
+    const d = await c.aptGet(["download", "sl"]);
+    expect(d.code).toBe(0);
+    expect(await sha256File(join(c.downloads, "sl_5.02-1+b1_amd64.deb"))).toBe(FIXTURE_DEBS.sl.sha256);
   }, TIMEOUT);
 
   aptTest("Range with If-Range: a matching HTTP-date gives 206, another date the whole file (apt's resume)", async () => {
