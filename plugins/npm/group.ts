@@ -15,7 +15,7 @@
  *   (logged); when none has it, its error is the answer.
  */
 import { createHash } from "node:crypto";
-import { VaultError, errors, type ArtifactEntry, type PluginContext } from "../../core/plugin.ts";
+import { VaultError, type ArtifactEntry, type PluginContext } from "../../core/plugin.ts";
 import type { Variant } from "./documents.ts";
 import { VARIANT_CONTENT_TYPE, respondPackument, runTask, tagOf, type NpmRepoConfig, type NpmService } from "./service.ts";
 
@@ -104,11 +104,7 @@ export function createNpmGroup(ctx: PluginContext<NpmRepoConfig>, o: NpmGroupOpt
 
   return {
     ctx,
-    async servePackument(req, name, variant) {
-      const e = await packument(req, name, variant);
-      if (!e) throw errors.notFound(`package ${name}`);
-      return respondPackument(ctx, req, e, variant);
-    },
+    servePackument: async (req, name, variant) => respondPackument(ctx, req, name, variant, await packument(req, name, variant)),
     packument,
     tarball,
     writes() {

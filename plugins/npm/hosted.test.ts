@@ -6,10 +6,9 @@
  * login errors.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { startVault, type StartedVault } from "../../test/helpers/vault.ts";
-import { NPM_FIXTURES, startNpmRegistry, type TestNpmRegistry } from "../../test/helpers/npm-registry.ts";
+import { NPM_FIXTURES, npmPublishBody, startNpmRegistry, type TestNpmRegistry } from "../../test/helpers/npm-registry.ts";
 import { openDb } from "../../core/db/index.ts";
 import { createAuthCore } from "../../core/auth/index.ts";
 import { metrics } from "../../core/metrics.ts";
@@ -22,15 +21,9 @@ let reg: TestNpmRegistry;
 let vault: StartedVault;
 let token: string;
 
-/** A publish body for `name@version` whose tarball is a gzip of `text`, with correct digests. */
-function publishBody(name: string, version: string, text = `${name}@${version}`, extra: Record<string, unknown> = {}): string {
-  const tgz = Bun.gzipSync(new TextEncoder().encode(text));
-  return JSON.stringify({
-    name,
-    "dist-tags": { latest: version },
-    versions: { [version]: { name, version, ...extra, dist: { integrity: "sha512-" + createHash("sha512").update(tgz).digest("base64"), shasum: createHash("sha1").update(tgz).digest("hex") } } },
-    _attachments: { [`${name}-${version}.tgz`]: { data: Buffer.from(tgz).toString("base64"), length: tgz.byteLength } },
-  });
+/** A publish body for `name@version` whose tarball is a gzip of `text` (default `name@version`). */
+function publishBody(name: string, version: string, text = `${name}@${version}`, manifest: Record<string, unknown> = {}): string {
+  return npmPublishBody(name, version, Bun.gzipSync(new TextEncoder().encode(text)), { manifest });
 }
 
 async function startWith(config: VaultConfig): Promise<StartedVault> {

@@ -274,11 +274,7 @@ export function createNpmHosted(ctx: PluginContext<NpmRepoConfig>): NpmService {
 
   return {
     ctx,
-    async servePackument(req, name, variant) {
-      const e = await packument(req, name, variant);
-      if (!e) throw errors.notFound(`package ${name}`);
-      return respondPackument(ctx, req, e, variant);
-    },
+    servePackument: async (req, name, variant) => respondPackument(ctx, req, name, variant, await packument(req, name, variant)),
     packument,
     async tarball(req, name, file) {
       const e = await ctx.artifacts.get(`${name}/-/${file}`);

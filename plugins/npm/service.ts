@@ -111,11 +111,13 @@ export function tagOf(base: string): string {
 }
 
 /**
- * Answers a stored packument rendering (hosted, group): its bytes with the variant's Content-Type, `Vary: Accept`,
- * `Cache-Control: no-cache` (npm revalidates with the strong ETag and gets 304s, and sees new versions at once), Range
- * and conditionals as `ArtifactStore.respond` does them.
+ * Answers a stored packument rendering of package `name` (hosted, group): its bytes with the variant's Content-Type,
+ * `Vary: Accept`, `Cache-Control: no-cache` (npm revalidates with the strong ETag and gets 304s, and sees new versions
+ * at once), Range and conditionals as `ArtifactStore.respond` does them.
+ * @throws VaultError 404 when `entry` is null (no such package)
  */
-export function respondPackument(ctx: PluginContext, req: Request, entry: ArtifactEntry, variant: Variant): Promise<Response> {
+export async function respondPackument(ctx: PluginContext, req: Request, name: string, variant: Variant, entry: ArtifactEntry | null): Promise<Response> {
+  if (!entry) throw errors.notFound(`package ${name}`);
   return ctx.artifacts.respond(req, entry, { "content-type": VARIANT_CONTENT_TYPE[variant], vary: "Accept", "cache-control": "no-cache" });
 }
 

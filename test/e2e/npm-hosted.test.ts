@@ -11,12 +11,11 @@
  * npm runs with its own user config and cache per user (test/helpers/npm-cli.ts); under CI=true a missing npm fails.
  */
 import { afterAll, beforeAll, describe, expect } from "bun:test";
-import { createHash } from "node:crypto";
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { startVault, type StartedVault } from "../helpers/vault.ts";
 import { tmpDataDir } from "../helpers/tmp.ts";
-import { CHALK_TREE as TREE, startNpmRegistry, type TestNpmRegistry } from "../helpers/npm-registry.ts";
+import { CHALK_TREE as TREE, npmPublishBody, startNpmRegistry, type TestNpmRegistry } from "../helpers/npm-registry.ts";
 import { npmHome, npmTest, runNpm, type NpmHome } from "../helpers/npm-cli.ts";
 import { openDb } from "../../core/db/index.ts";
 import { createAuthCore } from "../../core/auth/index.ts";
@@ -223,18 +222,7 @@ describe("npm CLI against a group of the hosted repository and a proxy", () => {
 });
 
 describe("bad input over raw HTTP → npm JSON errors", () => {
-  /** A publish body for `name@version` carrying `tarball`, with the digests npm would send (overridable). */
-  function publishBody(name: string, version: string, tarball: Uint8Array, dist: Record<string, unknown> = {}) {
-    const integrity = "sha512-" + createHash("sha512").update(tarball).digest("base64");
-    const shasum = createHash("sha1").update(tarball).digest("hex");
-    return JSON.stringify({
-      _id: name,
-      name,
-      "dist-tags": { latest: version },
-      versions: { [version]: { name, version, dist: { integrity, shasum, tarball: `http://x/${name}/-/${name}-${version}.tgz`, ...dist } } },
-      _attachments: { [`${name}-${version}.tgz`]: { content_type: "application/octet-stream", data: Buffer.from(tarball).toString("base64"), length: tarball.byteLength } },
-    });
-  }
+  const publishBody = (name: string, version: string, tarball: Uint8Array, dist: Record<string, unknown> = {}) => npmPublishBody(name, version, tarball, { dist });
   const tgz = Bun.gzipSync(new TextEncoder().encode("not really a tar, but gzip"));
   const put = (path: string, body: string, token?: string) =>
     fetch(`${local}${path}`, { method: "PUT", body, headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) } });

@@ -4,6 +4,7 @@
  * server's URL) and tarballs (`<name>/-/<file>.tgz`, also scoped). Records every request; `tamper(file)` makes a
  * tarball's bytes differ from its integrity.
  */
+import { createHash } from "node:crypto";
 import { join, resolve } from "node:path";
 import { existsSync } from "node:fs";
 
@@ -103,4 +104,21 @@ export function startNpmRegistry(): TestNpmRegistry {
       await server.stop(true);
     },
   };
+}
+
+/**
+ * The body `npm publish` sends for `name@version` (specs/npm.md §5): one version whose `dist` carries the tarball's
+ * sha512 `integrity` and sha1 `shasum` (override with `o.dist`), extra manifest fields `o.manifest`, and the tarball as
+ * the one base64 attachment.
+ */
+export function npmPublishBody(name: string, version: string, tarball: Uint8Array, o: { dist?: Record<string, unknown>; manifest?: Record<string, unknown> } = {}): string {
+  const integrity = "sha512-" + createHash("sha512").update(tarball).digest("base64");
+  const shasum = createHash("sha1").update(tarball).digest("hex");
+  return JSON.stringify({
+    _id: name,
+    name,
+    "dist-tags": { latest: version },
+    versions: { [version]: { name, version, ...o.manifest, dist: { integrity, shasum, tarball: `http://x/${name}/-/${name}-${version}.tgz`, ...o.dist } } },
+    _attachments: { [`${name}-${version}.tgz`]: { content_type: "application/octet-stream", data: Buffer.from(tarball).toString("base64"), length: tarball.byteLength } },
+  });
 }
