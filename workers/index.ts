@@ -12,7 +12,7 @@ export const rewriteJson = pooled(tasks.rewriteJson);
 export const rewriteUrls = pooled(tasks.rewriteUrls);
 /** The pypi plugin's document task (plugins/pypi/task.ts; pure, imports no core/): simple-page snapshot/render, upload inspection, group merge. */
 export const pypiSimple = pooled(tasks.pypiSimple);
-/** The npm plugin's packument task (plugins/npm/task.ts; pure, imports no core/): tarball URL rewrite, dist lookup. */
+/** The npm plugin's packument task (plugins/npm/task.ts; pure, imports no core/): proxy rewrite and lookups, hosted publish checks, edits and renderings, group merges. */
 export const npmPackument = pooled(tasks.npmPackument);
 /** The apt plugin's index task (plugins/apt/task.ts; pure, imports no core/): pool file hashes listed by a Packages/Sources index. */
 export const aptIndex = pooled(tasks.aptIndex);
