@@ -1,30 +1,52 @@
-/** Tests of the auth core against a real SQLite database in a temp dir: credentials, permissions, tokens, S3 keys, registry JWTs, audit, bootstrap, logs. */
+/** Tests of the auth core against a real metadata database (SQLite in a temp dir, and Postgres): credentials, permissions, tokens, S3 keys, registry JWTs, audit, bootstrap, logs. */
 import { afterEach, beforeEach, describe, expect, spyOn, test } from "bun:test";
 import crypto from "node:crypto";
-import { join } from "node:path";
-import { eq } from "drizzle-orm";
-import { openDb, type OpenDb } from "../db/index.ts";
-import { apiTokens, auditLog, settings, users } from "../db/schema.ts";
+import { count, eq } from "drizzle-orm";
+import { first, tablesOf, type OpenDb, type OpenSqliteDb, type Tables } from "../db/index.ts";
 import { createLogger } from "../log.ts";
 import type { Action, Principal } from "../plugin.ts";
 import type { AuthConfig, RepositoryConfig } from "../config/types.ts";
 import { VaultError } from "../errors.ts";
-import { tmpDataDir } from "../../test/helpers/tmp.ts";
+import { metadataDrivers, useMetadata, type TestMetadata } from "../../test/helpers/metadata.ts";
 import { ANONYMOUS, createAuthCore, setRemoteAddress, type AuthCore } from "./index.ts";
 import { KeyRing, secretMatches, sha256Hex } from "./secrets.ts";
 import { signJwt, verifyJwt } from "./jwt.ts";
 import { PasswordVerifier } from "./passwords.ts";
 
+let md: TestMetadata;
 let opened: OpenDb;
 let logLines: string[];
 let auth: AuthCore;
+let apiTokens: Tables["apiTokens"];
+let auditLog: Tables["auditLog"];
+let settings: Tables["settings"];
+let users: Tables["users"];
+let permissions: Tables["permissions"];
 
 async function freshDb(): Promise<OpenDb> {
-  return openDb(join(await tmpDataDir("vault-auth-"), "vault.db"));
+  const o = await md.open();
+  ({ apiTokens, auditLog, settings, users, permissions } = tablesOf(o.db));
+  return o;
 }
 
 function makeAuth(config?: AuthConfig, env: Record<string, string | undefined> = {}): AuthCore {
   return createAuthCore({ db: opened.db, config, env, log: createLogger("debug", {}, (l) => logLines.push(l)) });
+}
+
+/** makeAuth, once its keys are loaded (signToken / verifyToken right away also on Postgres). */
+async function readyAuth(config?: AuthConfig): Promise<AuthCore> {
+  const a = makeAuth(config);
+  await a.ready();
+  return a;
+}
+
+/** Resolves once `cond` holds (polled; for effects a background write makes), at most 5 s. */
+async function waitFor(cond: () => Promise<boolean>): Promise<void> {
+  for (let i = 0; i < 500; i++) {
+    if (await cond()) return;
+    await Bun.sleep(10);
+  }
+  throw new Error("condition not met within 5 s");
 }
 
 const repo = (name: string, extra: Partial<RepositoryConfig> = {}): RepositoryConfig => ({ name, format: "pypi", type: "hosted", ...extra });
@@ -44,10 +66,15 @@ async function expectStatus(p: Promise<unknown>, status: number): Promise<VaultE
   throw new Error(`expected VaultError ${status}, got success`);
 }
 
+for (const driver of metadataDrivers()) describe(`auth (${driver})`, () => {
+const suiteMd = useMetadata(driver);
+
 beforeEach(async () => {
+  md = suiteMd;
   opened = await freshDb();
   logLines = [];
   auth = makeAuth();
+  await auth.ready();
 });
 afterEach(() => opened.close());
 
@@ -116,7 +143,7 @@ describe("authenticate", () => {
     await expectStatus(svc.authenticate(bearer(a.token)), 401);
 
     // move the expiry into the past in the real database rather than waiting an hour
-    opened.db.update(apiTokens).set({ expiresAt: Date.now() - 1 }).where(eq(apiTokens.id, b.id)).run();
+    await opened.db.update(apiTokens).set({ expiresAt: Date.now() - 1 }).where(eq(apiTokens.id, b.id));
     const e = await expectStatus(svc.authenticate(bearer(b.token)), 401);
     expect(e.message).toBe("token expired");
   });
@@ -138,7 +165,7 @@ describe("authenticate", () => {
     const svc = auth.forRepository(repo("pypi"));
     await svc.authenticate(basic("alice", "old-password"));
     // a second core over the same database file, like the CLI changing the password while the server runs
-    const other = openDb(opened.sqlite.filename);
+    const other = await md.reopen(opened);
     const cli = createAuthCore({ db: other.db, log: createLogger("error", {}, () => {}) });
     await cli.setPassword("alice", "new-password");
     other.close();
@@ -150,23 +177,25 @@ describe("authenticate", () => {
     await auth.addUser({ name: "alice" });
     const { token, id } = await auth.createToken("alice");
     const svc = auth.forRepository(repo("pypi"));
-    const row = () => opened.db.select().from(apiTokens).where(eq(apiTokens.id, id)).get()!;
-    expect(row().lastUsedAt).toBeNull();
+    const row = async () => first(await opened.db.select().from(apiTokens).where(eq(apiTokens.id, id)))!;
+    expect((await row()).lastUsedAt).toBeNull();
     await svc.authenticate(bearer(token));
-    const first = row().lastUsedAt;
-    expect(first).not.toBeNull();
-    const changes = () => (opened.sqlite.query("select total_changes() as n").get() as { n: number }).n;
+    // Postgres: the lastUsedAt update runs in the background
+    await waitFor(async () => (await row()).lastUsedAt !== null);
+    const firstUse = (await row()).lastUsedAt;
+    // SQLite counts every row change of the connection: no write may happen for the next 20 uses
+    const changes = () => (md.driver === "sqlite" ? ((opened as OpenSqliteDb).sqlite.query("select total_changes() as n").get() as { n: number }).n : 0);
     const before = changes();
     for (let i = 0; i < 20; i++) await svc.authenticate(bearer(token));
     expect(changes()).toBe(before);
-    expect(row().lastUsedAt).toBe(first);
+    expect((await row()).lastUsedAt).toBe(firstUse);
   });
 
   test("token secrets are stored as sha256 only and compared with crypto.timingSafeEqual", async () => {
     await auth.addUser({ name: "alice" });
     const { token, id } = await auth.createToken("alice");
     const secret = token.slice(`vault_${id}_`.length);
-    const stored = opened.db.select().from(apiTokens).where(eq(apiTokens.id, id)).get()!;
+    const stored = first(await opened.db.select().from(apiTokens).where(eq(apiTokens.id, id)))!;
     expect(stored.secretHash).toBe(sha256Hex(secret));
     expect(JSON.stringify(stored)).not.toContain(secret);
     expect(stored.sealedSecret).toBeNull();
@@ -229,14 +258,14 @@ describe("password cache", () => {
 
   test("stored passwords are argon2id PHC strings", async () => {
     await auth.addUser({ name: "alice", password: "pw-alice-1" });
-    const row = opened.db.select().from(users).where(eq(users.name, "alice")).get()!;
+    const row = first(await opened.db.select().from(users).where(eq(users.name, "alice")))!;
     expect(row.passwordHash).toStartWith("$argon2id$");
   });
 });
 
 describe("permissions", () => {
-  async function principal(name: string, pass = "pw-" + name): Promise<Principal> {
-    return auth.forRepository(repo("any")).authenticate(basic(name, pass));
+  async function principal(name: string, pass = "pw-" + name, core = auth): Promise<Principal> {
+    return core.forRepository(repo("any")).authenticate(basic(name, pass));
   }
 
   test("matrix: implication read < write < delete < admin, * grants, per-repo grants, admins", async () => {
@@ -251,7 +280,8 @@ describe("permissions", () => {
     const local = closed.forRepository(repo("pypi-local"));
     const other = closed.forRepository(repo("npm-local"));
     const P: Record<string, Principal> = { anonymous: ANONYMOUS };
-    for (const n of ["reader", "writer", "deleter", "repoadmin", "root", "nobody"]) P[n] = await principal(n);
+    // principals made by the core that checks them (on Postgres `can` answers from the grants loaded with the principal)
+    for (const n of ["reader", "writer", "deleter", "repoadmin", "root", "nobody"]) P[n] = await principal(n, undefined, closed);
 
     const acts: Action[] = ["read", "write", "delete", "admin"];
     const expected: Record<string, [string, string]> = {
@@ -269,6 +299,18 @@ describe("permissions", () => {
       expect(`${who}:${got(local)}`).toBe(`${who}:${onLocal}`);
       expect(`${who}:${got(other)}`).toBe(`${who}:${onOther}`);
     }
+  });
+
+  test("a grant given or revoked through another core (node) counts from the user's next authentication there", async () => {
+    await auth.addUser({ name: "late", password: "pw-late" });
+    const node2 = makeAuth();
+    const svc = node2.forRepository(repo("pypi-local"));
+    expect(svc.can(await principal("late", undefined, node2), "write")).toBe(false);
+    await auth.grant("late", "pypi-local", "write");
+    expect(svc.can(await principal("late", undefined, node2), "write")).toBe(true);
+    await auth.revoke("late", "pypi-local", "write");
+    expect(svc.can(await principal("late", undefined, node2), "write")).toBe(false);
+    expect(svc.can(await principal("late", undefined, node2), "read")).toBe(true);
   });
 
   test("anonymous read: config default true, config false, per-repository override both ways", async () => {
@@ -314,7 +356,7 @@ describe("permissions", () => {
     await expectStatus(auth.grant("alice", "Bad Repo", "read"), 400);
     await expectStatus(auth.grant("ghost", "pypi-local", "read"), 404);
     await auth.removeUser("alice");
-    expect(opened.sqlite.query("select count(*) as n from permissions").get()).toEqual({ n: 0 });
+    expect(await opened.db.select({ n: count() }).from(permissions)).toEqual([{ n: 0 }]);
   });
 });
 
@@ -344,8 +386,8 @@ describe("users", () => {
     await auth.addUser({ name: "alice", password: "pw-alice" });
     expect(await auth.verifyPassword("alice", "pw-alice")).toMatchObject({ name: "alice", via: "basic" });
     await expectStatus(auth.verifyPassword("alice", "nope"), 401);
-    expect(auth.principalFor("alice")).toMatchObject({ name: "alice" });
-    expect(auth.principalFor("ghost")).toBeNull();
+    expect(await auth.principalFor("alice")).toMatchObject({ name: "alice" });
+    expect(await auth.principalFor("ghost")).toBeNull();
   });
 });
 
@@ -365,7 +407,8 @@ describe("login flows through the repository AuthService (contract's optional me
     expect((await svc.authenticate(bearer(t.token))).name).toBe("alice");
     expect(await svc.revokeToken(alice, t.token)).toBe(true);
     await expectStatus(svc.authenticate(bearer(t.token)), 401);
-    const rows = opened.db.select().from(auditLog).all();
+    await auth.flush();
+    const rows = await opened.db.select().from(auditLog);
     expect(rows.filter((r) => r.action === "token.create" || r.action === "token.revoke").map((r) => r.actor)).toEqual(["alice", "alice"]);
   });
 
@@ -377,7 +420,7 @@ describe("login flows through the repository AuthService (contract's optional me
     expect(svc.verifyToken(jwt).access).toEqual([{ type: "repository", name: "docker/app", actions: ["pull"] }]);
     expect((await svc.authenticate(bearer(jwt))).via).toBe("bearer");
     const k = await auth.createAccessKey("alice");
-    expect(svc.lookupAccessKey(k.accessKeyId)!.secret).toBe(k.secretAccessKey);
+    expect((await svc.lookupAccessKey(k.accessKeyId))!.secret).toBe(k.secretAccessKey);
   });
 });
 
@@ -385,24 +428,24 @@ describe("bootstrap", () => {
   test("admin from env, idempotent (no rehash on an unchanged password)", async () => {
     const a = makeAuth(undefined, { VAULT_ADMIN_USER: "boss", VAULT_ADMIN_PASSWORD: "env-password" });
     await a.bootstrap();
-    const hash1 = opened.db.select().from(users).where(eq(users.name, "boss")).get()!.passwordHash;
+    const hash1 = first(await opened.db.select().from(users).where(eq(users.name, "boss")))!.passwordHash;
     await a.bootstrap();
     await makeAuth(undefined, { VAULT_ADMIN_USER: "boss", VAULT_ADMIN_PASSWORD: "env-password" }).bootstrap();
-    const rows = opened.db.select().from(users).all();
+    const rows = await opened.db.select().from(users);
     expect(rows.map((r) => [r.name, r.isAdmin])).toEqual([["boss", true]]);
     expect(rows[0].passwordHash).toBe(hash1);
     expect(await a.forRepository(repo("x")).authenticate(basic("boss", "env-password"))).toMatchObject({ isAdmin: true });
     // default user name is admin
-    opened.close();
+    await opened.close();
     opened = await freshDb();
     await makeAuth(undefined, { VAULT_ADMIN_PASSWORD: "only-password" }).bootstrap();
-    expect(opened.db.select({ n: users.name }).from(users).all()).toEqual([{ n: "admin" }]);
+    expect(await opened.db.select({ n: users.name }).from(users)).toEqual([{ n: "admin" }]);
   });
 
   test("admin from config wins over env; a changed password, lost admin flag or disabled admin is repaired", async () => {
     const env = { VAULT_ADMIN_USER: "envadmin", VAULT_ADMIN_PASSWORD: "env-password" };
     await makeAuth({ admin: { user: "root", password: "first" } }, env).bootstrap();
-    expect(opened.db.select({ n: users.name }).from(users).all()).toEqual([{ n: "root" }]);
+    expect(await opened.db.select({ n: users.name }).from(users)).toEqual([{ n: "root" }]);
     await auth.setAdmin("root", false);
     await auth.setDisabled("root", true);
     const b = makeAuth({ admin: { user: "root", password: "second" } }, env);
@@ -412,16 +455,16 @@ describe("bootstrap", () => {
     await expectStatus(svc.authenticate(basic("root", "first")), 401);
     await expectStatus(makeAuth({ admin: { user: "root", password: "" } }).bootstrap(), 500);
     // nothing configured: nothing created
-    opened.close();
+    await opened.close();
     opened = await freshDb();
     await makeAuth(undefined, {}).bootstrap();
-    expect(opened.db.select().from(users).all()).toEqual([]);
+    expect(await opened.db.select().from(users)).toEqual([]);
   });
 
   test("two nodes bootstrapping the same admin at once end with one admin and no error", async () => {
     const env = { VAULT_ADMIN_PASSWORD: "race-password" };
     await Promise.all([makeAuth(undefined, env).bootstrap(), makeAuth(undefined, env).bootstrap()]);
-    expect(opened.db.select({ n: users.name, a: users.isAdmin }).from(users).all()).toEqual([{ n: "admin", a: true }]);
+    expect(await opened.db.select({ n: users.name, a: users.isAdmin }).from(users)).toEqual([{ n: "admin", a: true }]);
   });
 
   test("declared S3 access keys are created (with their user) and are idempotent", async () => {
@@ -429,13 +472,14 @@ describe("bootstrap", () => {
     await makeAuth(cfg).bootstrap();
     await makeAuth(cfg).bootstrap();
     const a = makeAuth(cfg);
-    const hit = a.lookupAccessKey("AKIAEXAMPLEKEY000001");
+    const hit = await a.lookupAccessKey("AKIAEXAMPLEKEY000001");
     expect(hit).toMatchObject({ secret: "declared-secret-1", principal: { name: "s3user", via: "s3" } });
-    expect(opened.db.select().from(apiTokens).all()).toHaveLength(1);
-    const auditCount = opened.db.select().from(auditLog).all().length;
+    expect(await opened.db.select().from(apiTokens)).toHaveLength(1);
+    await a.flush();
+    const auditCount = (await opened.db.select().from(auditLog)).length;
     await makeAuth({ accessKeys: [{ id: "AKIAEXAMPLEKEY000001", secret: "rotated-secret-2", user: "s3user" }] }).bootstrap();
-    expect(a.lookupAccessKey("AKIAEXAMPLEKEY000001")!.secret).toBe("rotated-secret-2");
-    expect(opened.db.select().from(auditLog).all().length).toBe(auditCount + 1);
+    expect((await a.lookupAccessKey("AKIAEXAMPLEKEY000001"))!.secret).toBe("rotated-secret-2");
+    await waitFor(async () => (await opened.db.select().from(auditLog)).length === auditCount + 1);
     await expectStatus(makeAuth({ accessKeys: [{ id: "bad id!", secret: "declared-secret-1", user: "s3user" }] }).bootstrap(), 500);
   });
 });
@@ -457,6 +501,7 @@ describe("registry tokens (JWT)", () => {
 
   test("expired, tampered, alg=none, foreign-key tokens → 401", async () => {
     const ring = new KeyRing(opened.db);
+    await ring.init();
     const now = Date.now();
     const old = signJwt(ring, { sub: "alice" }, 60, now - 61_000);
     expect((() => { try { verifyJwt(ring, old, now); } catch (e) { return (e as VaultError).message; } })()).toBe("token expired");
@@ -478,27 +523,27 @@ describe("registry tokens (JWT)", () => {
 
   test("secret: generated once into the settings table, or derived from auth.tokenSecret (then nothing is stored)", async () => {
     const t1 = auth.signToken({ sub: "a" }, 60);
-    expect(makeAuth().verifyToken(t1).sub).toBe("a"); // another core (node) over the same db agrees
-    const stored = opened.db.select().from(settings).all().map((r) => r.key);
+    expect((await readyAuth()).verifyToken(t1).sub).toBe("a"); // another core (node) over the same db agrees
+    const stored = (await opened.db.select().from(settings)).map((r) => r.key);
     expect(stored).toContain("auth.jwt_secret");
 
-    opened.close();
+    await opened.close();
     opened = await freshDb();
-    const withSecret = makeAuth({ tokenSecret: "a-long-configured-secret-0123456789abcdef" });
+    const withSecret = await readyAuth({ tokenSecret: "a-long-configured-secret-0123456789abcdef" });
     const t2 = withSecret.signToken({ sub: "b" }, 60);
-    expect(makeAuth({ tokenSecret: "a-long-configured-secret-0123456789abcdef" }).verifyToken(t2).sub).toBe("b");
+    expect((await readyAuth({ tokenSecret: "a-long-configured-secret-0123456789abcdef" })).verifyToken(t2).sub).toBe("b");
     const k = await withSecret.addUser({ name: "u" }).then(() => withSecret.createAccessKey("u"));
-    expect(withSecret.lookupAccessKey(k.accessKeyId)!.secret).toBe(k.secretAccessKey);
-    expect(opened.db.select().from(settings).all()).toEqual([]);
+    expect((await withSecret.lookupAccessKey(k.accessKeyId))!.secret).toBe(k.secretAccessKey);
+    expect(await opened.db.select().from(settings)).toEqual([]);
   });
 
   test("tokens signed and keys sealed under the generated keys stay valid after tokenSecret is configured", async () => {
     await auth.addUser({ name: "u" });
     const jwt = auth.signToken({ sub: "u" }, 60);
     const k = await auth.createAccessKey("u");
-    const later = makeAuth({ tokenSecret: "introduced-later-0123456789abcdefghij" });
+    const later = await readyAuth({ tokenSecret: "introduced-later-0123456789abcdefghij" });
     expect(later.verifyToken(jwt).sub).toBe("u");
-    expect(later.lookupAccessKey(k.accessKeyId)!.secret).toBe(k.secretAccessKey);
+    expect((await later.lookupAccessKey(k.accessKeyId))!.secret).toBe(k.secretAccessKey);
   });
 });
 
@@ -508,15 +553,15 @@ describe("S3 access keys", () => {
     const k = await auth.createAccessKey("alice", { name: "laptop" });
     expect(k.accessKeyId).toMatch(/^VK[0-9A-F]{18}$/);
     expect(k.secretAccessKey).toHaveLength(40);
-    const hit = auth.lookupAccessKey(k.accessKeyId)!;
+    const hit = (await auth.lookupAccessKey(k.accessKeyId))!;
     expect(hit.secret).toBe(k.secretAccessKey);
     expect(hit.principal).toMatchObject({ name: "alice", via: "s3", isAdmin: false });
     expect(auth.forRepository(repo("objects")).can(hit.principal, "write")).toBe(true);
 
-    const row = opened.db.select().from(apiTokens).where(eq(apiTokens.id, k.accessKeyId)).get()!;
+    const row = first(await opened.db.select().from(apiTokens).where(eq(apiTokens.id, k.accessKeyId)))!;
     expect(row.kind).toBe("s3");
     expect(row.sealedSecret).toMatch(/^v1\.[0-9a-f]{16}\./);
-    const raw = JSON.stringify(opened.sqlite.query("select * from api_tokens").all());
+    const raw = JSON.stringify(await opened.db.select().from(apiTokens));
     expect(raw).not.toContain(k.secretAccessKey);
     expect(JSON.stringify(await auth.listTokens({ user: "alice" }))).not.toContain(k.secretAccessKey);
     expect((await auth.listTokens({ kind: "s3" })).map((t) => t.id)).toEqual([k.accessKeyId]);
@@ -524,38 +569,37 @@ describe("S3 access keys", () => {
     // an S3 secret is not an API token, and an API token is not an access key
     await expectStatus(auth.forRepository(repo("objects")).authenticate(basic(k.accessKeyId, k.secretAccessKey)), 401);
     const api = await auth.createToken("alice");
-    expect(auth.lookupAccessKey(api.id)).toBeNull();
-    expect(auth.lookupAccessKey("VKNOSUCHKEY000000000")).toBeNull();
+    expect(await auth.lookupAccessKey(api.id)).toBeNull();
+    expect(await auth.lookupAccessKey("VKNOSUCHKEY000000000")).toBeNull();
   });
 
   test("expired, revoked, disabled owner, tampered or moved sealed value → null", async () => {
     await auth.addUser({ name: "alice" });
     const a = await auth.createAccessKey("alice");
     const b = await auth.createAccessKey("alice", { expiresInSeconds: 60 });
-    expect(auth.lookupAccessKey(b.accessKeyId)).not.toBeNull();
-    opened.db.update(apiTokens).set({ expiresAt: Date.now() - 1 }).where(eq(apiTokens.id, b.accessKeyId)).run();
-    expect(auth.lookupAccessKey(b.accessKeyId)).toBeNull();
+    expect(await auth.lookupAccessKey(b.accessKeyId)).not.toBeNull();
+    await opened.db.update(apiTokens).set({ expiresAt: Date.now() - 1 }).where(eq(apiTokens.id, b.accessKeyId));
+    expect(await auth.lookupAccessKey(b.accessKeyId)).toBeNull();
 
     await auth.setDisabled("alice", true);
-    expect(auth.lookupAccessKey(a.accessKeyId)).toBeNull();
+    expect(await auth.lookupAccessKey(a.accessKeyId)).toBeNull();
     await auth.setDisabled("alice", false);
 
     const c = await auth.createAccessKey("alice");
-    const sealedA = opened.db.select().from(apiTokens).where(eq(apiTokens.id, a.accessKeyId)).get()!.sealedSecret!;
+    const sealedA = first(await opened.db.select().from(apiTokens).where(eq(apiTokens.id, a.accessKeyId)))!.sealedSecret!;
     // the sealed value is bound to its key id: copying it onto another row does not open
-    opened.db.update(apiTokens).set({ sealedSecret: sealedA }).where(eq(apiTokens.id, c.accessKeyId)).run();
-    expect(auth.lookupAccessKey(c.accessKeyId)).toBeNull();
+    await opened.db.update(apiTokens).set({ sealedSecret: sealedA }).where(eq(apiTokens.id, c.accessKeyId));
+    expect(await auth.lookupAccessKey(c.accessKeyId)).toBeNull();
     const bytes = Buffer.from(sealedA.split(".")[2], "base64url");
     bytes[14] ^= 1;
-    opened.db
+    await opened.db
       .update(apiTokens)
       .set({ sealedSecret: sealedA.split(".").slice(0, 2).join(".") + "." + bytes.toString("base64url") })
-      .where(eq(apiTokens.id, a.accessKeyId))
-      .run();
-    expect(auth.lookupAccessKey(a.accessKeyId)).toBeNull();
+      .where(eq(apiTokens.id, a.accessKeyId));
+    expect(await auth.lookupAccessKey(a.accessKeyId)).toBeNull();
 
     await auth.revokeToken(c.accessKeyId);
-    expect(auth.lookupAccessKey(c.accessKeyId)).toBeNull();
+    expect(await auth.lookupAccessKey(c.accessKeyId)).toBeNull();
   });
 });
 
@@ -571,7 +615,8 @@ describe("audit", () => {
     const p = await svc.require(r, "write");
     svc.audit({ principal: p, action: "upload", path: "packages/demo-1.0.tar.gz", detail: { sizeBytes: 42, password: "leak?" }, req: r });
     svc.audit({ principal: p, action: "delete", path: "packages/old.tar.gz" });
-    const rows = opened.db.select().from(auditLog).where(eq(auditLog.repository, "pypi-local")).all();
+    await auth.flush();
+    const rows = await opened.db.select().from(auditLog).where(eq(auditLog.repository, "pypi-local"));
     expect(rows).toHaveLength(2);
     expect(rows[0]).toMatchObject({ actor: "alice", action: "upload", path: "packages/demo-1.0.tar.gz", remoteAddr: "127.0.0.9", requestId: "req-123" });
     expect(JSON.parse(rows[0].detail!)).toEqual({ sizeBytes: 42, password: "[redacted]" });
@@ -579,12 +624,13 @@ describe("audit", () => {
     expect(rows[0].at).toBeGreaterThan(Date.now() - 60_000);
   });
 
-  test("rows are on disk as soon as audit() returns (visible from another connection)", async () => {
+  test("rows are on disk as soon as audit() returns (SQLite), or once flush() resolves (Postgres); visible from another connection", async () => {
     const svc = auth.forRepository(repo("pypi-local"));
     svc.audit({ principal: ANONYMOUS, action: "upload", path: "x" });
-    const other = openDb(opened.sqlite.filename);
-    expect(other.db.select().from(auditLog).all().map((r) => r.action)).toEqual(["upload"]);
-    other.close();
+    if (md.driver === "postgres") await auth.flush();
+    const other = await md.reopen(opened);
+    expect((await other.db.select().from(auditLog)).map((r) => r.action)).toEqual(["upload"]);
+    await other.close();
   });
 
   test("user and token management is audited, without secrets", async () => {
@@ -593,7 +639,8 @@ describe("audit", () => {
     const k = await auth.createAccessKey("alice", { by: "cli:test" });
     await auth.setPassword("alice", "pw-alice-secret-2", "cli:test");
     await auth.revokeToken(t.id, "cli:test");
-    const rows = opened.db.select().from(auditLog).all();
+    await auth.flush();
+    const rows = await opened.db.select().from(auditLog);
     expect(rows.map((r) => r.action)).toEqual(["user.add", "token.create", "s3key.create", "user.passwd", "token.revoke"]);
     expect(rows.every((r) => r.actor === "cli:test")).toBe(true);
     const all = JSON.stringify(rows);
@@ -626,7 +673,7 @@ describe("logs", () => {
     await expectStatus(svc.authenticate(bearer(forged)), 401);
     const k = await a.createAccessKey("alice");
     secrets.push(k.secretAccessKey);
-    a.lookupAccessKey(k.accessKeyId);
+    await a.lookupAccessKey(k.accessKeyId);
     const jwt = a.signToken({ sub: "alice" }, 60);
     secrets.push(jwt, jwt.split(".")[2]);
     await svc.authenticate(bearer(jwt));
@@ -637,6 +684,7 @@ describe("logs", () => {
     const out = logLines.join("\n");
     for (const s of secrets) expect(out).not.toContain(s);
     // the settings keys never reach the logs either
-    for (const r of opened.db.select().from(settings).all()) expect(out).not.toContain(r.value);
+    for (const r of await opened.db.select().from(settings)) expect(out).not.toContain(r.value);
   });
+});
 });

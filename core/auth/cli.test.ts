@@ -202,11 +202,11 @@ describe("vault token", () => {
     expect(r.code).toBe(0);
     const m = /^AWS_ACCESS_KEY_ID=(\S+)\nAWS_SECRET_ACCESS_KEY=(\S+)\n$/.exec(r.stdout);
     expect(m).not.toBeNull();
-    const hit = core().lookupAccessKey(m![1])!;
+    const hit = (await core().lookupAccessKey(m![1]))!;
     expect(hit.secret).toBe(m![2]);
     expect(hit.principal.name).toBe("alice");
     const j = JSON.parse((await vault(["token", "create", "--user", "alice", "--s3", "--json", ...d()])).stdout);
-    expect(core().lookupAccessKey(j.accessKeyId)!.secret).toBe(j.secretAccessKey);
+    expect((await core().lookupAccessKey(j.accessKeyId))!.secret).toBe(j.secretAccessKey);
   });
 
   test("errors: unknown user (1), missing --user / bad expiry (2)", async () => {
@@ -234,10 +234,10 @@ describe("--config", () => {
     const db = openDb(join(dir, "state", "vault.db"));
     try {
       const withSecret = createAuthCore({ db: db.db, config: { tokenSecret: secret }, log: silentLogger });
-      expect(withSecret.lookupAccessKey(k.accessKeyId)!.secret).toBe(k.secretAccessKey);
+      expect((await withSecret.lookupAccessKey(k.accessKeyId))!.secret).toBe(k.secretAccessKey);
       expect(db.db.select().from(settings).all()).toEqual([]);
       // without the configured secret the sealed value cannot be opened
-      expect(createAuthCore({ db: db.db, log: silentLogger }).lookupAccessKey(k.accessKeyId)).toBeNull();
+      expect(await createAuthCore({ db: db.db, log: silentLogger }).lookupAccessKey(k.accessKeyId)).toBeNull();
     } finally {
       db.close();
     }

@@ -99,6 +99,12 @@ export interface AuthCore {
    *   access key is malformed or collides with an API token id
    */
   bootstrap(): Promise<void>;
+  /**
+   * Resolves when the synchronous members work (the registry-token and sealing keys are loaded). Always at once on
+   * SQLite; on Postgres `bootstrap` and `authenticate` wait for it themselves, so only a caller signing or verifying
+   * registry tokens before either ran needs it. @throws the driver's error
+   */
+  ready(): Promise<void>;
   /** The repository-scoped AuthService (permissions against `*` and `repo.name`, anonymous read per repo). */
   forRepository(repo: RepositoryConfig): RepositoryAuth;
 
@@ -499,6 +505,8 @@ export function createAuthCore(o: AuthCoreOptions): AuthCore {
         auditWriter.write({ actor: "bootstrap", action: row ? "s3key.update" : "s3key.create", detail: { user: k.user, keyId: k.id } });
       }
     },
+
+    ready: () => ring.init(),
 
     forRepository(repo) {
       const repository = repo.name;

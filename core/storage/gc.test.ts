@@ -4,7 +4,7 @@ import { readdir, utimes } from "node:fs/promises";
 import { join } from "node:path";
 import { eq } from "drizzle-orm";
 import { run } from "../cli/commands/gc.ts";
-import { openDb } from "../db/index.ts";
+import { atomic, openDb } from "../db/index.ts";
 import { blobs as blobsTable } from "../db/schema.ts";
 import { createBlobStore } from "./blobs.ts";
 import { createFsDriver } from "./fs.ts";
@@ -28,7 +28,7 @@ describe("vault gc", () => {
     const store = createBlobStore(db, driver);
     const twoHoursAgo = Date.now() - 2 * 60 * 60 * 1000;
     const kept = await store.putStream(streamOf("referenced"));
-    store.ref(db, kept.digest, kept.sizeBytes, 1);
+    await atomic(db, (tx) => store.ref(tx, kept.digest, kept.sizeBytes, 1));
     const old = await store.putStream(streamOf("unreferenced, old"));
     const young = await store.putStream(streamOf("unreferenced, young"));
     for (const d of [kept.digest, old.digest]) db.update(blobsTable).set({ createdAt: twoHoursAgo }).where(eq(blobsTable.digest, d)).run();

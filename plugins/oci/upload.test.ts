@@ -1,18 +1,18 @@
-// UploadManager against a real SQLite database and real files: two managers on one database and spool directory stand
+// UploadManager against a real metadata database (SQLite, and Postgres) and real files: two managers on one database and spool directory stand
 // for two vault processes (each has its own hashes and request queues, as processes do); a fresh manager stands for a
 // restarted process. Covers shared sessions, the writer claim and 416 on conflicts, takeover of a dead writer, the
 // digest paths, idle collection and stray files, and the core's temp cleaning leaving session files alone.
-import { afterAll, beforeEach, describe, expect, test } from "bun:test";
+import { beforeEach, describe, expect, test } from "bun:test";
 import { existsSync, readdirSync } from "node:fs";
 import { stat, utimes, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { eq } from "drizzle-orm";
-import { openDb, type OpenDb } from "../../core/db/index.ts";
-import { ociUploads } from "../../core/db/schema.ts";
+import { first, tablesOf, type OpenDb, type Tables } from "../../core/db/index.ts";
 import { silentLogger } from "../../core/log.ts";
 import { TEMP_OWNER, VaultError } from "../../core/plugin.ts";
 import { createFsDriver } from "../../core/storage/fs.ts";
 import { tmpDataDir } from "../../test/helpers/tmp.ts";
+import { metadataDrivers, useMetadata } from "../../test/helpers/metadata.ts";
 import { STRAY_MIN_AGE_MS, UPLOAD_DIR, UploadManager, WRITER_LEASE_MS, writerStale } from "./upload.ts";
 
 const HOST = TEMP_OWNER.split("~")[1];
@@ -32,44 +32,42 @@ async function rejection(p: Promise<unknown>): Promise<VaultError> {
 }
 
 let db: OpenDb;
+let ociUploads: Tables["ociUploads"];
 let spool: string;
 let a: UploadManager;
 let b: UploadManager;
-const made: OpenDb[] = [];
-afterAll(() => {
-  for (const d of made) d.close();
-});
 
 const manager = (repository = "hosted") => new UploadManager({ db: db.db, repository, spoolDir: () => spool, log: silentLogger });
-const row = (id: string) => db.db.select().from(ociUploads).where(eq(ociUploads.id, id)).get();
-
-beforeEach(async () => {
-  const dir = await tmpDataDir("oci-upload-");
-  db = openDb(join(dir, "vault.db"));
-  made.push(db);
-  spool = join(dir, "store", "tmp");
-  a = manager();
-  b = manager();
-});
+const row = async (id: string) => first(await db.db.select().from(ociUploads).where(eq(ociUploads.id, id)));
 
 /** Appends `chunk` through `m` (claim, append, release), with an optional Content-Range start. */
 async function append(m: UploadManager, id: string, chunk: Uint8Array, start?: number): Promise<number> {
-  const s = m.get(id, "app");
+  const s = await m.get(id, "app");
   const range = start === undefined ? null : { start, end: start + chunk.length - 1 };
   return m.locked(s, (c) => m.append(c, stream(chunk), range, chunk.length));
 }
 
-describe("UploadManager", () => {
+for (const driver of metadataDrivers()) describe(`UploadManager (${driver})`, () => {
+  const md = useMetadata(driver);
+  beforeEach(async () => {
+    const dir = await tmpDataDir("oci-upload-");
+    db = await md.open();
+    ociUploads = tablesOf(db.db).ociUploads;
+    spool = join(dir, "store", "tmp");
+    a = manager();
+    b = manager();
+  });
+
   test("a session is a row and a file outside the temp marker's reach; every manager on the database sees it", async () => {
     const s = await a.create("app");
     expect(s.path).toBe(join(spool, UPLOAD_DIR, s.id));
     expect(s.path).not.toContain(".part-");
     expect(existsSync(s.path)).toBe(true);
-    expect(row(s.id)).toMatchObject({ repository: "hosted", image: "app", path: `${UPLOAD_DIR}/${s.id}`, sizeBytes: 0, writer: null });
-    expect(b.get(s.id, "app")).toMatchObject({ id: s.id, path: s.path, sizeBytes: 0 });
+    expect(await row(s.id)).toMatchObject({ repository: "hosted", image: "app", path: `${UPLOAD_DIR}/${s.id}`, sizeBytes: 0, writer: null });
+    expect(await b.get(s.id, "app")).toMatchObject({ id: s.id, path: s.path, sizeBytes: 0 });
     // another image or another repository does not see it
-    expect((await rejection(Promise.resolve().then(() => b.get(s.id, "other")))).code).toBe("BLOB_UPLOAD_UNKNOWN");
-    expect((await rejection(Promise.resolve().then(() => manager("else").get(s.id, "app")))).code).toBe("BLOB_UPLOAD_UNKNOWN");
+    expect((await rejection(b.get(s.id, "other"))).code).toBe("BLOB_UPLOAD_UNKNOWN");
+    expect((await rejection(manager("else").get(s.id, "app"))).code).toBe("BLOB_UPLOAD_UNKNOWN");
   });
 
   test("appends alternate between managers; the digest is right on both (hash of this process, or the file re-read)", async () => {
@@ -79,11 +77,11 @@ describe("UploadManager", () => {
     for (let i = 0; i + 1 < cuts.length; i++) {
       const m = i % 2 === 0 ? a : b;
       expect(await append(m, s.id, data.subarray(cuts[i], cuts[i + 1]), cuts[i])).toBe(cuts[i + 1] - cuts[i]);
-      expect(row(s.id)!.sizeBytes).toBe(cuts[i + 1]);
+      expect((await row(s.id))!.sizeBytes).toBe(cuts[i + 1]);
     }
-    expect(row(s.id)!.writer).toBeNull();
-    expect(await a.digest(a.get(s.id, "app"))).toBe(sha(data));
-    expect(await b.digest(b.get(s.id, "app"))).toBe(sha(data));
+    expect((await row(s.id))!.writer).toBeNull();
+    expect(await a.digest(await a.get(s.id, "app"))).toBe(sha(data));
+    expect(await b.digest(await b.get(s.id, "app"))).toBe(sha(data));
     expect(new Uint8Array(await Bun.file(s.path).arrayBuffer())).toEqual(data);
   });
 
@@ -95,12 +93,12 @@ describe("UploadManager", () => {
     const tampered = data.slice();
     tampered[10] ^= 0xff;
     await writeFile(s.path, tampered);
-    expect(await a.digest(a.get(s.id, "app"))).toBe(sha(data));
-    expect(await b.digest(b.get(s.id, "app"))).toBe(sha(tampered));
+    expect(await a.digest(await a.get(s.id, "app"))).toBe(sha(data));
+    expect(await b.digest(await b.get(s.id, "app"))).toBe(sha(tampered));
     // once b appended, a's hash is behind the row and no longer used
     await append(b, s.id, data.subarray(0, 10), 50_000);
     const whole = new Uint8Array([...tampered, ...data.subarray(0, 10)]);
-    expect(await a.digest(a.get(s.id, "app"))).toBe(sha(whole));
+    expect(await a.digest(await a.get(s.id, "app"))).toBe(sha(whole));
   });
 
   test("an append at a stale offset gets 416 with the current Range, and nothing changes", async () => {
@@ -111,9 +109,9 @@ describe("UploadManager", () => {
     expect(e.code).toBe("RANGE_INVALID");
     expect(e.headers.range).toBe("0-999");
     expect(e.headers["docker-upload-uuid"]).toBe(s.id);
-    expect(row(s.id)).toMatchObject({ sizeBytes: 1000, writer: null });
+    expect(await row(s.id)).toMatchObject({ sizeBytes: 1000, writer: null });
     expect((await stat(s.path)).size).toBe(1000);
-    expect(await b.digest(b.get(s.id, "app"))).toBe(sha(bytes(1000, 5)));
+    expect(await b.digest(await b.get(s.id, "app"))).toBe(sha(bytes(1000, 5)));
   });
 
   test("while one manager writes a session, another one's append or completion gets 416; the writer then finishes", async () => {
@@ -123,43 +121,43 @@ describe("UploadManager", () => {
     const body = new ReadableStream<Uint8Array>({ start: (c) => void (feed = c) });
     let claimed!: () => void;
     const isClaimed = new Promise<void>((r) => (claimed = r));
-    const writing = a.locked(a.get(s.id, "app"), (c) => {
+    const writing = a.locked(await a.get(s.id, "app"), (c) => {
       claimed();
       return a.append(c, body, null, null);
     });
     await isClaimed;
     feed.enqueue(bytes(500, 2));
-    expect(row(s.id)!.writer).toStartWith(`${HOST}~${process.pid}~`);
+    expect((await row(s.id))!.writer).toStartWith(`${HOST}~${process.pid}~`);
     // b: a chunk at the right offset (100) is refused while a holds the session; so is completing it
     const e = await rejection(append(b, s.id, bytes(10, 3), 100));
     expect(e.status).toBe(416);
     expect(e.headers.range).toBe("0-99");
-    const f = await rejection(b.locked(b.get(s.id, "app"), async () => "finished"));
+    const f = await rejection(b.locked(await b.get(s.id, "app"), async () => "finished"));
     expect(f.code).toBe("RANGE_INVALID");
     feed.enqueue(bytes(500, 4));
     feed.close();
     expect(await writing).toBe(1000);
-    expect(row(s.id)).toMatchObject({ sizeBytes: 1100, writer: null });
+    expect(await row(s.id)).toMatchObject({ sizeBytes: 1100, writer: null });
     expect(await append(b, s.id, bytes(10, 3), 1100)).toBe(10);
     const whole = new Uint8Array([...bytes(100, 1), ...bytes(500, 2), ...bytes(500, 4), ...bytes(10, 3)]);
-    expect(await a.digest(a.get(s.id, "app"))).toBe(sha(whole));
+    expect(await a.digest(await a.get(s.id, "app"))).toBe(sha(whole));
   });
 
   test("requests of one manager on one session queue up instead of conflicting", async () => {
     const s = await a.create("app");
     const [x, y] = await Promise.all([append(a, s.id, bytes(1000, 1)), append(a, s.id, bytes(2000, 2))]);
     expect(x + y).toBe(3000);
-    expect(row(s.id)!.sizeBytes).toBe(3000);
+    expect((await row(s.id))!.sizeBytes).toBe(3000);
   });
 
   test("a failed append counts nothing and cuts the file back", async () => {
     const s = await a.create("app");
     await append(a, s.id, bytes(100, 1));
-    const short = await rejection(a.locked(a.get(s.id, "app"), (c) => a.append(c, stream(bytes(50, 2)), null, 80)));
+    const short = await rejection(a.locked(await a.get(s.id, "app"), (c) => a.append(c, stream(bytes(50, 2)), null, 80)));
     expect(short.code).toBe("SIZE_INVALID");
-    expect(row(s.id)).toMatchObject({ sizeBytes: 100, writer: null });
+    expect(await row(s.id)).toMatchObject({ sizeBytes: 100, writer: null });
     expect((await stat(s.path)).size).toBe(100);
-    expect(await a.digest(a.get(s.id, "app"))).toBe(sha(bytes(100, 1)));
+    expect(await a.digest(await a.get(s.id, "app"))).toBe(sha(bytes(100, 1)));
   });
 
   test("a claim left by a writer that is gone is taken over, and the bytes it left past size_bytes are cut", async () => {
@@ -170,13 +168,13 @@ describe("UploadManager", () => {
     await dead.exited;
     for (const writer of [`${HOST}~${dead.pid}~x`, `${HOST}~${process.pid}~before-a-restart`, `elsewhere~1~y`]) {
       const updatedAt = writer.startsWith("elsewhere") ? Date.now() - WRITER_LEASE_MS - 1 : Date.now();
-      db.db.update(ociUploads).set({ writer, updatedAt }).where(eq(ociUploads.id, s.id)).run();
-      await append(b, s.id, bytes(10, 2), row(s.id)!.sizeBytes);
-      expect(row(s.id)!.writer).toBeNull();
+      await db.db.update(ociUploads).set({ writer, updatedAt }).where(eq(ociUploads.id, s.id));
+      await append(b, s.id, bytes(10, 2), (await row(s.id))!.sizeBytes);
+      expect((await row(s.id))!.writer).toBeNull();
     }
-    expect(await b.digest(b.get(s.id, "app"))).toBe(sha(new Uint8Array([...bytes(100, 1), ...bytes(10, 2), ...bytes(10, 2), ...bytes(10, 2)])));
+    expect(await b.digest(await b.get(s.id, "app"))).toBe(sha(new Uint8Array([...bytes(100, 1), ...bytes(10, 2), ...bytes(10, 2), ...bytes(10, 2)])));
     // a live claim of another host is respected until its lease runs out
-    db.db.update(ociUploads).set({ writer: "elsewhere~1~z", updatedAt: Date.now() }).where(eq(ociUploads.id, s.id)).run();
+    await db.db.update(ociUploads).set({ writer: "elsewhere~1~z", updatedAt: Date.now() }).where(eq(ociUploads.id, s.id));
     expect((await rejection(append(b, s.id, bytes(10, 2), 130))).status).toBe(416);
   });
 
@@ -195,16 +193,16 @@ describe("UploadManager", () => {
     a.close();
     expect(existsSync(s.path)).toBe(true);
     const again = manager();
-    expect(again.get(s.id, "app").sizeBytes).toBe(120_000);
+    expect((await again.get(s.id, "app")).sizeBytes).toBe(120_000);
     await append(again, s.id, data.subarray(120_000), 120_000);
-    expect(await again.digest(again.get(s.id, "app"))).toBe(sha(data));
+    expect(await again.digest(await again.get(s.id, "app"))).toBe(sha(data));
   });
 
   test("cancel removes row and file; later requests get BLOB_UPLOAD_UNKNOWN", async () => {
     const s = await a.create("app");
     await append(a, s.id, bytes(10, 1));
-    await b.cancel(b.get(s.id, "app"));
-    expect(row(s.id)).toBeUndefined();
+    await b.cancel(await b.get(s.id, "app"));
+    expect(await row(s.id)).toBeUndefined();
     expect(existsSync(s.path)).toBe(false);
     expect((await rejection(append(a, s.id, bytes(10, 1)))).code).toBe("BLOB_UPLOAD_UNKNOWN");
     expect((await rejection(a.cancel(s))).code).toBe("BLOB_UPLOAD_UNKNOWN");
@@ -214,7 +212,7 @@ describe("UploadManager", () => {
     const s = await a.create("app");
     await Bun.file(s.path).delete();
     expect((await rejection(append(b, s.id, bytes(10, 1)))).code).toBe("BLOB_UPLOAD_UNKNOWN");
-    expect(row(s.id)).toBeUndefined();
+    expect(await row(s.id)).toBeUndefined();
   });
 
   test("collect: idle sessions (row and file), sessions whose file vanished, old files without a row; keeps the rest", async () => {
@@ -225,9 +223,9 @@ describe("UploadManager", () => {
     const otherRepo = await manager("else").create("app");
     await Bun.file(vanished.path).delete();
     const now = Date.now();
-    db.db.update(ociUploads).set({ updatedAt: now - 10_000 }).where(eq(ociUploads.id, idle.id)).run();
-    db.db.update(ociUploads).set({ updatedAt: now - 10_000, writer: "elsewhere~1~w" }).where(eq(ociUploads.id, busy.id)).run();
-    db.db.update(ociUploads).set({ updatedAt: now - 10_000 }).where(eq(ociUploads.id, otherRepo.id)).run();
+    await db.db.update(ociUploads).set({ updatedAt: now - 10_000 }).where(eq(ociUploads.id, idle.id));
+    await db.db.update(ociUploads).set({ updatedAt: now - 10_000, writer: "elsewhere~1~w" }).where(eq(ociUploads.id, busy.id));
+    await db.db.update(ociUploads).set({ updatedAt: now - 10_000 }).where(eq(ociUploads.id, otherRepo.id));
     const dir = join(spool, UPLOAD_DIR);
     const stray = join(dir, crypto.randomUUID());
     const young = join(dir, crypto.randomUUID());
@@ -239,14 +237,14 @@ describe("UploadManager", () => {
     await utimes(oldStray, new Date(now - STRAY_MIN_AGE_MS - 1000), new Date(now - STRAY_MIN_AGE_MS - 1000));
 
     expect(await b.collect(5_000, now)).toBe(3); // idle, vanished, old stray
-    expect(row(idle.id)).toBeUndefined();
+    expect(await row(idle.id)).toBeUndefined();
     expect(existsSync(idle.path)).toBe(false);
-    expect(row(vanished.id)).toBeUndefined();
+    expect(await row(vanished.id)).toBeUndefined();
     expect(existsSync(oldStray)).toBe(false);
     expect(existsSync(stray)).toBe(true); // older than the idle time, but a row might still be on its way
-    expect(row(fresh.id)).toBeDefined();
-    expect(row(busy.id)).toBeDefined(); // a live writer holds it
-    expect(row(otherRepo.id)).toBeDefined(); // another repository's (its own collector decides)
+    expect(await row(fresh.id)).toBeDefined();
+    expect(await row(busy.id)).toBeDefined(); // a live writer holds it
+    expect(await row(otherRepo.id)).toBeDefined(); // another repository's (its own collector decides)
     expect(existsSync(otherRepo.path)).toBe(true);
     expect(existsSync(young)).toBe(true);
     expect((await rejection(append(a, idle.id, bytes(1, 1)))).code).toBe("BLOB_UPLOAD_UNKNOWN");
@@ -260,9 +258,9 @@ describe("UploadManager", () => {
     await writeFile(join(spool, `x.part-cache~${HOST}~999999999`), "a dead process's temp file");
     expect(await driver.cleanTemp(0)).toBe(1);
     expect(readdirSync(join(spool, UPLOAD_DIR))).toEqual([s.id]);
-    expect(await a.digest(a.get(s.id, "app"))).toBe(sha(bytes(10, 1)));
+    expect(await a.digest(await a.get(s.id, "app"))).toBe(sha(bytes(10, 1)));
     // the directory may be removed when empty (cleanTemp prunes empty directories): creating a session recreates it
-    await a.cancel(a.get(s.id, "app"));
+    await a.cancel(await a.get(s.id, "app"));
     await driver.cleanTemp(0);
     expect(existsSync(join(spool, UPLOAD_DIR))).toBe(false);
     const t = await a.create("app");

@@ -466,7 +466,7 @@ describe("mutable documents", () => {
     expect(await r.text()).toBe("v");
     // age the entry past the cap
     const e = (await fx.artifacts.get("five.json"))!;
-    fx.artifacts.refresh("five.json", { expiresAt: Date.now() - 7200_000, fetchedAt: e.fetchedAt - 7200_000 });
+    await fx.artifacts.refresh("five.json", { expiresAt: Date.now() - 7200_000, fetchedAt: e.fetchedAt - 7200_000 });
     const old = await fetch(`${fx.url}/five.json`);
     expect(old.status).toBe(502);
   });
