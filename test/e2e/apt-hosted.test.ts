@@ -141,6 +141,17 @@ describe("apt hosted repository: curl uploads, apt-get installs with the signatu
     expect(await missing.text()).toStartWith("404 ");
   }, TIMEOUT);
 
+  aptTest("concurrent uploads to one suite: every package ends up in its Packages", async () => {
+    const names = ["hello", "sl", "tree", "cowsay", "fortunes-min"] as const;
+    const rs = await Promise.all(names.map((n) => curl(["-u", `admin:${PW}`, "--upload-file", fixture(n), `${repo()}/upload/parallel/main/`])));
+    for (const r of rs) expect(r.out.slice(-3)).toBe("201");
+    const packages = await (await fetch(`${repo()}/dists/parallel/main/binary-amd64/Packages`)).text();
+    expect(packages.match(/^Package: .*$/gm)!.sort()).toEqual(names.map((n) => `Package: ${n}`).sort());
+    const c = await aptClient(`deb [signed-by=${keyring}] ${repo()} parallel main\n`);
+    expect((await c.aptGet(["update"])).code).toBe(0);
+    expect((await c.aptGet(["download", ...names])).code).toBe(0);
+  }, TIMEOUT);
+
   aptTest("a new upload is a new generation; earlier by-hash indexes stay published for clients holding the older Release", async () => {
     const before = parseRelease(await (await fetch(`${repo()}/dists/stable/Release`)).text());
     const oldXz = before.files.get("main/binary-amd64/Packages.xz")!.hashes.SHA256!;
