@@ -25,7 +25,9 @@
  * `artifacts.commit` (one transaction): a Release never lists a file that is not visible. Uploads are serialised per
  * process; several processes sharing the data directory may race, so each Release records a digest of the stanzas it
  * was built from (`x-vault-records`) and an upload regenerates until the Release matches every stored stanza.
- * `GET /<name>/public.key` (armored) and `/<name>/public.gpg` (keyring for `signed-by=`) give the signing key.
+ * Release files and indexes by name are read from the database (not the store's in-memory entries) and answered with
+ * `Cache-Control: no-cache`. `GET /<name>/public.key` (armored) and `/<name>/public.gpg` (keyring for `signed-by=`)
+ * give the signing key.
  */
 import { mkdir, rm } from "node:fs/promises";
 import { readFile } from "node:fs/promises";
@@ -344,6 +346,13 @@ export function createAptHosted(ctx: PluginContext<AptRepoConfig>): AptService {
       if (req.method !== "GET" && req.method !== "HEAD") throw methodNotAllowed(req.method, undefined, "GET, HEAD, PUT, POST");
       if (rest === "public.key" || rest === "public.gpg") return publicKey(req, rest === "public.key");
       const p = parseAptPath(rest);
+      if (p.kind === "release" || p.kind === "index") {
+        // Mutable files: read from the database (another process sharing the data directory may have published a newer
+        // generation), and marked for revalidation so that neither the host's hit replay nor a downstream cache keeps them.
+        const e = await fresh(p.key);
+        if (!e) throw errors.notFound(p.key);
+        return ctx.artifacts.respond(req, e, { "cache-control": "no-cache" });
+      }
       const e = await ctx.artifacts.get(p.key);
       if (!e || e.status !== 200 || !e.blobDigest) throw errors.notFound(p.key);
       return ctx.artifacts.respond(req, e);

@@ -168,4 +168,28 @@ describe("apt hosted repository: curl uploads, apt-get installs with the signatu
     expect(d.code).toBe(0);
     expect(await sha256File(join(c.downloads, "tree_2.1.0-1_amd64.deb"))).toBe(FIXTURE_DEBS.tree.sha256);
   }, TIMEOUT);
+
+  aptTest("two vaults on one data directory uploading at once: the suite's last Release lists every package (reconciled)", async () => {
+    const cfg = {
+      auth: { admin: { user: "admin", password: PW } },
+      repositories: [{ name: "shared", format: "apt", type: "hosted", signing: { key: key.secretArmored }, architectures: ["amd64"] }],
+    };
+    const a = await startVault({ config: structuredClone(cfg) });
+    const b = await startVault({ config: structuredClone(cfg), dataDir: a.dataDir });
+    try {
+      const names = ["hello", "sl", "tree", "cowsay", "fortunes-min"] as const;
+      const rs = await Promise.all(names.map((n, i) => curl(["-u", `admin:${PW}`, "--upload-file", fixture(n), `${(i % 2 ? a : b).url}/shared/`])));
+      for (const r of rs) expect(r.out.slice(-3)).toBe("201");
+      for (const v of [a, b]) {
+        const c = await aptClient(`deb [signed-by=${key.keyring}] ${v.url}/shared stable main\n`);
+        const u = await c.aptGet(["update"]);
+        expect(u.code).toBe(0);
+        const d = await c.aptGet(["download", ...names]);
+        expect(d.code).toBe(0);
+      }
+    } finally {
+      await b.stop();
+      await a.stop();
+    }
+  }, TIMEOUT);
 });
