@@ -14,6 +14,7 @@ import { requireTools } from "../helpers/registry.ts";
 import { startVault, type StartedVault } from "../helpers/vault.ts";
 import { tmpDataDir } from "../helpers/tmp.ts";
 import { parseRelease, signedText } from "../../plugins/apt/release.ts";
+import type { VaultConfig } from "../../core/config/types.ts";
 
 const HAVE = requireTools(APT_TOOLS);
 const aptTest = HAVE ? test : test.skip;
@@ -146,7 +147,7 @@ describe("apt hosted repository: curl uploads, apt-get installs with the signatu
     const rs = await Promise.all(names.map((n) => curl(["-u", `admin:${PW}`, "--upload-file", fixture(n), `${repo()}/upload/parallel/main/`])));
     for (const r of rs) expect(r.out.slice(-3)).toBe("201");
     const packages = await (await fetch(`${repo()}/dists/parallel/main/binary-amd64/Packages`)).text();
-    expect(packages.match(/^Package: .*$/gm)!.sort()).toEqual(names.map((n) => `Package: ${n}`).sort());
+    expect([...packages.match(/^Package: .*$/gm)!].sort()).toEqual(names.map((n) => `Package: ${n}`).sort());
     const c = await aptClient(`deb [signed-by=${keyring}] ${repo()} parallel main\n`);
     expect((await c.aptGet(["update"])).code).toBe(0);
     expect((await c.aptGet(["download", ...names])).code).toBe(0);
@@ -170,7 +171,7 @@ describe("apt hosted repository: curl uploads, apt-get installs with the signatu
   }, TIMEOUT);
 
   aptTest("two vaults on one data directory uploading at once: the suite's last Release lists every package (reconciled)", async () => {
-    const cfg = {
+    const cfg: VaultConfig = {
       auth: { admin: { user: "admin", password: PW } },
       repositories: [{ name: "shared", format: "apt", type: "hosted", signing: { key: key.secretArmored }, architectures: ["amd64"] }],
     };
