@@ -22,6 +22,11 @@ export { blobKey } from "./storage/driver.ts";
  */
 export { PART_MARKER, TEMP_OWNER, THIS_HOST, pidAlive } from "./storage/driver.ts";
 export type { RepositoryConfig } from "./config/types.ts";
+/**
+ * Metadata helpers for code that runs on both dialects (docs/plugins.md "Metadata"): the tables of `ctx.metadata`'s
+ * dialect, transactions as units of work, the dialect itself.
+ */
+export { atomic, rows, exec, first, tablesOf, dialectOf, type Dialect, type Tables, type Tx, type Work, type AtomicOptions } from "./db/index.ts";
 
 /** The plugin API version this host implements. A plugin declaring another version is refused at boot. */
 export const PLUGIN_API_VERSION = 1 as const;
