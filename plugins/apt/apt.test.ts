@@ -153,7 +153,8 @@ describe("request paths", () => {
     expect(parseAptPath("debs/hello_1_all.deb").kind).toBe("pool");
     expect(parseAptPath("dists/b/main/i18n/Translation-en_GB").kind).toBe("index");
     expect(upstreamUrl("http://u/debian/", "pool/main/g/gcc/g++_1:2~3_amd64.deb")).toBe("http://u/debian/pool/main/g/gcc/g%2B%2B_1%3A2~3_amd64.deb");
-    for (const bad of ["", "dists/", "dists/a b/InRelease", "pool/x/%zz", "dists/b/by-hash/SHA256/123", "-/pool-hashes/x", "pool/.x"]) {
+    expect(() => parseAptPath("")).toThrow(/not found/);
+    for (const bad of ["dists/", "dists/a b/InRelease", "pool/x/%zz", "dists/b/by-hash/SHA256/123", "-/pool-hashes/x", "pool/.x"]) {
       const e = (() => {
         try {
           parseAptPath(bad);

@@ -32,11 +32,13 @@ const PACKAGE_FILE = /\.(deb|udeb|ddeb|dsc|diff\.gz|tar\.(gz|xz|bz2|zst|lzma))$/
 
 /**
  * Parses a path below the mount (raw, percent-encoded, no leading slash, no query).
- * @throws VaultError VAULT_BAD_PATH (400) for an empty, too long, or malformed path, a segment outside Debian's file
+ * @throws VaultError VAULT_NOT_FOUND (404) for the empty path (the archive root has no listing), VAULT_BAD_PATH (400) for
+ *   a too long or malformed path, a segment outside Debian's file
  *   name characters, a dot segment or a trailing slash
  */
 export function parseAptPath(raw: string): AptPath {
-  if (raw === "" || raw.endsWith("/")) throw errors.badPath(raw, "not a file path");
+  if (raw === "") throw errors.notFound("a listing of the archive root (point APT at this URL)");
+  if (raw.endsWith("/")) throw errors.badPath(raw, "not a file path");
   if (raw.length > MAX_PATH_LENGTH) throw errors.badPath(raw.slice(0, 200), "path too long");
   const segs: string[] = [];
   for (const s of raw.split("/")) {

@@ -9,7 +9,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { writeFile } from "node:fs/promises";
-import { APT_FIXTURES, APT_TOOLS, FIXTURE_DEBS, aptClient, makeKey, run, sha256File, type TestKey } from "../helpers/apt.ts";
+import { APT_FIXTURES, APT_TOOLS, FIXTURE_DEBS, aptClient, aptDownload, expectedSha256, makeKey, run, sha256File, type TestKey } from "../helpers/apt.ts";
 import { requireTools } from "../helpers/registry.ts";
 import { startVault, type StartedVault } from "../helpers/vault.ts";
 import { tmpDataDir } from "../helpers/tmp.ts";
@@ -75,11 +75,9 @@ describe("apt hosted repository: curl uploads, apt-get installs with the signatu
     const u = await c.aptGet(["update"]);
     expect(u.out).not.toMatch(/NO_PUBKEY|not signed|Hash Sum mismatch|W: /);
     expect(u.code).toBe(0);
-    const d = await c.aptGet(["download", "hello", "cowsay", "sl"]);
+    const d = await aptDownload(c, "hello", "cowsay", "sl");
     expect(d.code).toBe(0);
-    expect(await sha256File(join(c.downloads, "hello_2.10-3_amd64.deb"))).toBe(FIXTURE_DEBS.hello.sha256);
-    expect(await sha256File(join(c.downloads, "cowsay_3.03+dfsg2-8_all.deb"))).toBe(FIXTURE_DEBS.cowsay.sha256);
-    expect(await sha256File(join(c.downloads, "sl_5.02-1+b1_amd64.deb"))).toBe(FIXTURE_DEBS.sl.sha256);
+    expect(d.sha256).toEqual(expectedSha256("hello", "cowsay", "sl"));
     const i = await c.aptGet(["install", "--download-only", "-y", "--no-install-recommends", "fortunes-min"]);
     expect(i.code).toBe(0);
     expect(await sha256File(join(c.archives, "fortunes-min_1%3a1.99.1-7.3_all.deb"))).toBe(FIXTURE_DEBS["fortunes-min"].sha256);
@@ -150,7 +148,9 @@ describe("apt hosted repository: curl uploads, apt-get installs with the signatu
     expect([...packages.match(/^Package: .*$/gm)!].sort()).toEqual(names.map((n) => `Package: ${n}`).sort());
     const c = await aptClient(`deb [signed-by=${keyring}] ${repo()} parallel main\n`);
     expect((await c.aptGet(["update"])).code).toBe(0);
-    expect((await c.aptGet(["download", ...names])).code).toBe(0);
+    const d = await aptDownload(c, ...names);
+    expect(d.code).toBe(0);
+    expect(d.sha256).toEqual(expectedSha256(...names));
   }, TIMEOUT);
 
   aptTest("a new upload is a new generation; earlier by-hash indexes stay published for clients holding the older Release", async () => {
@@ -165,9 +165,9 @@ describe("apt hosted repository: curl uploads, apt-get installs with the signatu
     expect((await fetch(`${repo()}/dists/stable/main/binary-amd64/by-hash/SHA256/${newXz}`)).status).toBe(200);
     const c = await aptClient(`deb [signed-by=${keyring}] ${repo()} stable main\n`);
     expect((await c.aptGet(["update"])).code).toBe(0);
-    const d = await c.aptGet(["download", "tree"]);
+    const d = await aptDownload(c, "tree");
     expect(d.code).toBe(0);
-    expect(await sha256File(join(c.downloads, "tree_2.1.0-1_amd64.deb"))).toBe(FIXTURE_DEBS.tree.sha256);
+    expect(d.sha256).toEqual(expectedSha256("tree"));
   }, TIMEOUT);
 
   aptTest("two vaults on one data directory uploading at once: the suite's last Release lists every package (reconciled)", async () => {
@@ -185,8 +185,9 @@ describe("apt hosted repository: curl uploads, apt-get installs with the signatu
         const c = await aptClient(`deb [signed-by=${key.keyring}] ${v.url}/shared stable main\n`);
         const u = await c.aptGet(["update"]);
         expect(u.code).toBe(0);
-        const d = await c.aptGet(["download", ...names]);
+        const d = await aptDownload(c, ...names);
         expect(d.code).toBe(0);
+        expect(d.sha256).toEqual(expectedSha256(...names));
       }
     } finally {
       await b.stop();

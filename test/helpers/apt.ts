@@ -224,3 +224,25 @@ Acquire::IndexTargets::deb::Contents-deb::DefaultEnabled "false";
 export async function sha256File(path: string): Promise<string> {
   return new Bun.CryptoHasher("sha256").update(await Bun.file(path).bytes()).digest("hex");
 }
+
+/** The file name `apt-get download` gives a fixture package (an epoch becomes `%3a`). */
+export function downloadName(p: FixturePackage): string {
+  const base = FIXTURE_DEBS[p].path.split("/").pop()!;
+  return p === "fortunes-min" ? base.replace("_1.99", "_1%3a1.99") : base;
+}
+
+/**
+ * Runs `apt-get download <packages>` in the client's download dir.
+ * @returns the run and, when it succeeded, the sha256 of each downloaded file by package
+ */
+export async function aptDownload(c: AptClient, ...packages: FixturePackage[]): Promise<Run & { sha256: Partial<Record<FixturePackage, string>> }> {
+  const r = await c.aptGet(["download", ...packages]);
+  const sha256: Partial<Record<FixturePackage, string>> = {};
+  if (r.code === 0) for (const p of packages) sha256[p] = await sha256File(join(c.downloads, downloadName(p)));
+  return { ...r, sha256 };
+}
+
+/** The fixture sha256 of each package, in the shape {@link aptDownload} returns. */
+export function expectedSha256(...packages: FixturePackage[]): Partial<Record<FixturePackage, string>> {
+  return Object.fromEntries(packages.map((p) => [p, FIXTURE_DEBS[p].sha256]));
+}
