@@ -18,8 +18,7 @@
  * version removes its record first, then writes the document, then deletes the tarball; `time` keeps the version, so its
  * number is never published again.
  */
-import { errors, readBodyLimited, type ArtifactEntry, type ArtifactPut, type PluginContext } from "../../core/plugin.ts";
-import { KeyedLock } from "../pypi/site.ts";
+import { errors, KeyedLock, readBodyLimited, type ArtifactEntry, type ArtifactPut, type PluginContext } from "../../core/plugin.ts";
 import type { Variant } from "./documents.ts";
 import { npmErrors } from "./errors.ts";
 import { bareName, tarballPath, type DocEdit, type EditResult, type InspectedPublish, type VersionRecord } from "./publish.ts";

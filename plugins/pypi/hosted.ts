@@ -19,7 +19,7 @@
  * The root index is brought up to date the same way from the `projects/` markers (after a new project's first upload,
  * and at start).
  */
-import { errors, type ArtifactPut, type PluginContext, type Principal } from "../../core/plugin.ts";
+import { errors, KeyedLock, type ArtifactPut, type PluginContext, type Principal } from "../../core/plugin.ts";
 import { CONTENT_TYPES } from "./negotiate.ts";
 import { normalizeName } from "./names.ts";
 import { readSnapshot, SNAPSHOT_CONTENT_TYPE, renderIndexHtml, renderIndexJson, type ProjectList, type ProjectPage, type SimpleFile, type Snapshot } from "./simple.ts";
@@ -29,7 +29,6 @@ import { badUpload, fileExists, uploadDigestMismatch } from "./errors.ts";
 import type { PypiRepoConfig } from "./proxy.ts";
 import {
   freshEntry,
-  KeyedLock,
   projectRootHref,
   REPRESENTATIONS,
   respondPage,

@@ -168,24 +168,3 @@ export async function freshEntry(ctx: PluginContext, path: string): Promise<Arti
   const [e] = await ctx.artifacts.list(path, { limit: 1 });
   return e && e.path === path && e.status === 200 && e.blobDigest ? e : null;
 }
-
-/** Serialises async work per key within this process (uploads to one project, updates of the root index). */
-export class KeyedLock {
-  private tails = new Map<string, Promise<unknown>>();
-
-  /** Runs `fn` after every earlier `run` of the same key has settled; resolves or rejects with `fn`'s outcome. */
-  async run<T>(key: string, fn: () => Promise<T>): Promise<T> {
-    const prev = this.tails.get(key) ?? Promise.resolve();
-    const next = prev.then(fn, fn);
-    const tail = next.then(
-      () => undefined,
-      () => undefined,
-    );
-    this.tails.set(key, tail);
-    try {
-      return await next;
-    } finally {
-      if (this.tails.get(key) === tail) this.tails.delete(key);
-    }
-  }
-}
