@@ -340,6 +340,12 @@ export function createAuthCore(o: AuthCoreOptions): AuthCore {
     };
   }
 
+  /** The level granted to `userId` on exactly `repository` (a name or `*`), 0 when none. */
+  async function grantOn(userId: number, repository: string): Promise<number> {
+    const g = first(await db.select({ actions: permissions.actions }).from(permissions).where(and(eq(permissions.userId, userId), eq(permissions.repository, repository))));
+    return g ? parseActions(g.actions) : 0;
+  }
+
   async function setGrantLevel(userId: number, repository: string, level: number): Promise<void> {
     grantCache.delete(userId);
     if (level <= 0) {
@@ -638,13 +644,7 @@ export function createAuthCore(o: AuthCoreOptions): AuthCore {
       checkGrantRepository(repository);
       const level = parseActions(actions);
       const u = await requireUser(name);
-      const current = first(
-        await db
-          .select({ actions: permissions.actions })
-          .from(permissions)
-          .where(and(eq(permissions.userId, u.id), eq(permissions.repository, repository))),
-      );
-      const next = Math.max(level, current ? parseActions(current.actions) : 0);
+      const next = Math.max(level, await grantOn(u.id, repository));
       await setGrantLevel(u.id, repository, next);
       auditWriter.write({ actor: by ?? "system", action: "user.grant", repository, detail: { user: name, actions: actionsOf(next).join(",") } });
       return (await userInfo(name))!;
@@ -653,13 +653,7 @@ export function createAuthCore(o: AuthCoreOptions): AuthCore {
     async revoke(name, repository, action, by) {
       checkGrantRepository(repository);
       const u = await requireUser(name);
-      const current = first(
-        await db
-          .select({ actions: permissions.actions })
-          .from(permissions)
-          .where(and(eq(permissions.userId, u.id), eq(permissions.repository, repository))),
-      );
-      const had = current ? parseActions(current.actions) : 0;
+      const had = await grantOn(u.id, repository);
       const next = action === undefined ? 0 : Math.min(had, actionLevel(action) - 1);
       await setGrantLevel(u.id, repository, next);
       auditWriter.write({ actor: by ?? "system", action: "user.revoke", repository, detail: { user: name, actions: actionsOf(next).join(",") } });
