@@ -18,6 +18,8 @@ import { MIGRATION_SQL, PG_MIGRATION_SQL, embeddedMigrations } from "./migration
 import * as schema from "./schema.ts";
 import { pgTables, sqliteTables } from "./schema.ts";
 import { tmpDataDir } from "../../test/helpers/tmp.ts";
+import { checkConfig } from "../config/schema.ts";
+import httpPlugin from "../../plugins/http/index.ts";
 import { metadataDrivers, useMetadata } from "../../test/helpers/metadata.ts";
 
 const schemaTables = (Object.values(schema) as unknown[])
@@ -158,6 +160,18 @@ describe("one schema description, two dialects", () => {
     const files = readdirSync(PG_MIGRATIONS_DIR).filter((f) => f.endsWith(".sql")).map((f) => f.replace(/\.sql$/, "")).sort();
     expect(Object.keys(PG_MIGRATION_SQL).sort()).toEqual(files);
     expect(embeddedMigrations("postgres")).toEqual(readMigrationFiles({ migrationsFolder: PG_MIGRATIONS_DIR }));
+  });
+});
+
+describe("metadata config", () => {
+  test("postgres needs a postgres:// URL; it resolves as given; sqlite stays the default", () => {
+    const plugins = new Map([["http", httpPlugin]]);
+    const ok = checkConfig({ metadata: { driver: "postgres", url: "postgresql://u:p@127.0.0.1:5432/vault" } }, plugins);
+    expect(ok.errors).toEqual([]);
+    expect(ok.config?.metadata).toEqual({ driver: "postgres", url: "postgresql://u:p@127.0.0.1:5432/vault" });
+    expect(checkConfig({ metadata: { driver: "postgres", url: "mysql://x/y" } }, plugins).errors).toEqual(["metadata.url: must be a postgres:// or postgresql:// URL"]);
+    expect(checkConfig({ metadata: { driver: "postgres" } }, plugins).errors.join("\n")).toContain("url");
+    expect(checkConfig({}, plugins).config?.metadata).toEqual({ driver: "sqlite" });
   });
 });
 
