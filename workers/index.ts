@@ -16,3 +16,5 @@ export const pypiSimple = pooled(tasks.pypiSimple);
 export const npmPackument = pooled(tasks.npmPackument);
 /** The apt plugin's index task (plugins/apt/task.ts; pure, imports no core/): pool file hashes listed by a Packages/Sources index. */
 export const aptIndex = pooled(tasks.aptIndex);
+/** The conda plugin's repodata task (plugins/conda/task.ts; pure, imports no core/): snapshots, derived variants and shards, hosted renders, group merges, package inspection. */
+export const condaRepodata = pooled(tasks.condaRepodata);

@@ -8,8 +8,9 @@ import { rewriteJson, rewriteUrls } from "./document.ts";
 import { pypiSimple } from "../plugins/pypi/task.ts";
 import { npmPackument } from "../plugins/npm/task.ts";
 import { aptIndex } from "../plugins/apt/task.ts";
+import { condaRepodata } from "../plugins/conda/task.ts";
 
-export const tasks = { sha256File, digests, rewriteJson, rewriteUrls, pypiSimple, npmPackument, aptIndex };
+export const tasks = { sha256File, digests, rewriteJson, rewriteUrls, pypiSimple, npmPackument, aptIndex, condaRepodata };
 
 /** Name of a pool task (an export of workers/index.ts). */
 export type TaskName = keyof typeof tasks;
