@@ -10,4 +10,5 @@ export const BUILTIN_PLUGINS: Record<string, () => Promise<{ default?: unknown }
   s3: () => import("../plugins/s3/index.ts"),
   npm: () => import("../plugins/npm/index.ts"),
   apt: () => import("../plugins/apt/index.ts"),
+  conda: () => import("../plugins/conda/index.ts"),
 };
