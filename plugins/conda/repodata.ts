@@ -381,19 +381,29 @@ export interface ChannelFileInfo {
 const ABOUT_FIELDS = ["description", "dev_url", "doc_url", "doc_source_url", "home", "license", "license_family", "source_url", "summary", "icon_url", "identifiers", "keywords", "tags", "source_git_url"];
 
 /**
- * `channeldata.json` (CEP-38) of a hosted channel: per package name the newest record's version, license and about
- * fields, every subdir it appears in, its newest timestamp and the run_exports of its newest version.
+ * `channeldata.json` (CEP-38) of a hosted channel: `current` with the entries of every package name in `files`
+ * recomputed from those files (all of that name's files, every subdir): the newest record's version, license and about
+ * fields, the subdirs it appears in, its newest timestamp and the run_exports of its newest version. `subdirs` is the
+ * union of `current`'s and `subdirs`. Rendered deterministically.
  */
-export function renderChanneldata(files: ChannelFileInfo[]): Uint8Array {
+export function renderChanneldata(current: Uint8Array | undefined, files: ChannelFileInfo[], subdirs: string[]): Uint8Array {
+  let doc: { packages?: Record<string, unknown>; subdirs?: string[] } = {};
+  if (current) {
+    try {
+      doc = JSON.parse(decoder.decode(current));
+    } catch {
+      doc = {};
+    }
+  }
+  const packages: Record<string, unknown> = { ...(doc.packages ?? {}) };
+  const allSubdirs = new Set<string>([...(doc.subdirs ?? []), ...subdirs]);
   const byName = new Map<string, ChannelFileInfo[]>();
-  const subdirs = new Set<string>();
   for (const f of files) {
-    subdirs.add(f.subdir);
+    allSubdirs.add(f.subdir);
     const l = byName.get(f.record.name) ?? [];
     l.push(f);
     byName.set(f.record.name, l);
   }
-  const packages: Record<string, unknown> = {};
   for (const [name, l] of byName) {
     let newest = l[0];
     for (const f of l) if (compareRecords(f.record, newest.record) > 0) newest = f;
@@ -410,7 +420,7 @@ export function renderChanneldata(files: ChannelFileInfo[]): Uint8Array {
     }
     packages[name] = entry;
   }
-  return encoder.encode(stableStringify({ channeldata_version: 1, packages, subdirs: [...subdirs].sort() }));
+  return encoder.encode(stableStringify({ channeldata_version: 1, packages, subdirs: [...allSubdirs].sort() }));
 }
 
 /** Merges members' `channeldata.json` (read order): a package's entry comes from the first member that has it, its `subdirs` are the union; `subdirs` likewise. */

@@ -30,7 +30,7 @@ export type CondaTaskInput =
   | ({ op: "derive" } & DeriveInput)
   | { op: "add"; current?: Uint8Array; subdir: string; add: AddedRecord[] }
   | { op: "merge"; sources: Uint8Array[]; subdir: string }
-  | { op: "channeldata"; files: ChannelFileInfo[] }
+  | { op: "channeldata"; current?: Uint8Array; files: ChannelFileInfo[]; subdirs: string[] }
   | { op: "merge-channeldata"; sources: Uint8Array[] }
   | { op: "shard-index"; body: Uint8Array }
   | { op: "inspect"; path: string; format: PackageFormat; withInfoFiles?: boolean };
@@ -70,7 +70,7 @@ export async function condaRepodata(i: CondaTaskInput): Promise<CondaTaskOutput>
     case "merge":
       return { body: mergeRepodata(i.sources, i.subdir) };
     case "channeldata":
-      return { body: renderChanneldata(i.files) };
+      return { body: renderChanneldata(i.current, i.files, i.subdirs) };
     case "merge-channeldata":
       return { body: mergeChanneldata(i.sources) };
     case "shard-index":

@@ -1,0 +1,327 @@
+/**
+ * Conda hosted channel: packages uploaded by users, served with a repodata.json (+ variants) and channeldata.json that
+ * the vault regenerates on every publish, deterministically, as conda-index would (specs/conda.md §4, without patch
+ * instructions).
+ *
+ * Uploads (write permission; Basic `user:password`/`user:token` or `Bearer <token>`):
+ * - `PUT /<name>/<subdir>/<file>` with the package as the body (rattler-build's and Artifactory's layout);
+ * - `POST /<name>/` (or `/<name>/upload`, quetz's `/<name>/api/channels/<channel>/files/`) as `multipart/form-data`
+ *   with one or more parts named `files` or `file`; the subdir comes from each package's `info/index.json`.
+ * Each upload is spooled to disk while md5/sha256/size are computed, read (`info/index.json`, `about.json`,
+ * `run_exports.json`; the whole archive is walked) in the pool when big, checked (file name = `<name>-<version>-<build>`,
+ * subdir = the package's), then the file, its info row, the subdir's repodata.json and every derived variant, and
+ * channeldata.json are written in ONE `artifacts.commit`. The same file name with the same bytes is a no-op (200); with
+ * other bytes 409.
+ *
+ * Artifact paths: `<subdir>/<file>` (packages), `<subdir>/repodata.json` + the derived files of service.ts,
+ * `channeldata.json`, `info/<subdir>/<file>` (JSON {@link ChannelFileInfo}: the record, about, run_exports).
+ *
+ * Several processes may share the data directory: uploads to one subdir are serialised per process, and after its
+ * commit each upload compares the subdir's repodata with the `info/` rows and rewrites it until it lists all of them.
+ */
+import { mkdir, rm } from "node:fs/promises";
+import { join } from "node:path";
+import { KeyedLock, PART_MARKER, TEMP_OWNER, type ArtifactEntry, type PluginContext, type Principal } from "../../core/plugin.ts";
+import { SUBDIR, parsePackageFile, type PackageFile } from "./paths.ts";
+import { parseRepodata, type ChannelFileInfo, type FileDigests } from "./repodata.ts";
+import { recordOf } from "./package.ts";
+import {
+  CONTENT_TYPE,
+  DEFAULT_MAX_UPLOAD_BYTES,
+  Variants,
+  condaErrors,
+  condaPath,
+  derivedPaths,
+  docHeaders,
+  freshEntry,
+  notOffered,
+  relativePath,
+  runTask,
+  usable,
+  type CommitFile,
+  type CondaRepoConfig,
+  type CondaService,
+} from "./service.ts";
+
+/** How many times an upload rewrites a subdir's repodata that another process's write left incomplete. */
+const MAX_RECONCILE = 20;
+const NO_CACHE = "no-cache";
+
+const decoder = new TextDecoder();
+const infoPrefix = (subdir: string) => `info/${subdir}/`;
+
+/** A package spooled to disk with its digests. */
+interface Spooled {
+  path: string;
+  size: number;
+  md5: string;
+  sha256: string;
+}
+
+/** The outcome of one publish. */
+type Published = { identical: boolean; path: string; sha256: string; size: number; subdir: string };
+
+/**
+ * Creates the service of one hosted conda repository (file header).
+ */
+export function createCondaHosted(ctx: PluginContext<CondaRepoConfig>): CondaService {
+  const maxUpload = ctx.config.maxUploadBytes ?? DEFAULT_MAX_UPLOAD_BYTES;
+  const variants = new Variants(ctx, true);
+  const locks = new KeyedLock();
+
+  /** Streams `body` into a spool file, hashing; refuses more than `maxUpload` bytes. */
+  async function spool(body: ReadableStream<Uint8Array> | null, declared: number | undefined): Promise<Spooled> {
+    if (declared !== undefined && declared > maxUpload) throw condaErrors.tooLarge(maxUpload);
+    const dir = ctx.storage.spoolDir();
+    await mkdir(dir, { recursive: true });
+    const path = join(dir, `${crypto.randomUUID()}${PART_MARKER}conda-upload${TEMP_OWNER}`);
+    const md5 = new Bun.CryptoHasher("md5");
+    const sha = new Bun.CryptoHasher("sha256");
+    let size = 0;
+    const w = Bun.file(path).writer();
+    try {
+      if (body)
+        for await (const chunk of body) {
+          size += chunk.byteLength;
+          if (size > maxUpload) throw condaErrors.tooLarge(maxUpload);
+          md5.update(chunk);
+          sha.update(chunk);
+          w.write(chunk);
+        }
+      await w.end();
+    } catch (e) {
+      await Promise.resolve(w.end()).catch(() => {});
+      await rm(path, { force: true });
+      throw e;
+    }
+    if (declared !== undefined && declared !== size) {
+      await rm(path, { force: true });
+      throw condaErrors.badRequest(`body has ${size} bytes, Content-Length said ${declared}`);
+    }
+    return { path, size, md5: md5.digest("hex"), sha256: sha.digest("hex") };
+  }
+
+  /** The stored repodata.json of a subdir, read from the database (undefined when none yet). */
+  async function currentRepodata(subdir: string): Promise<Uint8Array | undefined> {
+    const e = await freshEntry(ctx, derivedPaths("", subdir).snapshot);
+    return e ? ctx.artifacts.read(e) : undefined;
+  }
+
+  /** Commit entries of a subdir's new repodata.json (with `add`) and every variant derived from it. */
+  async function subdirFiles(subdir: string, add: { filename: string; record: ChannelFileInfo["record"] }[]): Promise<CommitFile[]> {
+    const cur = await currentRepodata(subdir);
+    const body = (await runTask(ctx, { op: "add", current: cur, subdir, add }, cur?.byteLength ?? 0)).body!;
+    const digest = "sha256:" + new Bun.CryptoHasher("sha256").update(body).digest("hex");
+    const d = derivedPaths("", subdir);
+    return [{ path: d.snapshot, body, opts: { contentType: CONTENT_TYPE.json, kind: "metadata" } }, ...(await variants.files(body, digest, "", subdir))];
+  }
+
+  /** channeldata.json with the entries of `names` recomputed from every info row of those names (all subdirs). */
+  async function channeldataFile(names: Set<string>, extraSubdir: string, extra: ChannelFileInfo[] = []): Promise<CommitFile> {
+    const cur = await freshEntry(ctx, "channeldata.json");
+    const curBytes = cur ? await ctx.artifacts.read(cur) : undefined;
+    const subdirs = new Set<string>([extraSubdir]);
+    if (curBytes) for (const s of (JSON.parse(decoder.decode(curBytes)) as { subdirs?: string[] }).subdirs ?? []) subdirs.add(s);
+    const files: ChannelFileInfo[] = [...extra];
+    const seen = new Set(extra.map((f) => `${f.subdir}/${f.record.name}-${f.record.version}-${f.record.build}`));
+    for (const s of subdirs)
+      for (const name of names)
+        for (const row of await ctx.artifacts.list(`${infoPrefix(s)}${name}-`)) {
+          if (!usable(row) || parsePackageFile(row.path.slice(infoPrefix(s).length))?.name !== name) continue;
+          const f = JSON.parse(decoder.decode(await ctx.artifacts.read(row))) as ChannelFileInfo;
+          if (!seen.has(`${f.subdir}/${f.record.name}-${f.record.version}-${f.record.build}`)) files.push(f);
+        }
+    const body = (await runTask(ctx, { op: "channeldata", current: curBytes, files, subdirs: [...subdirs] }, curBytes?.byteLength ?? 0)).body!;
+    return { path: "channeldata.json", body, opts: { contentType: CONTENT_TYPE.json, kind: "metadata" } };
+  }
+
+  /** Rewrites the subdir's repodata until it lists every `info/` row of the subdir (file header). */
+  async function reconcile(subdir: string): Promise<void> {
+    const prefix = infoPrefix(subdir);
+    for (let i = 0; i < MAX_RECONCILE; i++) {
+      const rows = (await ctx.artifacts.list(prefix)).filter((r) => usable(r));
+      const cur = await currentRepodata(subdir);
+      const doc = cur ? parseRepodata(cur) : {};
+      const listed = (fn: string) => (fn.endsWith(".conda") ? fn in (doc["packages.conda"] ?? {}) : fn in (doc.packages ?? {}));
+      const missing = rows.filter((r) => !listed(r.path.slice(prefix.length)));
+      if (missing.length === 0) return;
+      const infos = await Promise.all(missing.map(async (r) => JSON.parse(decoder.decode(await ctx.artifacts.read(r))) as ChannelFileInfo));
+      const files = await subdirFiles(
+        subdir,
+        infos.map((f, k) => ({ filename: missing[k].path.slice(prefix.length), record: f.record })),
+      );
+      files.push(await channeldataFile(new Set(infos.map((f) => f.record.name)), subdir));
+      await ctx.artifacts.commit(files);
+    }
+    ctx.log.warn("subdir repodata still misses uploaded files after repeated rewrites (concurrent uploads from other processes?)", { subdir });
+  }
+
+  /**
+   * Checks and publishes one spooled package (one commit). `target` is what the URL named (PUT), if anything.
+   * @throws VaultError 400 CONDA_INVALID_PACKAGE, 409 CONDA_FILE_EXISTS
+   */
+  async function publish(s: Spooled, filename: string, target: { subdir?: string }): Promise<Published> {
+    const file = parsePackageFile(filename);
+    if (!file) throw condaErrors.badPackage(filename, "not a conda package file name (<name>-<version>-<build>.conda or .tar.bz2, CEP-26)");
+    const out = await runTask(ctx, { op: "inspect", path: s.path, format: file.format }, s.size);
+    if (out.problem) throw condaErrors.badPackage(filename, out.problem);
+    const info = out.inspect!;
+    let record;
+    try {
+      record = recordOf(info.index, { md5: s.md5, sha256: s.sha256, size: s.size });
+    } catch (e) {
+      throw condaErrors.badPackage(filename, (e as Error).message);
+    }
+    const expected = `${record.name}-${record.version}-${record.build}`;
+    if (`${file.name}-${file.version}-${file.build}` !== expected)
+      throw condaErrors.badPackage(filename, `the file name does not match info/index.json (${expected}.${file.format})`);
+    const subdir = typeof record.subdir === "string" ? record.subdir : record.noarch ? "noarch" : undefined;
+    if (!subdir || !SUBDIR.test(subdir)) throw condaErrors.badPackage(filename, `info/index.json names no valid subdir (${JSON.stringify(record.subdir)})`);
+    if (target.subdir !== undefined && target.subdir !== subdir) throw condaErrors.badPackage(filename, `the package is for subdir ${subdir}, not ${target.subdir}`);
+    const path = `${subdir}/${filename}`;
+    const cf: ChannelFileInfo = { subdir, record };
+    if (info.about) cf.about = info.about;
+    if (info.runExports !== undefined) cf.run_exports = info.runExports;
+    return locks.run(`subdir:${subdir}`, async () => {
+      const existing = await freshEntry(ctx, path);
+      if (existing) {
+        if (existing.blobDigest === `sha256:${s.sha256}`) return { identical: true, path, sha256: s.sha256, size: s.size, subdir };
+        throw condaErrors.exists(path, existing.blobDigest!.slice(7));
+      }
+      const files: CommitFile[] = [
+        { path, body: Bun.file(s.path).stream(), opts: { contentType: CONTENT_TYPE.package, expect: { sha256: s.sha256, sizeBytes: s.size } } },
+        { path: infoPrefix(subdir) + filename, body: JSON.stringify(cf), opts: { contentType: CONTENT_TYPE.json, kind: "metadata" } },
+        ...(await subdirFiles(subdir, [{ filename, record }])),
+        await channeldataFile(new Set([record.name]), subdir, [cf]),
+      ];
+      await ctx.artifacts.commit(files);
+      await reconcile(subdir);
+      return { identical: false, path, sha256: s.sha256, size: s.size, subdir };
+    });
+  }
+
+  /** Spools, publishes and audits one package; the spool file is always removed. */
+  async function take(req: Request, principal: Principal, body: ReadableStream<Uint8Array> | null, declared: number | undefined, filename: string, target: { subdir?: string }, via?: string): Promise<Published> {
+    const s = await spool(body, declared);
+    try {
+      const r = await publish(s, filename, target);
+      const detail: Record<string, unknown> = { sha256: r.sha256, sizeBytes: r.size };
+      if (r.identical) detail.identical = true;
+      if (via) detail.via = via;
+      ctx.auth.audit({ principal, action: "conda.upload", path: r.path, detail, req });
+      return r;
+    } finally {
+      await rm(s.path, { force: true });
+    }
+  }
+
+  async function upload(req: Request, principal: Principal, target: { subdir?: string; filename?: string }, via?: string): Promise<Response> {
+    const cl = req.headers.get("content-length");
+    const declared = cl !== null && /^\d+$/.test(cl) ? Number(cl) : undefined;
+    const results: Published[] = [];
+    if (target.filename !== undefined) {
+      results.push(await take(req, principal, req.body, declared, target.filename, target, via));
+    } else {
+      const ct = req.headers.get("content-type") ?? "";
+      if (!/^multipart\/form-data/i.test(ct)) throw condaErrors.badRequest("POST takes multipart/form-data with the packages in parts named files (or file); or PUT /<name>/<subdir>/<file> with the package as the body");
+      if (declared !== undefined && declared > maxUpload) throw condaErrors.tooLarge(maxUpload);
+      let form: FormData;
+      try {
+        form = await req.formData();
+      } catch (e) {
+        throw condaErrors.badRequest(`malformed multipart body: ${(e as Error).message}`);
+      }
+      const parts = [...form.getAll("files"), ...form.getAll("file")].filter((p): p is File => typeof p !== "string");
+      if (parts.length === 0) throw condaErrors.badRequest("no package in the form (parts named files or file)");
+      for (const f of parts) results.push(await take(req, principal, f.stream(), f.size, f.name.slice(f.name.lastIndexOf("/") + 1), target, via));
+    }
+    const status = results.some((r) => !r.identical) ? 201 : 200;
+    return Response.json(
+      { ok: true, files: results.map((r) => ({ path: r.path, subdir: r.subdir, sha256: r.sha256, size: r.size, ...(r.identical ? { identical: true } : {}) })) },
+      { status },
+    );
+  }
+
+  async function snapshot(prefix: string, subdir: string): Promise<ArtifactEntry | null> {
+    if (prefix !== "") return null;
+    return usable(await ctx.artifacts.get(derivedPaths("", subdir).snapshot));
+  }
+
+  async function lookup(prefix: string, subdir: string, filename: string, signal?: AbortSignal): Promise<FileDigests | null> {
+    const snap = await snapshot(prefix, subdir);
+    return snap ? variants.lookup(snap, prefix, subdir, filename, signal) : null;
+  }
+
+  async function servePackage(req: Request, prefix: string, subdir: string, file: PackageFile): Promise<Response> {
+    const e = prefix === "" ? usable(await ctx.artifacts.get(`${subdir}/${file.filename}`)) : null;
+    if (!e) throw condaErrors.notFound(`${prefix}${subdir}/${file.filename}`);
+    return ctx.artifacts.respond(req, e, { "content-type": CONTENT_TYPE.package });
+  }
+
+  /** An empty but valid repodata.json for a subdir nothing was uploaded to (conda needs `noarch/repodata.json` to take a URL as a channel). */
+  function emptyRepodata(req: Request, subdir: string): Response {
+    const body = JSON.stringify({ info: { subdir }, packages: {}, "packages.conda": {}, removed: [], repodata_version: 1 });
+    return new Response(req.method === "HEAD" ? null : body, { headers: { ...docHeaders(CONTENT_TYPE.json, NO_CACHE), "content-length": String(body.length) } });
+  }
+
+  async function handle(req: Request, mount: string): Promise<Response> {
+    const { rel } = relativePath(req, mount);
+    if (req.method === "PUT") {
+      const p = condaPath(rel);
+      if (p.kind !== "package" || p.prefix !== "") throw condaErrors.method("PUT", "GET, HEAD", "PUT takes a package file: /<name>/<subdir>/<name>-<version>-<build>.conda|.tar.bz2");
+      const principal = await ctx.auth.require(req, "write");
+      return upload(req, principal, { subdir: p.subdir, filename: p.file.filename });
+    }
+    if (req.method === "POST") {
+      if (rel === "" || rel === "upload" || /^api\/channels\/[^/]+\/files\/?$/.test(rel)) {
+        const principal = await ctx.auth.require(req, "write");
+        return upload(req, principal, {});
+      }
+      throw condaErrors.method("POST", "GET, HEAD");
+    }
+    if (req.method !== "GET" && req.method !== "HEAD") throw condaErrors.method(req.method, "GET, HEAD, PUT, POST");
+    const p = condaPath(rel);
+    switch (p.kind) {
+      case "package":
+        return servePackage(req, p.prefix, p.subdir, p.file);
+      case "channeldata": {
+        const e = p.prefix === "" ? usable(await ctx.artifacts.get("channeldata.json")) : null;
+        if (!e) throw condaErrors.notFound("channeldata.json");
+        return ctx.artifacts.respond(req, e, docHeaders(CONTENT_TYPE.json, NO_CACHE));
+      }
+      case "shard": {
+        const r = await variants.shard(req, p.prefix, p.subdir, p.hex);
+        if (!r) throw condaErrors.notFound(`shard ${p.hex}`);
+        return r;
+      }
+      case "document": {
+        const { prefix, subdir, doc } = p;
+        const snap = await snapshot(prefix, subdir);
+        if (doc === "repodata.json" || doc === "repodata_from_packages.json") {
+          if (!snap) return emptyRepodata(req, subdir);
+          return ctx.artifacts.respond(req, snap, docHeaders(CONTENT_TYPE.json, NO_CACHE));
+        }
+        if (doc === "repodata.json.zst" || doc === "current_repodata.json" || doc === "repodata_shards.msgpack.zst") {
+          if (!snap) throw condaErrors.notFound(`${subdir}/${doc}`);
+          const which = doc === "repodata.json.zst" ? "zst" : doc === "current_repodata.json" ? "current" : "shardIndex";
+          return variants.respond(req, snap, prefix, subdir, which, NO_CACHE);
+        }
+        throw notOffered(doc);
+      }
+      default:
+        throw condaErrors.noRoute("/" + rel);
+    }
+  }
+
+  return {
+    ctx,
+    handle,
+    snapshot,
+    lookup,
+    servePackage,
+    async channeldata(prefix) {
+      return prefix === "" ? usable(await ctx.artifacts.get("channeldata.json")) : null;
+    },
+    upload,
+  };
+}
