@@ -1,6 +1,6 @@
 /**
  * APT hosted repository (specs/apt.md §6): `.deb` uploads (curl `--upload-file`, raw POST bodies), a pool in Debian's
- * layout, and per-suite indexes regenerated and signed with the real `gpg` on every upload.
+ * layout, and per-suite indexes regenerated and signed with the real `gpg` on every upload and deletion.
  *
  * Uploads (`write` permission; the body is the .deb itself):
  * ```
@@ -12,6 +12,9 @@
  * same file was already published there), 400 (not a valid .deb, bad suite/component), 401/403, 409 (the pool file
  * name exists with other bytes), 413.
  *
+ * `DELETE /<name>/pool/…` (`delete` permission) removes a pool file and its stanza from every suite listing it; those
+ * suites are regenerated in one commit. 200, or 404 when neither the file nor a stanza naming it exists.
+ *
  * Artifact paths (repository-relative):
  * ```
  * pool/<comp>/<p>/<source>/<pkg>_<version without epoch>_<arch>.deb       the package (immutable)
@@ -22,45 +25,58 @@
  * -/generations/<suite>                                                    by-hash paths of the published generations (JSON)
  * ```
  * A generation — the new package, its stanza, every index, its by-hash copies, Release and both signatures — is one
- * `artifacts.commit` (one transaction): a Release never lists a file that is not visible. Uploads are serialised per
- * process; several processes sharing the data directory may race, so each Release records a digest of the stanzas it
- * was built from (`x-vault-records`) and an upload regenerates until the Release matches every stored stanza.
- * Release files and indexes by name are read from the database (not the store's in-memory entries) and answered with
- * `Cache-Control: no-cache`. `GET /<name>/public.key` (armored) and `/<name>/public.gpg` (keyring for `signed-by=`)
- * give the signing key.
+ * `artifacts.commit` (one transaction; suite.ts): a Release never lists a file that is not visible. Uploads and
+ * deletions are serialised per process; several processes sharing the data directory may race, so each Release
+ * records a digest of the stanzas it was built from (`x-vault-records`) and a write regenerates until the Release
+ * matches every stored stanza. Release files and indexes by name are read from the database (not the store's
+ * in-memory entries) and answered with `Cache-Control: no-cache`; with `validForSeconds` they carry `Valid-Until` and
+ * are regenerated before they expire (suite.ts `respondSuiteFile`). `GET /<name>/public.key` (armored) and
+ * `/<name>/public.gpg` (keyring for `signed-by=`) give the signing key.
  */
 import { mkdir, rm } from "node:fs/promises";
-import { readFile } from "node:fs/promises";
-import { resolve } from "node:path";
-import { VaultError, errors, type ArtifactEntry, type ArtifactPut, type PluginContext, PART_MARKER, TEMP_OWNER } from "../../core/plugin.ts";
-import { gzipDeterministic, xzCompress } from "./compress.ts";
+import { KeyedLock, VaultError, errors, type PluginContext, type Principal, PART_MARKER, TEMP_OWNER } from "../../core/plugin.ts";
 import { DebError, readDeb } from "./deb.ts";
 import { fieldValue, parseDeb822, renderParagraph, type Paragraph } from "./deb822.ts";
-import { Signer } from "./gpg.ts";
+import type { Signer } from "./gpg.ts";
 import { parseAptPath } from "./paths.ts";
-import { renderRelease, type ReleaseEntry } from "./release.ts";
 import { ARCHITECTURE, compareVersions, poolPrefix, withoutEpoch } from "./version.ts";
-import { methodNotAllowed, routeRest, type AptRepoConfig, type AptService } from "./service.ts";
+import { ParsedReleases, methodNotAllowed, routeRest, type AptRepoConfig, type AptService } from "./service.ts";
+import {
+  DEFAULT_KEEP_GENERATIONS,
+  PublicKeys,
+  SuiteRefresh,
+  buildGeneration,
+  digestsOf,
+  freshEntry,
+  packagesFiles,
+  pruneGenerations,
+  publishedIndex,
+  respondSuiteFile,
+  signerOf,
+  type CommitFile,
+  type IndexFile,
+} from "./suite.ts";
 
 /** Default `maxUploadBytes`: 1 GiB. */
 export const DEFAULT_MAX_UPLOAD_BYTES = 1024 * 1024 * 1024;
-/** Default `keepGenerations`. */
-export const DEFAULT_KEEP_GENERATIONS = 3;
 /** Suite names accepted in uploads (one path segment). */
 export const SUITE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;
 /** Component names accepted in uploads. */
 export const COMPONENT_NAME = /^[a-z0-9][a-z0-9._-]{0,99}$/;
+/** Methods of a hosted repository. */
+const ALLOW = "GET, HEAD, PUT, POST, DELETE";
 
 const RECORDS = "-/records/";
 const GENERATIONS = "-/generations/";
 const RECORDS_HEADER = "x-vault-records";
-/** How often one upload regenerates a suite that another process's write left incomplete. */
+/** How often one write regenerates a suite that another process's write left incomplete. */
 const MAX_RECONCILE = 20;
-
-type CommitFile = { path: string; body: ReadableStream<Uint8Array> | Uint8Array | string; opts?: ArtifactPut };
+/** The one key of the publish lock: writes of one repository are serialised within the process. */
+const PUBLISH = "publish";
 
 /** One stored stanza, as generation needs it. */
 interface StoredStanza {
+  /** `-/records/<suite>/<comp>/<name>` */
   path: string;
   component: string;
   package: string;
@@ -73,20 +89,6 @@ interface StoredStanza {
 const badUpload = (msg: string) => new VaultError("VAULT_BAD_REQUEST", 400, msg);
 const enc = new TextEncoder();
 const dec = new TextDecoder();
-
-function hex(alg: "md5" | "sha1" | "sha256", b: Uint8Array): string {
-  return new Bun.CryptoHasher(alg).update(b).digest("hex");
-}
-
-/** Serialises async work within this process (one publish at a time per repository). */
-class Queue {
-  private tail: Promise<unknown> = Promise.resolve();
-  run<T>(fn: () => Promise<T>): Promise<T> {
-    const next = this.tail.then(fn, fn);
-    this.tail = next.catch(() => {});
-    return next;
-  }
-}
 
 /**
  * The Packages stanza of an uploaded package: its control fields in their order (Description last), then the
@@ -116,15 +118,12 @@ export function createAptHosted(ctx: PluginContext<AptRepoConfig>): AptService {
   const defaultSuite = c.defaultDistribution ?? "stable";
   const defaultComponent = c.defaultComponent ?? "main";
   const baseArchs = c.architectures ?? ["amd64", "arm64"];
-  const queue = new Queue();
+  const lock = new KeyedLock();
   let signer: Signer | undefined;
-  const publicKeys = new Map<boolean, Uint8Array>();
-
-  /** The row at exactly `path`, read from the database (another process may have written it). */
-  async function fresh(path: string): Promise<ArtifactEntry | null> {
-    const [e] = await ctx.artifacts.list(path, { limit: 1 });
-    return e && e.path === path && e.status === 200 && e.blobDigest ? e : null;
-  }
+  const publicKeys = new PublicKeys();
+  const releases = new ParsedReleases(ctx);
+  // signing again before Valid-Until: a regeneration from the stored stanzas, serialised with the writes
+  const refresh = new SuiteRefresh((suite) => lock.run(PUBLISH, () => publish([suite], [], undefined, true)), ctx.log);
 
   async function records(suite: string): Promise<StoredStanza[]> {
     const rows = (await ctx.artifacts.list(`${RECORDS}${suite}/`)).filter((r) => r.blobDigest && r.status === 200);
@@ -143,89 +142,54 @@ export function createAptHosted(ctx: PluginContext<AptRepoConfig>): AptService {
     return new Bun.CryptoHasher("sha256").update(lines.join("\n")).digest("hex");
   }
 
-  /** Every file of one generation of `suite` built from `recs` (indexes, by-hash copies, Release, signatures). */
+  /** Every file of one generation of `suite` built from `recs` (suite.ts buildGeneration). */
   async function generation(suite: string, recs: StoredStanza[]): Promise<{ files: CommitFile[]; byHash: string[] }> {
     const archs = [...new Set([...baseArchs, ...recs.map((r) => r.architecture).filter((a) => a !== "all")])].sort();
     const comps = [...new Set([defaultComponent, ...recs.map((r) => r.component)])].sort();
-    const files: CommitFile[] = [];
-    const byHash: string[] = [];
-    const entries: ReleaseEntry[] = [];
-    const meta = (contentType: string): ArtifactPut => ({ contentType, kind: "metadata" });
+    const indexes: IndexFile[] = [];
     for (const comp of comps) {
       for (const arch of archs) {
         const list = recs
           .filter((r) => r.component === comp && (r.architecture === arch || r.architecture === "all"))
           .sort((a, b) => (a.package < b.package ? -1 : a.package > b.package ? 1 : compareVersions(a.version, b.version) || (a.architecture < b.architecture ? -1 : 1)));
-        const plain = enc.encode(list.map((r) => r.stanza).join("\n"));
-        const [gz, xz] = await Promise.all([gzipDeterministic(plain), xzCompress(plain)]);
-        const dir = `${comp}/binary-${arch}/`;
-        for (const [name, bytes, type] of [
-          ["Packages", plain, "text/plain; charset=utf-8"],
-          ["Packages.gz", gz, "application/gzip"],
-          ["Packages.xz", xz, "application/x-xz"],
-        ] as const) {
-          const e: ReleaseEntry = { path: dir + name, size: bytes.byteLength, md5: hex("md5", bytes), sha1: hex("sha1", bytes), sha256: hex("sha256", bytes) };
-          entries.push(e);
-          const bh = `dists/${suite}/${dir}by-hash/SHA256/${e.sha256}`;
-          files.push({ path: `dists/${suite}/${dir}${name}`, body: bytes, opts: meta(type) }, { path: bh, body: bytes, opts: meta(type) });
-          byHash.push(bh);
-        }
+        indexes.push(...(await packagesFiles(`${comp}/binary-${arch}/`, enc.encode(list.map((r) => r.stanza).join("\n")))));
       }
     }
-    entries.sort((a, b) => (a.path < b.path ? -1 : 1));
-    const release = renderRelease({
-      origin: c.origin ?? ctx.repo.name,
-      label: c.label ?? ctx.repo.name,
-      suite,
-      codename: suite,
-      date: Date.now(),
-      architectures: archs,
-      components: comps,
-      entries,
+    return buildGeneration({
+      identity: { origin: c.origin ?? ctx.repo.name, label: c.label ?? ctx.repo.name, suite, architectures: archs, components: comps },
+      indexes,
+      signer,
+      validForSeconds: c.validForSeconds,
+      headers: { [RECORDS_HEADER]: fingerprint(recs) },
     });
-    const headers = { [RECORDS_HEADER]: fingerprint(recs) };
-    const text = "text/plain; charset=utf-8";
-    files.push({ path: `dists/${suite}/Release`, body: release, opts: { contentType: text, kind: "metadata", headers } });
-    if (signer) {
-      const [inRelease, detached] = await Promise.all([signer.clearsign(release), signer.detachSign(release)]);
-      files.push(
-        { path: `dists/${suite}/InRelease`, body: inRelease, opts: { contentType: text, kind: "metadata", headers } },
-        { path: `dists/${suite}/Release.gpg`, body: detached, opts: { contentType: "application/pgp-signature", kind: "metadata", headers } },
-      );
-    }
-    return { files, byHash };
-  }
-
-  /** Drops by-hash files no longer in the last `keep` + 1 generations. */
-  async function prune(suite: string, byHash: string[]): Promise<void> {
-    const path = GENERATIONS + suite;
-    const e = await fresh(path);
-    const gens: string[][] = e ? (JSON.parse(dec.decode(await ctx.artifacts.read(e))) as { generations: string[][] }).generations : [];
-    gens.push(byHash);
-    const dropped = gens.splice(0, Math.max(0, gens.length - (keep + 1)));
-    await ctx.artifacts.put(path, JSON.stringify({ generations: gens }), { contentType: "application/json", kind: "metadata" });
-    const live = new Set(gens.flat());
-    for (const p of new Set(dropped.flat())) if (!live.has(p)) await ctx.artifacts.delete(p);
   }
 
   /**
-   * Publishes `suite` with `extra` files (an upload's package and stanza) in the same commit, then regenerates until
-   * the Release matches every stored stanza (see the file header).
+   * Publishes `suites` in one commit together with `extra` files (an upload's package and stanza), then regenerates
+   * each until its Release matches every stored stanza (see the file header). A suite whose Release already matches is
+   * left alone unless `force` (signing again) or `add` (an upload's stanza) concerns it.
    */
-  async function publish(suite: string, extra: CommitFile[], extraRecord?: StoredStanza): Promise<void> {
-    for (let i = 0; i < MAX_RECONCILE; i++) {
-      let recs = await records(suite);
-      const add = extraRecord;
-      if (add) recs = [...recs.filter((r) => r.path !== add.path), add];
-      const cur = await fresh(`dists/${suite}/Release`);
-      if (!extraRecord && cur && cur.headers[RECORDS_HEADER] === fingerprint(recs)) return;
-      const g = await generation(suite, recs);
-      await ctx.artifacts.commit([...extra, ...g.files]);
-      await prune(suite, g.byHash);
+  async function publish(suites: string[], extra: CommitFile[] = [], add?: StoredStanza, force = false): Promise<void> {
+    let todo = suites;
+    for (let i = 0; i < MAX_RECONCILE && todo.length; i++) {
+      const gens: { suite: string; files: CommitFile[]; byHash: string[] }[] = [];
+      for (const suite of todo) {
+        let recs = await records(suite);
+        const mine = add && add.path.startsWith(`${RECORDS}${suite}/`) ? add : undefined;
+        if (mine) recs = [...recs.filter((r) => r.path !== mine.path), mine];
+        const cur = await freshEntry(ctx, `dists/${suite}/Release`);
+        if (!force && !mine && cur && cur.headers[RECORDS_HEADER] === fingerprint(recs)) continue;
+        gens.push({ suite, ...(await generation(suite, recs)) });
+      }
+      if (gens.length === 0 && extra.length === 0) return;
+      await ctx.artifacts.commit([...extra, ...gens.flatMap((g) => g.files)]);
+      for (const g of gens) await pruneGenerations(ctx, g.suite, g.byHash, keep);
+      todo = gens.map((g) => g.suite);
       extra = [];
-      extraRecord = undefined;
+      add = undefined;
+      force = false;
     }
-    ctx.log.warn("suite still misses uploaded packages after repeated regenerations (concurrent uploads from other processes?)", { suite });
+    if (todo.length) ctx.log.warn("suite still misses written packages after repeated regenerations (concurrent writes from other processes?)", { suites: todo });
   }
 
   /** Streams a request body to a spool file with md5/sha1/sha256, refusing more than `maxUpload` bytes. */
@@ -281,8 +245,8 @@ export function createAptHosted(ctx: PluginContext<AptRepoConfig>): AptService {
     return { suite, component };
   }
 
-  async function upload(req: Request, rest: string): Promise<Response> {
-    const principal = await ctx.auth.require(req, "write");
+  /** Publishes an uploaded .deb (see the file header); `via`: the group it came through. */
+  async function upload(req: Request, rest: string, principal: Principal, via?: string): Promise<Response> {
     const { suite, component } = target(req, rest);
     const up = await spool(req);
     try {
@@ -298,24 +262,24 @@ export function createAptHosted(ctx: PluginContext<AptRepoConfig>): AptService {
       const poolPath = `pool/${component}/${poolPrefix(info.source)}/${info.source}/${name}`;
       const recordPath = `${RECORDS}${suite}/${component}/${name}`;
       const stanza = packageStanza(info.control, { filename: poolPath, size: up.size, md5: up.md5, sha1: up.sha1, sha256: up.sha256 });
-      const outcome = await queue.run(async () => {
-        const existing = await fresh(poolPath);
+      const outcome = await lock.run(PUBLISH, async () => {
+        const existing = await freshEntry(ctx, poolPath);
         if (existing && existing.blobDigest !== `sha256:${up.sha256}`)
           throw new VaultError("VAULT_CONFLICT", 409, `${poolPath} already exists with different contents (publish a new version instead)`);
-        const rec = await fresh(recordPath);
+        const rec = await freshEntry(ctx, recordPath);
         if (existing && rec && dec.decode(await ctx.artifacts.read(rec)) === stanza) {
-          await publish(suite, []);
+          await publish([suite]);
           return "identical" as const;
         }
         const extra: CommitFile[] = [];
         if (!existing)
           extra.push({ path: poolPath, body: Bun.file(up.path).stream(), opts: { contentType: "application/vnd.debian.binary-package", kind: "artifact", expect: { sha256: up.sha256, sizeBytes: up.size } } });
         extra.push({ path: recordPath, body: stanza, opts: { contentType: "text/plain; charset=utf-8", kind: "metadata" } });
-        const record: StoredStanza = { path: recordPath, component, package: info.package, version: info.version, architecture: info.architecture, stanza, digest: `sha256:${hex("sha256", enc.encode(stanza))}` };
-        await publish(suite, extra, record);
+        const record: StoredStanza = { path: recordPath, component, package: info.package, version: info.version, architecture: info.architecture, stanza, digest: `sha256:${digestsOf(enc.encode(stanza)).sha256}` };
+        await publish([suite], extra, record);
         return "published" as const;
       });
-      ctx.auth.audit({ principal, action: "apt.upload", path: poolPath, detail: { suite, component, package: info.package, version: info.version, architecture: info.architecture, sha256: up.sha256, sizeBytes: up.size, identical: outcome === "identical" }, req });
+      ctx.auth.audit({ principal, action: "apt.upload", path: poolPath, detail: { suite, component, package: info.package, version: info.version, architecture: info.architecture, sha256: up.sha256, sizeBytes: up.size, identical: outcome === "identical", ...(via ? { via } : {}) }, req });
       const msg = outcome === "identical" ? `${poolPath} was already published in ${suite}/${component}\n` : `published ${poolPath} in ${suite}/${component}\n`;
       return new Response(msg, { status: outcome === "identical" ? 200 : 201, headers: { "content-type": "text/plain; charset=utf-8", location: `${ctx.repo.mount}/${poolPath}` } });
     } finally {
@@ -323,44 +287,69 @@ export function createAptHosted(ctx: PluginContext<AptRepoConfig>): AptService {
     }
   }
 
-  async function publicKey(req: Request, armor: boolean): Promise<Response> {
-    if (!signer) throw errors.notFound("signing key (this repository is unsigned)");
-    let k = publicKeys.get(armor);
-    if (!k) publicKeys.set(armor, (k = await signer.publicKey(armor)));
-    const headers = { "content-type": armor ? "application/pgp-keys" : "application/octet-stream", "content-length": String(k.byteLength) };
-    return new Response(req.method === "HEAD" ? null : (k as Uint8Array<ArrayBuffer>), { headers });
+  /**
+   * `DELETE pool/…`: removes the stanzas naming the file from every suite (records first, so a crash before the commit
+   * leaves a Release that still lists a file that is still there, reconciled by the next write), publishes those
+   * suites in one commit, then removes the file.
+   */
+  async function remove(req: Request, rest: string, principal: Principal, via?: string): Promise<Response> {
+    const p = parseAptPath(rest);
+    if (p.kind !== "pool" || p.segs[0] !== "pool" || p.segs.length < 3) throw methodNotAllowed("DELETE", "only pool files can be deleted (the indexes follow)", ALLOW);
+    const name = p.segs[p.segs.length - 1];
+    const suffix = `/${p.segs[1]}/${name}`;
+    const removed = await lock.run(PUBLISH, async () => {
+      const rows = (await ctx.artifacts.list(RECORDS)).filter((r) => r.path.endsWith(suffix) && r.blobDigest && r.status === 200);
+      const hits: { path: string; suite: string; stanza: Paragraph }[] = [];
+      for (const r of rows) {
+        const [stanza] = parseDeb822(dec.decode(await ctx.artifacts.read(r)));
+        if (stanza && fieldValue(stanza, "Filename") === p.key) hits.push({ path: r.path, suite: r.path.slice(RECORDS.length).split("/")[0], stanza });
+      }
+      const file = await freshEntry(ctx, p.key);
+      if (hits.length === 0 && !file) throw errors.notFound(p.key);
+      for (const h of hits) await ctx.artifacts.delete(h.path);
+      const suites = [...new Set(hits.map((h) => h.suite))].sort();
+      await publish(suites);
+      if (file) await ctx.artifacts.delete(p.key);
+      return { suites, stanza: hits[0]?.stanza, sha256: file?.blobDigest?.slice(7) };
+    });
+    const f = (n: string) => (removed.stanza ? fieldValue(removed.stanza, n) : undefined);
+    ctx.auth.audit({ principal, action: "apt.delete", path: p.key, detail: { suites: removed.suites, package: f("Package"), version: f("Version"), architecture: f("Architecture"), sha256: removed.sha256, ...(via ? { via } : {}) }, req });
+    const where = removed.suites.length ? ` from ${removed.suites.map((s) => `${s}/${p.segs[1]}`).join(", ")}` : "";
+    return new Response(`deleted ${p.key}${where}\n`, { headers: { "content-type": "text/plain; charset=utf-8" } });
   }
 
-  async function loadKey(): Promise<Uint8Array | undefined> {
-    const s = c.signing;
-    if (!s) return undefined;
-    if (s.key) return enc.encode(s.key);
-    if (s.keyFile) return new Uint8Array(await readFile(resolve(s.keyFile)));
-    return undefined;
+  /** Writes: PUT/POST upload, DELETE of a pool file. */
+  function write(req: Request, rest: string, principal: Principal, via?: string): Promise<Response> {
+    return req.method === "DELETE" ? remove(req, rest, principal, via) : upload(req, rest, principal, via);
   }
 
   return {
+    ctx,
     async handle(req, mount) {
       const rest = routeRest(req, mount);
-      if (req.method === "PUT" || req.method === "POST") return upload(req, rest);
-      if (req.method !== "GET" && req.method !== "HEAD") throw methodNotAllowed(req.method, undefined, "GET, HEAD, PUT, POST");
-      if (rest === "public.key" || rest === "public.gpg") return publicKey(req, rest === "public.key");
+      const m = req.method;
+      if (m === "PUT" || m === "POST" || m === "DELETE") return write(req, rest, await ctx.auth.require(req, m === "DELETE" ? "delete" : "write"));
+      if (m !== "GET" && m !== "HEAD") throw methodNotAllowed(m, undefined, ALLOW);
+      if (rest === "public.key" || rest === "public.gpg") return publicKeys.respond(req, signer, rest === "public.key");
       const p = parseAptPath(rest);
-      if (p.kind === "release" || p.kind === "index") {
-        // Mutable files: read from the database (another process sharing the data directory may have published a newer
-        // generation), and marked for revalidation so that neither the host's hit replay nor a downstream cache keeps them.
-        const e = await fresh(p.key);
-        if (!e) throw errors.notFound(p.key);
-        return ctx.artifacts.respond(req, e, { "cache-control": "no-cache" });
-      }
+      // Mutable files: read from the database (another process sharing the data directory may have published a newer
+      // generation), and marked for revalidation so that neither the host's hit replay nor a downstream cache keeps them.
+      if (p.kind === "release") return respondSuiteFile(ctx, req, p.key, p.segs.length === 3 && p.segs[0] === "dists" ? { suite: p.segs[1], refresh } : undefined);
+      if (p.kind === "index") return respondSuiteFile(ctx, req, p.key);
       const e = await ctx.artifacts.get(p.key);
       if (!e || e.status !== 200 || !e.blobDigest) throw errors.notFound(p.key);
       return ctx.artifacts.respond(req, e);
     },
+    member: {
+      async release(dir) {
+        const e = await freshEntry(ctx, dir + "Release");
+        return e && releases.of(e);
+      },
+      index: (path, file) => publishedIndex(ctx, path, file),
+    },
+    write,
     async start() {
-      const key = await loadKey();
-      if (key) signer = await Signer.create({ key, passphrase: c.signing?.passphrase, keyId: c.signing?.keyId });
-      else ctx.log.warn("hosted apt repository without a signing key: APT accepts it only with [trusted=yes]");
+      signer = await signerOf(ctx);
     },
     async stop() {
       await signer?.close();

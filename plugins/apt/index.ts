@@ -1,11 +1,13 @@
 /**
  * The `apt` plugin: Debian/Ubuntu archive repositories (specs/apt.md) — proxy (an upstream archive root cached with
- * per-suite consistent generations) and hosted (.deb uploads, indexes signed with gpg). The archive root is the
- * repository's mount: `deb [signed-by=…] http://host:port/<name> <suite> <component>`.
+ * per-suite consistent generations), hosted (.deb uploads, indexes signed with gpg) and group (the members' suites
+ * merged, signed with the group's key). The archive root is the repository's mount:
+ * `deb [signed-by=…] http://host:port/<name> <suite> <component>`.
  */
 import { definePlugin, textError, type PluginContext } from "../../core/plugin.ts";
 import { createAptProxy } from "./proxy.ts";
 import { createAptHosted } from "./hosted.ts";
+import { createAptGroup } from "./group.ts";
 import type { AptRepoConfig, AptService } from "./service.ts";
 
 export type { AptRepoConfig, SigningConfig } from "./service.ts";
@@ -15,6 +17,16 @@ export const aptConfigSchema = {
   type: "object" as const,
   properties: {
     releaseTtlSeconds: { type: "integer", minimum: 0, description: "proxy: freshness of InRelease/Release/Release.gpg and of files no Release lists, seconds (default 60)." },
+    upstreamKeyring: {
+      type: "string",
+      minLength: 1,
+      description: "proxy: keyring (binary or armored) the upstream's InRelease / Release.gpg must be signed by, checked with gpgv before a new generation is stored; absolute or relative to the working directory.",
+    },
+    validForSeconds: {
+      type: "integer",
+      minimum: 2,
+      description: "hosted, group: Valid-Until of the Release files, seconds after their Date; signed again past half of it (default: no Valid-Until).",
+    },
     signing: {
       type: "object",
       additionalProperties: false,
@@ -24,7 +36,7 @@ export const aptConfigSchema = {
         passphrase: { type: "string", description: "Passphrase of the key, e.g. ${VAULT_APT_SIGNING_PASSPHRASE}." },
         keyId: { type: "string", pattern: "^(0x)?[0-9A-Fa-f]{8,40}$", description: "Fingerprint or key id to sign with (default: the first secret key)." },
       },
-      description: "hosted: the OpenPGP key that signs InRelease and Release.gpg (with gpg). Without it only an unsigned Release is published.",
+      description: "hosted, group: the OpenPGP key that signs InRelease and Release.gpg (with gpg). Without it only an unsigned Release is published.",
     },
     architectures: {
       type: "array",
@@ -33,26 +45,31 @@ export const aptConfigSchema = {
     },
     defaultDistribution: { type: "string", pattern: "^[A-Za-z0-9][A-Za-z0-9._-]*$", description: "hosted: suite of uploads that name none (default stable)." },
     defaultComponent: { type: "string", pattern: "^[a-z0-9][a-z0-9._-]*$", description: "hosted: component of uploads that name none (default main)." },
-    origin: { type: "string", pattern: "^[^\\n]+$", description: "hosted: Origin of the Release files (default: the repository name)." },
-    label: { type: "string", pattern: "^[^\\n]+$", description: "hosted: Label of the Release files (default: the repository name)." },
-    keepGenerations: { type: "integer", minimum: 0, description: "hosted: earlier generations of by-hash index files kept published (default 3)." },
+    origin: { type: "string", pattern: "^[^\\n]+$", description: "hosted, group: Origin of the Release files (default: the repository name)." },
+    label: { type: "string", pattern: "^[^\\n]+$", description: "hosted, group: Label of the Release files (default: the repository name)." },
+    keepGenerations: { type: "integer", minimum: 0, description: "hosted, group: earlier generations of by-hash index files kept published (default 3)." },
     maxUploadBytes: { type: "integer", minimum: 1, description: "hosted: largest accepted .deb, bytes (default 1073741824)." },
   },
 };
 
-/** Services by repository config object (one per repository, shared by its mounts). */
+/** Services by repository config object (one per repository, shared by its mounts and by the groups reading it). */
 const services = new WeakMap<object, AptService>();
 
-function serviceOf(ctx: PluginContext<AptRepoConfig>): AptService {
+/** The service of an apt repository (created on first use): proxy, hosted or group by `ctx.repo.type`. */
+function serviceOf(ctx: PluginContext): AptService {
   let s = services.get(ctx.config);
-  if (!s) services.set(ctx.config, (s = ctx.repo.type === "proxy" ? createAptProxy(ctx) : createAptHosted(ctx)));
+  if (!s) {
+    const c = ctx as PluginContext<AptRepoConfig>;
+    s = ctx.repo.type === "proxy" ? createAptProxy(c) : ctx.repo.type === "hosted" ? createAptHosted(c) : createAptGroup(c, { serviceOf });
+    services.set(ctx.config, s);
+  }
   return s;
 }
 
 export default definePlugin<AptRepoConfig>({
   format: "apt",
   apiVersion: 1,
-  types: ["proxy", "hosted"],
+  types: ["proxy", "hosted", "group"],
   configSchema: aptConfigSchema,
   // no defaultUpstream: a proxy names its archive root
   classify(path) {

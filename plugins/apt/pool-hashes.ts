@@ -7,7 +7,7 @@
  */
 import type { CacheRequest, PluginContext } from "../../core/plugin.ts";
 import type { Compression } from "./compress.ts";
-import { aptIndex, type AptIndexInput, type AptIndexOutput } from "./task.ts";
+import { aptIndex, type PoolHashesInput, type PoolHashesOutput } from "./task.ts";
 
 /** A pool file's expected digest and size. */
 export interface PoolFile {
@@ -83,8 +83,8 @@ export class PoolHashes {
     const digest = entry.blobDigest;
     if (!digest || this.merged.has(digest)) return;
     const data = await this.ctx.artifacts.read(entry);
-    const input: AptIndexInput = { op: "pool-hashes", data, compression: p.compression, kind: p.kind };
-    const out = this.ctx.pool.offloads(data.byteLength) ? await this.ctx.pool.run<AptIndexInput, AptIndexOutput>("aptIndex", input) : await aptIndex(input);
+    const input: PoolHashesInput = { op: "pool-hashes", data, compression: p.compression, kind: p.kind };
+    const out = this.ctx.pool.offloads(data.byteLength) ? await this.ctx.pool.run<PoolHashesInput, PoolHashesOutput>("aptIndex", input) : await aptIndex(input);
     const delta = this.merge(out.tsv);
     this.merged.add(digest);
     if (delta !== "") await this.ctx.artifacts.put(POOL_HASHES_PREFIX + digest.slice(7), delta, { contentType: "text/tab-separated-values", kind: "metadata" });

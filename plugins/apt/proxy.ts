@@ -11,24 +11,28 @@
  * | `pool/**` (and package files of flat repositories) | the path | immutable; verified against the SHA256 and size of the Packages/Sources stanza when an index served by this proxy lists it (pool-hashes.ts); a stored copy that differs from it is fetched again |
  *
  * The "current Release" of a release directory (`dists/<suite>/`, or the directory of a flat repository) is the newest
- * stored `InRelease`/`Release` — what the last client was given — fetched only when none is stored. Indexes are never
+ * stored `InRelease`/`Release` — what the last client was given — fetched only when none is stored.
+ *
+ * With `upstreamKeyring`, every upstream `InRelease` (and `Release`, with the upstream's `Release.gpg`) is verified with
+ * `gpgv` before it is stored: a bad or missing signature answers 502 and stores nothing, so the previous generation
+ * stays the current one (its indexes and pool files are still served; the request that met the bad signature gets the
+ * 502 rather than the stale copy the cache engine would give, so that APT reports it). Indexes are never
  * served from an older or newer generation than the Release they are checked against, so APT does not meet
  * "Hash Sum mismatch" while the upstream moves on. Bodies are stored and served as sent (`Accept-Encoding: identity`
  * upstream, no `Content-Encoding` to clients).
  */
+import { resolve } from "node:path";
 import { VaultError, type ArtifactEntry, type CacheRequest, type PluginContext } from "../../core/plugin.ts";
 import { compressionOf } from "./compress.ts";
+import { Keyring } from "./gpg.ts";
 import { parseAptPath, upstreamUrl, dirname, type AptPath } from "./paths.ts";
-import { parseRelease, ReleaseError, type ParsedRelease, type ReleaseFile } from "./release.ts";
+import { parseRelease, ReleaseError, signedText, type ParsedRelease, type ReleaseFile } from "./release.ts";
 import { PoolHashes } from "./pool-hashes.ts";
 import type { AptRepoConfig, AptService } from "./service.ts";
-import { methodNotAllowed, routeRest } from "./service.ts";
+import { ParsedReleases, methodNotAllowed, routeRest } from "./service.ts";
 
 /** Default `releaseTtlSeconds`. */
 export const DEFAULT_RELEASE_TTL_SECONDS = 60;
-
-/** Parsed Releases kept in memory per repository (by blob digest). */
-const PARSED_RELEASES = 32;
 
 const UPSTREAM_HEADERS = { "accept-encoding": "identity" };
 const INDEX_KINDS: Record<string, "packages" | "sources"> = { Packages: "packages", Sources: "sources" };
@@ -56,8 +60,46 @@ export function createAptProxy(ctx: PluginContext<AptRepoConfig>): AptService {
   if (!up) throw new VaultError("VAULT_CONFIG", 500, `repository ${ctx.repo.name}: an apt proxy needs an upstream URL (the archive root)`);
   const base = new URL(up.endsWith("/") ? up : up + "/").href;
   const releaseTtl = ctx.config.releaseTtlSeconds ?? DEFAULT_RELEASE_TTL_SECONDS;
-  const parsed = new Map<string, ParsedRelease>();
+  const releases = new ParsedReleases(ctx);
   const poolHashes = new PoolHashes(ctx);
+  let keyring: Keyring | undefined;
+  /** Release keys whose last upstream copy failed verification, with when (epoch ms) and the error answered. */
+  const rejected = new Map<string, { at: number; error: VaultError }>();
+
+  /**
+   * Checks an upstream InRelease (clearsigned; with a keyring, gpgv must find a good signature and the text it verified
+   * must be the text parsed) or Release (with a keyring, the upstream's Release.gpg must verify it).
+   * @throws VaultError 502 (recorded in `rejected` when it is the signature)
+   */
+  async function verifyRelease(key: string, file: "InRelease" | "Release", body: Uint8Array): Promise<void> {
+    const text = new TextDecoder().decode(body);
+    try {
+      if (file === "InRelease" && !text.startsWith("-----BEGIN PGP SIGNED MESSAGE-----")) throw new ReleaseError("not clearsigned");
+      parseRelease(text);
+    } catch (e) {
+      throw new VaultError("VAULT_UPSTREAM_ERROR", 502, `upstream ${file} is not a Release file (${(e as Error).message})`, { key });
+    }
+    if (!keyring) return;
+    let problem: string | undefined;
+    try {
+      if (file === "InRelease") {
+        if ((await keyring.verifyClearsigned(body)) !== signedText(text)) problem = "text outside the signed part";
+      } else {
+        const sig = await ctx.upstream.fetch(upstreamUrl(base, key + ".gpg"), { headers: UPSTREAM_HEADERS });
+        if (sig.status !== 200) {
+          await sig.body?.cancel();
+          problem = `upstream Release.gpg answered ${sig.status}`;
+        } else await keyring.verifyDetached(body, new Uint8Array(await sig.arrayBuffer()));
+      }
+    } catch (e) {
+      if (e instanceof VaultError) throw e;
+      problem = (e as Error).message;
+    }
+    if (problem === undefined) return;
+    const error = new VaultError("VAULT_UPSTREAM_ERROR", 502, `upstream ${file} signature does not verify with upstreamKeyring: ${problem}`, { key });
+    rejected.set(key, { at: Date.now(), error });
+    throw error;
+  }
 
   function releaseSpec(dir: string, file: "InRelease" | "Release"): CacheRequest {
     const key = dir + file;
@@ -68,34 +110,28 @@ export function createAptProxy(ctx: PluginContext<AptRepoConfig>): AptService {
       ttlSeconds: releaseTtl,
       upstreamHeaders: UPSTREAM_HEADERS,
       contentType: "text/plain; charset=utf-8",
-      // an error page answered 200 (captive portal, misconfigured mirror) must never become the suite's Release
+      // an error page answered 200 (captive portal, misconfigured mirror) or a badly signed Release must never become
+      // the suite's Release
       transform: async (body) => {
-        const text = new TextDecoder().decode(body);
-        try {
-          if (file === "InRelease" && !text.startsWith("-----BEGIN PGP SIGNED MESSAGE-----")) throw new ReleaseError("not clearsigned");
-          parseRelease(text);
-        } catch (e) {
-          throw new VaultError("VAULT_UPSTREAM_ERROR", 502, `upstream ${file} is not a Release file (${(e as Error).message})`, { key });
-        }
+        await verifyRelease(key, file, body);
         return { body, contentType: "text/plain; charset=utf-8" };
       },
     };
   }
 
-  async function parse(entry: ArtifactEntry): Promise<ParsedRelease | null> {
-    const d = entry.blobDigest!;
-    let r = parsed.get(d);
-    if (!r) {
-      try {
-        r = parseRelease(new TextDecoder().decode(await ctx.artifacts.read(entry)));
-      } catch (e) {
-        ctx.log.warn("stored Release does not parse", { key: entry.path, error: (e as Error).message });
-        return null;
-      }
-      parsed.set(d, r);
-      if (parsed.size > PARSED_RELEASES) parsed.delete(parsed.keys().next().value!);
+  /**
+   * Serves a Release through the cache; a revalidation whose upstream copy failed verification answers that 502
+   * instead of the stale copy (which stays stored and current).
+   */
+  async function serveVerified(req: Request, spec: CacheRequest): Promise<Response> {
+    const t0 = Date.now();
+    const res = await serve(req, spec);
+    const r = rejected.get(spec.key);
+    if (r && r.at >= t0 && res.headers.get("x-vault-cache") === "STALE") {
+      await res.body?.cancel();
+      throw r.error;
     }
-    return r;
+    return res;
   }
 
   const usable = (e: ArtifactEntry | null): e is ArtifactEntry => !!e && e.status === 200 && !!e.blobDigest;
@@ -127,7 +163,7 @@ export function createAptProxy(ctx: PluginContext<AptRepoConfig>): AptService {
     else dirs.push(fileDir);
     for (let i = 0; i < dirs.length; i++) {
       const e = await releaseEntry(dirs[i], i === 0, signal);
-      const r = e && (await parse(e));
+      const r = e && (await releases.of(e));
       if (!r) continue;
       const hit = pick(r, fileDir.slice(dirs[i].length));
       if (hit !== undefined) return { dir: dirs[i], hit, release: r };
@@ -139,8 +175,12 @@ export function createAptProxy(ctx: PluginContext<AptRepoConfig>): AptService {
     return plain(await ctx.cache.serve(req, spec));
   }
 
-  /** Serves an index the Release lists, under its by-hash key (one generation, verified). */
-  async function serveListed(req: Request, indexPath: string, file: ReleaseFile, upstreamByHash: string | undefined): Promise<Response> {
+  /**
+   * Gets an index the Release lists under its by-hash key (one generation, verified) with `get`: from `upstreamByHash`
+   * first when given, by name when that is a 404. A Packages/Sources index got is queued for its pool hashes, fetched
+   * the same way.
+   */
+  async function getListed<T>(indexPath: string, file: ReleaseFile, upstreamByHash: string | undefined, get: (spec: CacheRequest) => Promise<T>): Promise<T> {
     const sha = file.hashes.SHA256!;
     const dir = dirname(indexPath);
     const name = indexPath.slice(dir.length);
@@ -155,12 +195,11 @@ export function createAptProxy(ctx: PluginContext<AptRepoConfig>): AptService {
     };
     const stem = name.replace(/\.(gz|xz|zst)$/, "");
     const compression = compressionOf(name);
-    /** Serves with `upstream`; a Packages/Sources index that was served is queued for its pool hashes, fetched the same way. */
-    const attempt = async (upstream: string): Promise<Response> => {
+    const attempt = async (upstream: string): Promise<T> => {
       const s = { ...spec, upstreamUrl: upstream };
-      const res = await serve(req, s);
+      const out = await get(s);
       if (INDEX_KINDS[stem] && compression) poolHashes.add(s, INDEX_KINDS[stem], compression);
-      return res;
+      return out;
     };
     if (!upstreamByHash) return attempt(spec.upstreamUrl);
     try {
@@ -173,8 +212,13 @@ export function createAptProxy(ctx: PluginContext<AptRepoConfig>): AptService {
     }
   }
 
+  /** Serves an index the Release lists (see {@link getListed}). */
+  function serveListed(req: Request, indexPath: string, file: ReleaseFile, upstreamByHash: string | undefined): Promise<Response> {
+    return getListed(indexPath, file, upstreamByHash, (s) => serve(req, s));
+  }
+
   async function serveRelease(req: Request, p: Extract<AptPath, { kind: "release" }>): Promise<Response> {
-    if (p.file !== "Release.gpg") return serve(req, releaseSpec(p.dir, p.file));
+    if (p.file !== "Release.gpg") return serveVerified(req, releaseSpec(p.dir, p.file));
     // the signature belongs to the Release the proxy serves now: keyed by that Release's digest
     const rel = await ctx.cache.fetch(releaseSpec(p.dir, "Release"), { signal: req.signal });
     const digest = rel.entry.blobDigest!.slice(7, 23);
@@ -235,7 +279,50 @@ export function createAptProxy(ctx: PluginContext<AptRepoConfig>): AptService {
     return serve(req, spec);
   }
 
+  /** The group's view (service.ts AptMember): the Release revalidated as `req` asks, the stored one when that fails. */
+  async function memberRelease(dir: string, req: Request): Promise<ParsedRelease | null> {
+    const cc: Record<string, string> = {};
+    for (const h of ["cache-control", "pragma"]) {
+      const v = req.headers.get(h);
+      if (v !== null) cc[h] = v;
+    }
+    let failure: unknown;
+    for (const f of ["InRelease", "Release"] as const) {
+      try {
+        const res = await serveVerified(new Request(req.url, { method: "HEAD", headers: cc, signal: req.signal }), releaseSpec(dir, f));
+        await res.body?.cancel();
+        break;
+      } catch (e) {
+        if (e instanceof VaultError && e.status === 404) continue;
+        failure = e;
+        break;
+      }
+    }
+    const e = await releaseEntry(dir, false);
+    if (!e) {
+      if (failure !== undefined) throw failure;
+      return null;
+    }
+    if (failure !== undefined) ctx.log.warn("upstream Release not revalidated; the stored one stays current", { dir, error: (failure as Error).message });
+    return releases.of(e);
+  }
+
   return {
+    ctx,
+    member: {
+      release: memberRelease,
+      async index(path, file, byHash) {
+        const { entry } = await getListed(path, file, byHash ? upstreamUrl(base, `${dirname(path)}by-hash/SHA256/${file.hashes.SHA256}`) : undefined, (s) => ctx.cache.fetch(s));
+        return ctx.artifacts.read(entry);
+      },
+    },
+    async start() {
+      if (ctx.config.upstreamKeyring) keyring = await Keyring.open(resolve(ctx.config.upstreamKeyring));
+    },
+    async stop() {
+      await keyring?.close();
+      keyring = undefined;
+    },
     async handle(req, mount) {
       if (req.method !== "GET" && req.method !== "HEAD") {
         if (req.method === "PUT" || req.method === "POST") throw methodNotAllowed(req.method, "a proxy repository takes no uploads: upload to a hosted apt repository");

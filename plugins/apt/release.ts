@@ -109,6 +109,8 @@ export interface ReleaseInfo {
   codename?: string;
   /** epoch ms, rendered as RFC 2822 UTC (`Sat, 01 Jun 2024 08:00:00 UTC`). */
   date: number;
+  /** `Valid-Until:` epoch ms (rendered like `date`); APT refuses the Release after it ("is expired"). */
+  validUntil?: number;
   architectures: string[];
   components: string[];
   description?: string;
@@ -121,8 +123,8 @@ export function releaseDate(ms: number): string {
 }
 
 /**
- * Renders a Release (specs/apt.md §2, §6 step 4): the identity fields, `Acquire-By-Hash: yes`, then `MD5Sum`, `SHA1`
- * and `SHA256` lists of every entry, in the order given (callers sort them).
+ * Renders a Release (specs/apt.md §2, §6 step 4): the identity fields (`Valid-Until` after `Date` when given),
+ * `Acquire-By-Hash: yes`, then `MD5Sum`, `SHA1` and `SHA256` lists of every entry, in the order given (callers sort them).
  */
 export function renderRelease(r: ReleaseInfo): string {
   const p: Paragraph = [
@@ -133,6 +135,7 @@ export function renderRelease(r: ReleaseInfo): string {
   if (r.codename) p.push({ name: "Codename", value: r.codename });
   p.push(
     { name: "Date", value: releaseDate(r.date) },
+    ...(r.validUntil === undefined ? [] : [{ name: "Valid-Until", value: releaseDate(r.validUntil) }]),
     { name: "Architectures", value: r.architectures.join(" ") },
     { name: "Components", value: r.components.join(" ") },
   );
