@@ -161,6 +161,7 @@ export function createAptGroup(ctx: PluginContext<AptRepoConfig>, o: AptGroupOpt
 
   /** Merges, signs and commits one generation of `suite` (see the file header). @throws when an index cannot be had */
   async function build(suite: string, p: Plan): Promise<void> {
+    const previous = await freshEntry(ctx, `dists/${suite}/Release`);
     const dir = `dists/${suite}/`;
     const indexes: IndexFile[] = [];
     let pool = "";
@@ -203,6 +204,7 @@ export function createAptGroup(ctx: PluginContext<AptRepoConfig>, o: AptGroupOpt
       signer,
       validForSeconds: c.validForSeconds,
       headers: { [SOURCES_HEADER]: p.tag },
+      previous,
     });
     await ctx.artifacts.commit([...g.files, { path: POOL_MAP + suite, body: pool, opts: { contentType: "text/tab-separated-values", kind: "metadata" } }]);
     await pruneGenerations(ctx, suite, g.byHash, keep);

@@ -34,7 +34,7 @@
  * `/<name>/public.gpg` (keyring for `signed-by=`) give the signing key.
  */
 import { mkdir, rm } from "node:fs/promises";
-import { KeyedLock, VaultError, errors, type PluginContext, type Principal, PART_MARKER, TEMP_OWNER } from "../../core/plugin.ts";
+import { KeyedLock, VaultError, errors, type ArtifactEntry, type PluginContext, type Principal, PART_MARKER, TEMP_OWNER } from "../../core/plugin.ts";
 import { DebError, readDeb } from "./deb.ts";
 import { fieldValue, parseDeb822, renderParagraph, type Paragraph } from "./deb822.ts";
 import type { Signer } from "./gpg.ts";
@@ -142,8 +142,8 @@ export function createAptHosted(ctx: PluginContext<AptRepoConfig>): AptService {
     return new Bun.CryptoHasher("sha256").update(lines.join("\n")).digest("hex");
   }
 
-  /** Every file of one generation of `suite` built from `recs` (suite.ts buildGeneration). */
-  async function generation(suite: string, recs: StoredStanza[]): Promise<{ files: CommitFile[]; byHash: string[] }> {
+  /** Every file of one generation of `suite` built from `recs` (suite.ts buildGeneration); `previous`: its Release now. */
+  async function generation(suite: string, recs: StoredStanza[], previous: ArtifactEntry | null): Promise<{ files: CommitFile[]; byHash: string[] }> {
     const archs = [...new Set([...baseArchs, ...recs.map((r) => r.architecture).filter((a) => a !== "all")])].sort();
     const comps = [...new Set([defaultComponent, ...recs.map((r) => r.component)])].sort();
     const indexes: IndexFile[] = [];
@@ -161,6 +161,7 @@ export function createAptHosted(ctx: PluginContext<AptRepoConfig>): AptService {
       signer,
       validForSeconds: c.validForSeconds,
       headers: { [RECORDS_HEADER]: fingerprint(recs) },
+      previous,
     });
   }
 
@@ -179,7 +180,7 @@ export function createAptHosted(ctx: PluginContext<AptRepoConfig>): AptService {
         if (mine) recs = [...recs.filter((r) => r.path !== mine.path), mine];
         const cur = await freshEntry(ctx, `dists/${suite}/Release`);
         if (!force && !mine && cur && cur.headers[RECORDS_HEADER] === fingerprint(recs)) continue;
-        gens.push({ suite, ...(await generation(suite, recs)) });
+        gens.push({ suite, ...(await generation(suite, recs, cur)) });
       }
       if (gens.length === 0 && extra.length === 0) return;
       await ctx.artifacts.commit([...extra, ...gens.flatMap((g) => g.files)]);

@@ -25,6 +25,12 @@ export type CommitFile = { path: string; body: ReadableStream<Uint8Array> | Uint
 export const DEFAULT_KEEP_GENERATIONS = 3;
 /** Header of the stored Release files: their `Valid-Until`, epoch ms (absent when they have none). */
 export const VALID_UNTIL_HEADER = "x-vault-valid-until";
+/**
+ * Header of a generation's Release files and indexes by name: the `Last-Modified` (epoch ms, whole seconds) of the
+ * generation before it. When both fall in the same second, `If-Modified-Since` (one-second resolution, what APT sends)
+ * cannot tell them apart and is ignored.
+ */
+export const PREVIOUS_HEADER = "x-vault-previous-modified";
 const GENERATIONS = "-/generations/";
 const TEXT = "text/plain; charset=utf-8";
 const enc = new TextEncoder();
@@ -80,6 +86,8 @@ export interface GenerationOptions {
   validForSeconds?: number;
   /** Headers stored on the three Release files (the caller's record of what the generation was built from). */
   headers: Record<string, string>;
+  /** The suite's Release before this generation, if any ({@link PREVIOUS_HEADER}). */
+  previous: ArtifactEntry | null;
   /** `Date`, epoch ms (default now). */
   now?: number;
 }
@@ -94,12 +102,13 @@ export async function buildGeneration(o: GenerationOptions): Promise<{ files: Co
   const base = `dists/${o.identity.suite}/`;
   const files: CommitFile[] = [];
   const byHash: string[] = [];
+  const previous: Record<string, string> = o.previous ? { [PREVIOUS_HEADER]: String(modifiedSecond(o.previous)) } : {};
   const entries = o.indexes.map((f) => {
     const d = f.md5 && f.sha1 && f.sha256 ? { md5: f.md5, sha1: f.sha1, sha256: f.sha256 } : digestsOf(f.bytes);
     const dir = f.path.slice(0, f.path.lastIndexOf("/") + 1);
     const bh = `${base}${dir}by-hash/SHA256/${d.sha256}`;
     const opts: ArtifactPut = { contentType: f.contentType, kind: "metadata" };
-    files.push({ path: base + f.path, body: f.bytes, opts }, { path: bh, body: f.bytes, opts });
+    files.push({ path: base + f.path, body: f.bytes, opts: { ...opts, headers: previous } }, { path: bh, body: f.bytes, opts });
     byHash.push(bh);
     return { path: f.path, size: f.bytes.byteLength, ...d };
   });
@@ -107,7 +116,7 @@ export async function buildGeneration(o: GenerationOptions): Promise<{ files: Co
   const date = o.now ?? Date.now();
   const validUntil = o.validForSeconds ? date + o.validForSeconds * 1000 : undefined;
   const release = renderRelease({ ...o.identity, codename: o.identity.suite, date, validUntil, entries });
-  const headers = { ...o.headers };
+  const headers = { ...o.headers, ...previous };
   // Valid-Until is rendered with one-second resolution: the header holds the same instant
   if (validUntil !== undefined) headers[VALID_UNTIL_HEADER] = String(Math.floor(validUntil / 1000) * 1000);
   files.push({ path: `${base}Release`, body: release, opts: { contentType: TEXT, kind: "metadata", headers } });
@@ -119,6 +128,11 @@ export async function buildGeneration(o: GenerationOptions): Promise<{ files: Co
     );
   }
   return { files, byHash };
+}
+
+/** The `Last-Modified` the artifact store gives a stored generation file, epoch ms (whole seconds). */
+function modifiedSecond(e: ArtifactEntry): number {
+  return Math.floor(e.fetchedAt / 1000) * 1000;
 }
 
 /** The row at exactly `path`, read from the database (another process may have written it); null without a blob. */
@@ -192,7 +206,8 @@ export class SuiteRefresh {
 }
 
 /**
- * Answers a mutable file of a suite (Release files, indexes by name) from the database with `Cache-Control: no-cache`.
+ * Answers a mutable file of a suite (Release files, indexes by name) from the database with `Cache-Control: no-cache`;
+ * `If-Modified-Since` is ignored when the previous generation has the same `Last-Modified` second ({@link PREVIOUS_HEADER}).
  * For a Release file (`release` given) the suite is first signed again when {@link releaseState} says so: at once when
  * expired, in the background past half its validity.
  * @throws VaultError 404 when there is no such file
@@ -215,6 +230,11 @@ export async function respondSuiteFile(
     }
   }
   if (!e) throw errors.notFound(path);
+  if (req.headers.has("if-modified-since") && e.headers[PREVIOUS_HEADER] === String(modifiedSecond(e))) {
+    const headers = new Headers(req.headers);
+    headers.delete("if-modified-since");
+    req = new Request(req.url, { method: req.method, headers, signal: req.signal });
+  }
   return ctx.artifacts.respond(req, e, { "cache-control": "no-cache" });
 }
 

@@ -246,3 +246,25 @@ export async function aptDownload(c: AptClient, ...packages: FixturePackage[]): 
 export function expectedSha256(...packages: FixturePackage[]): Partial<Record<FixturePackage, string>> {
   return Object.fromEntries(packages.map((p) => [p, FIXTURE_DEBS[p].sha256]));
 }
+
+/** `curl -sS` with the HTTP status appended: `status` is that code, `out` the body and messages before it. */
+export async function curl(args: string[]): Promise<Run & { status: number }> {
+  const r = await run(["curl", "-sS", "-w", "\n%{http_code}", ...args]);
+  const t = r.out.trimEnd();
+  const nl = t.lastIndexOf("\n");
+  return { code: r.code, out: t.slice(0, Math.max(0, nl)), status: Number(t.slice(nl + 1)) };
+}
+
+/** Saves the binary keyring a hosted or group repository serves at `<repoUrl>/public.gpg` into `dir`; returns its path. */
+export async function fetchKeyring(repoUrl: string, dir: string): Promise<string> {
+  const r = await fetch(`${repoUrl}/public.gpg`);
+  if (r.status !== 200) throw new Error(`${repoUrl}/public.gpg answered ${r.status}`);
+  const path = join(dir, `${repoUrl.split("/").pop()}.gpg`);
+  await writeFile(path, new Uint8Array(await r.arrayBuffer()));
+  return path;
+}
+
+/** The path of a fixture .deb on disk. */
+export function fixtureDeb(p: FixturePackage): string {
+  return join(APT_FIXTURES, FIXTURE_DEBS[p].path);
+}
