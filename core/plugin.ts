@@ -299,6 +299,47 @@ export interface PluginContext<C extends RepositoryConfig = RepositoryConfig> {
   member(name: string): PluginContext | undefined;
 }
 
+/* ------------------------------------------------------------------ web UI: packages and client set-up */
+
+/** The package a stored file belongs to, as a plugin's `packageOf` names it (web UI, `/-/api/`). */
+export interface PackageRef {
+  /**
+   * The package's name as its ecosystem writes it: a PyPI project (normalized), an npm package (`@scope/name`), an OCI
+   * image (`library/alpine`), a directory of generic files.
+   */
+  name: string;
+  /** The version the file belongs to (PyPI/npm version, OCI tag); omitted for files of no one version (OCI blobs). */
+  version?: string;
+  /** Label shown for the file (default: the path's last segment). */
+  file?: string;
+  /**
+   * Where a client downloads the file, relative to the repository's base URL (percent-encoded as needed); default: the
+   * stored path, each segment percent-encoded. null when the file has no plain download URL (OCI manifests, blobs).
+   */
+  url?: string | null;
+}
+
+/** One "how to configure your client" snippet of the web UI. */
+export interface ClientSetup {
+  /** The client, e.g. `pip`, `npm`, `docker`, `curl`. */
+  client: string;
+  /** What the snippet does, one short line (`Install from this index`). */
+  title: string;
+  /** Shell commands or a config file's text, ready to paste (shown verbatim, escaped). */
+  code: string;
+}
+
+/**
+ * The host's default {@link VaultPlugin.packageOf}: files grouped by directory. `a/b/c.tar.gz` → package `a/b`, file
+ * `c.tar.gz`; a file at the root is its own package. Paths ending in `/` (directory listings) or holding a `#` (stored
+ * variants of documents) are no package file (null).
+ */
+export function directoryPackageOf(path: string): PackageRef | null {
+  if (path === "" || path.endsWith("/") || path.includes("#")) return null;
+  const i = path.lastIndexOf("/");
+  return i <= 0 ? { name: path } : { name: path.slice(0, i), file: path.slice(i + 1) };
+}
+
 /** What a plugin's `gc` hook receives: the repository's metadata and stores, nothing that talks to the network. */
 export type GcContext<C extends RepositoryConfig = RepositoryConfig> = Pick<PluginContext<C>, "repo" | "config" | "storage" | "metadata" | "artifacts" | "log">;
 
@@ -364,6 +405,22 @@ export interface VaultPlugin<C extends RepositoryConfig = RepositoryConfig> {
    * @returns how many artifact rows were removed
    */
   gc?(ctx: GcContext<C>, o: { olderThan: number }): Promise<{ removed: number }>;
+  /**
+   * Which package (and version) a stored file belongs to, for the web UI and `/-/api/` search and package pages
+   * (DESIGN.md §1, docs/api.md). Called with the repository-relative path of an `artifacts` row (status 200); must be
+   * pure and cheap (it runs for every candidate row of a search). Search narrows candidate rows with a case-insensitive
+   * `LIKE` on the path before calling it, so the returned `name` (lower-cased, `-`, `_`, `.` alike) must occur in the
+   * path. Optional: without it the host groups files by directory ({@link directoryPackageOf}).
+   * @returns the package, or null for rows that are no package file (indexes, snapshots, renderings, markers)
+   */
+  packageOf?(path: string, ctx: PluginContext<C>): PackageRef | null;
+  /**
+   * "How to configure your client" for the web UI's repository and package pages: ready-to-paste commands and config
+   * files built from `ctx.baseUrl(o.req)` (the URL clients see). Called per page view, never on the download path.
+   * Optional: without it the UI shows a generic `curl` download.
+   * @param o.package the package (and version) the page shows, when it shows one
+   */
+  clientSetup?(ctx: PluginContext<C>, o: { req: Request; package?: { name: string; version?: string } }): ClientSetup[];
   /** Called after routes are mounted, before listening. */
   start?(ctx: PluginContext<C>): Promise<void>;
   /** Called on shutdown, after in-flight requests finished. */
