@@ -247,12 +247,12 @@ export function expectedSha256(...packages: FixturePackage[]): Partial<Record<Fi
   return Object.fromEntries(packages.map((p) => [p, FIXTURE_DEBS[p].sha256]));
 }
 
-/** `curl -sS` with the HTTP status appended: `status` is that code, `out` the body and messages before it. */
+/** `curl -sS` with the HTTP status appended: `status` is that code, `out` the body and messages before it (trailing whitespace trimmed). */
 export async function curl(args: string[]): Promise<Run & { status: number }> {
   const r = await run(["curl", "-sS", "-w", "\n%{http_code}", ...args]);
   const t = r.out.trimEnd();
   const nl = t.lastIndexOf("\n");
-  return { code: r.code, out: t.slice(0, Math.max(0, nl)), status: Number(t.slice(nl + 1)) };
+  return { code: r.code, out: t.slice(0, Math.max(0, nl)).trimEnd(), status: Number(t.slice(nl + 1)) };
 }
 
 /** Saves the binary keyring a hosted or group repository serves at `<repoUrl>/public.gpg` into `dir`; returns its path. */
