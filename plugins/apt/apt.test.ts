@@ -11,6 +11,9 @@ import { compareVersions, isValidVersion, poolPrefix, withoutEpoch } from "./ver
 import { parseRelease, renderRelease, signedText } from "./release.ts";
 import { DebError, readDeb } from "./deb.ts";
 import { aptIndex } from "./task.ts";
+import { decompress } from "./compress.ts";
+import { VALID_UNTIL_HEADER, releaseState } from "./suite.ts";
+import type { ArtifactEntry } from "../../core/plugin.ts";
 import { parseAptPath, upstreamUrl } from "./paths.ts";
 import { packageStanza } from "./hosted.ts";
 import { VaultError } from "../../core/plugin.ts";
@@ -88,6 +91,33 @@ describe("Release files", () => {
     expect(r.files.get("main/binary-amd64/Packages")).toEqual({ size: 12, hashes: { MD5Sum: "a".repeat(32), SHA1: "b".repeat(40), SHA256: "c".repeat(64) } });
     expect(() => signedText("-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA256\n\nSuite: x\n")).toThrow(/signature/);
   });
+  test("Valid-Until follows Date, in the same format", () => {
+    const text = renderRelease({ origin: "o", label: "l", suite: "s", date: Date.UTC(2024, 5, 1, 8), validUntil: Date.UTC(2024, 5, 8, 8), architectures: ["amd64"], components: ["main"], entries: [] });
+    expect(text).toContain("Date: Sat, 01 Jun 2024 08:00:00 UTC\nValid-Until: Sat, 08 Jun 2024 08:00:00 UTC\nArchitectures: amd64\n");
+  });
+});
+
+describe("signing again (suite.ts releaseState)", () => {
+  const release = (validUntil?: number) => ({ headers: validUntil === undefined ? {} : { [VALID_UNTIL_HEADER]: String(validUntil) } }) as unknown as ArtifactEntry;
+  test("current before half the validity, refresh after it, expired at Valid-Until less a margin", () => {
+    const t0 = 1_000_000_000_000;
+    const day = 86_400;
+    const r = release(t0 + day * 1000);
+    expect(releaseState(r, day, t0)).toBe("current");
+    expect(releaseState(r, day, t0 + (day / 2) * 1000 - 1)).toBe("current");
+    expect(releaseState(r, day, t0 + (day / 2) * 1000)).toBe("refresh");
+    expect(releaseState(r, day, t0 + day * 1000 - 60_001)).toBe("refresh");
+    expect(releaseState(r, day, t0 + day * 1000 - 60_000)).toBe("expired");
+    // a short validity: a quarter of it as the margin
+    expect(releaseState(release(t0 + 4000), 4, t0 + 2999)).toBe("refresh");
+    expect(releaseState(release(t0 + 4000), 4, t0 + 3000)).toBe("expired");
+  });
+  test("validForSeconds set or removed after the Release was made", () => {
+    expect(releaseState(release(), 3600, 0)).toBe("refresh");
+    expect(releaseState(release(), undefined, 0)).toBe("current");
+    expect(releaseState(release(10_000), undefined, 0)).toBe("refresh");
+    expect(releaseState(release(10_000), undefined, 10_000)).toBe("expired");
+  });
 });
 
 describe(".deb files", () => {
@@ -141,6 +171,45 @@ describe("aptIndex task", () => {
     const text = `Package: hello\nDirectory: pool/main/h/hello\nChecksums-Sha256:\n ${"a".repeat(64)} 10 hello_2.10-3.dsc\n ${"b".repeat(64)} 20 hello_2.10.orig.tar.gz\nFormat: 3.0 (quilt)\n`;
     const out = await aptIndex({ op: "pool-hashes", data: new TextEncoder().encode(text), compression: "none", kind: "sources" });
     expect(out.tsv).toBe(`pool/main/h/hello/hello_2.10-3.dsc\t${"a".repeat(64)}\t10\npool/main/h/hello/hello_2.10.orig.tar.gz\t${"b".repeat(64)}\t20\n`);
+  });
+});
+
+describe("aptIndex merge-packages (groups)", () => {
+  test("first member wins per package, version and architecture; all packages in every architecture; pool map; digests", async () => {
+    const subset = await Bun.file(join(FIX, "dists/bookworm/main/binary-amd64/Packages-subset.xz")).bytes();
+    const mine = `Package: hello\nVersion: 2.10-3\nArchitecture: amd64\nX-Member: first\nFilename: pool/main/h/hello/hello_2.10-3_amd64.deb\nDescription: ours\n\nPackage: zz-local\nVersion: 1.0\nArchitecture: arm64\nFilename: pool/main/z/zz-local/zz-local_1.0_arm64.deb\n`;
+    const out = await aptIndex({
+      op: "merge-packages",
+      archs: ["amd64", "arm64"],
+      sources: [
+        { member: 1, arch: "amd64", data: subset, compression: "xz" },
+        { member: 0, arch: "amd64", data: new TextEncoder().encode(mine), compression: "none" },
+      ],
+    });
+    const text = (arch: string, name: string) => {
+      const f = out.files.find((x) => x.arch === arch && x.name === name)!;
+      const bytes = out.data.subarray(f.offset, f.offset + f.size);
+      expect(new Bun.CryptoHasher("sha256").update(bytes).digest("hex")).toBe(f.sha256);
+      return bytes;
+    };
+    const amd64 = new TextDecoder().decode(text("amd64", "Packages"));
+    for (const n of ["Packages.gz", "Packages.xz"]) expect(new TextDecoder().decode(await decompress(text("amd64", n), n.endsWith("gz") ? "gz" : "xz"))).toBe(amd64);
+    const stanzas = parseDeb822(amd64);
+    const hello = stanzas.filter((p) => fieldValue(p, "Package") === "hello");
+    expect(hello.length).toBe(1);
+    expect(fieldValue(hello[0], "X-Member")).toBe("first");
+    expect(stanzas.length).toBe(2005);
+    const names = stanzas.map((p) => fieldValue(p, "Package")!);
+    expect(names).toEqual([...names].sort());
+    // arm64: the subset's Architecture: all packages, and the first member's arm64 one
+    const arm64 = parseDeb822(new TextDecoder().decode(text("arm64", "Packages")));
+    expect(arm64.every((p) => ["all", "arm64"].includes(fieldValue(p, "Architecture")!))).toBe(true);
+    expect(arm64.some((p) => fieldValue(p, "Package") === "zz-local")).toBe(true);
+    expect(arm64.some((p) => fieldValue(p, "Package") === "cowsay")).toBe(true);
+    const pool = new Map(out.pool.trimEnd().split("\n").map((l) => l.split("\t") as [string, string]));
+    expect(pool.get("pool/main/h/hello/hello_2.10-3_amd64.deb")).toBe("0");
+    expect(pool.get("pool/main/c/cowsay/cowsay_3.03+dfsg2-8_all.deb")).toBe("1");
+    expect(pool.get("pool/main/z/zz-local/zz-local_1.0_arm64.deb")).toBe("0");
   });
 });
 

@@ -50,6 +50,8 @@ describe("apt group of a hosted and a proxy repository, signed with the group's 
     up = await startUpstream({ root });
     vault = await startVault({
       config: {
+        // merges run in the worker pool, as those of a big archive would
+        pool: { offloadThresholdBytes: 512 },
         auth: { admin: { user: "admin", password: PW } },
         repositories: [
           { name: "apt-local", format: "apt", type: "hosted", signing: { key: hostedKey.secretArmored }, architectures: ["amd64"] },
