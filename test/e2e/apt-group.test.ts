@@ -2,8 +2,8 @@
  * e2e: an apt group of a hosted repository (.debs uploaded with curl) and a proxy of a loopback archive (built with
  * apt-ftparchive from ../shared/fixtures/apt, signed with a throwaway key), signed with the group's own key. The real
  * `apt-get` updates and downloads packages of both members through the group with the signature checked against the
- * group's public.gpg; first member wins for a package both have; an upload (through the group's writeTo) and an
- * upstream change show after the next update; pool files are answered by the member that lists them.
+ * group's public.gpg; first member wins for a package both have; an upload and a deletion (through the group's
+ * writeTo) and an upstream change show after the next update; pool files are answered by the member that lists them.
  *
  * Under CI=true a missing apt-get/gpg/gpgv/apt-ftparchive/curl fails the tests; elsewhere they are skipped with the reason printed.
  */
@@ -172,6 +172,19 @@ describe("apt group of a hosted and a proxy repository, signed with the group's 
     expect(await sl.text()).toContain("not listed by any suite of this group");
     // the previous generation's by-hash index stays for clients holding the previous Release
     expect((await fetch(`${group()}/dists/stable/main/binary-amd64/by-hash/SHA256/${before}`)).status).toBe(200);
+  }, TIMEOUT);
+
+  aptTest("DELETE through the group's writeTo removes the package from the hosted member; the group follows after apt-get update", async () => {
+    const url = `${group()}/${FIXTURE_DEBS["fortunes-min"].path}`;
+    expect((await curl(["-X", "DELETE", url])).status).toBe(401);
+    const del = await curl(["-u", `admin:${PW}`, "-X", "DELETE", url]);
+    expect(del.status).toBe(200);
+    expect(del.out).toBe(`deleted ${FIXTURE_DEBS["fortunes-min"].path} from stable/main`);
+    expect((await fetch(`${vault.url}/apt-local/${FIXTURE_DEBS["fortunes-min"].path}`)).status).toBe(404);
+    expect((await client.aptGet(["update"])).code).toBe(0);
+    expect((await client.aptGet(["download", "fortunes-min"])).code).not.toBe(0);
+    expect(await (await fetch(`${group()}/dists/stable/main/binary-amd64/Packages`)).text()).not.toContain("Package: fortunes-min\n");
+    expect((await fetch(url)).status).toBe(404);
   }, TIMEOUT);
 
   aptTest("errors: unknown suite and index 404, writes to a group without writeTo 405, other methods 405", async () => {
