@@ -13,7 +13,7 @@
  */
 import { createHash } from "node:crypto";
 import { VaultError, type ArtifactEntry, type PluginContext } from "../../core/plugin.ts";
-import type { PackageFile } from "./paths.ts";
+import { parseCondaPath, type PackageFile } from "./paths.ts";
 import type { FileDigests } from "./repodata.ts";
 import {
   CONTENT_TYPE,
@@ -130,8 +130,8 @@ export function createCondaGroup(ctx: PluginContext<CondaRepoConfig>, o: GroupOp
       if (!svc?.upload) throw condaErrors.method(req.method, "GET, HEAD", "this group has no writeTo member: upload to a hosted conda repository, or set writeTo");
       const principal = await ctx.auth.require(req, "write");
       if (req.method === "PUT") {
-        const p = condaPath(rel);
-        if (p.kind !== "package" || p.prefix !== "") throw condaErrors.method("PUT", "GET, HEAD", "PUT takes a package file: /<name>/<subdir>/<file>");
+        const p = parseCondaPath(rel);
+        if (p?.kind !== "package" || p.prefix !== "") throw condaErrors.method("PUT", "GET, HEAD", "PUT takes a package file: /<name>/<subdir>/<file>");
         return svc.upload(req, principal, { subdir: p.subdir, filename: p.file.filename }, ctx.repo.name);
       }
       if (rel === "" || rel === "upload" || /^api\/channels\/[^/]+\/files\/?$/.test(rel)) return svc.upload(req, principal, {}, ctx.repo.name);

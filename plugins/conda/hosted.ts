@@ -22,7 +22,7 @@
 import { mkdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { KeyedLock, PART_MARKER, TEMP_OWNER, type ArtifactEntry, type PluginContext, type Principal } from "../../core/plugin.ts";
-import { SUBDIR, parsePackageFile, type PackageFile } from "./paths.ts";
+import { SUBDIR, parseCondaPath, parsePackageFile, type PackageFile } from "./paths.ts";
 import { parseRepodata, type ChannelFileInfo, type FileDigests } from "./repodata.ts";
 import { recordOf } from "./package.ts";
 import {
@@ -163,6 +163,12 @@ export function createCondaHosted(ctx: PluginContext<CondaRepoConfig>): CondaSer
   async function publish(s: Spooled, filename: string, target: { subdir?: string }): Promise<Published> {
     const file = parsePackageFile(filename);
     if (!file) throw condaErrors.badPackage(filename, "not a conda package file name (<name>-<version>-<build>.conda or .tar.bz2, CEP-26)");
+    if (target.subdir !== undefined) {
+      // a retry of the same upload answers at once; other bytes under a taken name are refused before any reading
+      const existing = await freshEntry(ctx, `${target.subdir}/${filename}`);
+      if (existing?.blobDigest === `sha256:${s.sha256}`) return { identical: true, path: existing.path, sha256: s.sha256, size: s.size, subdir: target.subdir };
+      if (existing) throw condaErrors.exists(existing.path, existing.blobDigest!.slice(7));
+    }
     const out = await runTask(ctx, { op: "inspect", path: s.path, format: file.format }, s.size);
     if (out.problem) throw condaErrors.badPackage(filename, out.problem);
     const info = out.inspect!;
@@ -267,8 +273,8 @@ export function createCondaHosted(ctx: PluginContext<CondaRepoConfig>): CondaSer
   async function handle(req: Request, mount: string): Promise<Response> {
     const { rel } = relativePath(req, mount);
     if (req.method === "PUT") {
-      const p = condaPath(rel);
-      if (p.kind !== "package" || p.prefix !== "") throw condaErrors.method("PUT", "GET, HEAD", "PUT takes a package file: /<name>/<subdir>/<name>-<version>-<build>.conda|.tar.bz2");
+      const p = parseCondaPath(rel);
+      if (p?.kind !== "package" || p.prefix !== "") throw condaErrors.method("PUT", "GET, HEAD", "PUT takes a package file: /<name>/<subdir>/<name>-<version>-<build>.conda|.tar.bz2");
       const principal = await ctx.auth.require(req, "write");
       return upload(req, principal, { subdir: p.subdir, filename: p.file.filename });
     }
