@@ -14,12 +14,17 @@ if (process.env.VAULT_NPM_UPSTREAM) {
 /** Members of the npm group: hosted packages first, then the npm proxy when its upstream is set. */
 const npmMembers = ["npm-local", ...(process.env.VAULT_NPM_UPSTREAM ? ["npm"] : [])];
 if (process.env.VAULT_APT_UPSTREAM) {
-  // a Debian/Ubuntu archive root, e.g. the one in /etc/apt/sources.list — needs the apt plugin
-  optional.push({ name: "debian", format: "apt", type: "proxy", upstream: "${VAULT_APT_UPSTREAM}" });
+  // a Debian/Ubuntu archive root, e.g. the one in /etc/apt/sources.list — needs the apt plugin;
+  // VAULT_APT_UPSTREAM_KEYRING (e.g. /usr/share/keyrings/debian-archive-keyring.gpg): its Release files are checked with gpgv
+  const keyring = process.env.VAULT_APT_UPSTREAM_KEYRING ? { upstreamKeyring: "${VAULT_APT_UPSTREAM_KEYRING}" } : {};
+  optional.push({ name: "debian", format: "apt", type: "proxy", upstream: "${VAULT_APT_UPSTREAM}", ...keyring });
 }
 if (process.env.VAULT_APT_SIGNING_KEY) {
   // a hosted apt repository signed with this armored secret key: curl -u <user> --upload-file x.deb http://127.0.0.1:8080/apt-local/
   optional.push({ name: "apt-local", format: "apt", type: "hosted", signing: { key: "${VAULT_APT_SIGNING_KEY}" } });
+  // apt-all: apt-local's packages first, then the debian proxy's, signed with the same key; uploads go to apt-local
+  const members = ["apt-local", ...(process.env.VAULT_APT_UPSTREAM ? ["debian"] : [])];
+  optional.push({ name: "apt-all", format: "apt", type: "group", members, writeTo: "apt-local", signing: { key: "${VAULT_APT_SIGNING_KEY}" } });
 }
 
 export default defineConfig({
