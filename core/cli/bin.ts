@@ -12,6 +12,7 @@ export const COMMANDS: Record<string, string> = {
   token: "create, list and revoke API tokens and S3 access keys",
   prefetch: "warm the cache of a running vault from a list of paths or URLs",
   gc: "remove unreferenced blobs and orphan temp files",
+  conda: "conda → OCI mirror: mirror, pull-cache, push-cache (vault conda --help)",
 };
 
 /** Commands imported through static specifiers (so `bun build --compile` embeds them); others are found on disk. */
@@ -22,6 +23,7 @@ const BUILTIN: Record<string, () => Promise<{ run?: (args: string[]) => Promise<
   token: () => import("./commands/token.ts"),
   prefetch: () => import("./commands/prefetch.ts"),
   gc: () => import("./commands/gc.ts"),
+  conda: () => import("../../plugins/conda/mirror/cli.ts"),
 };
 
 const USAGE = `usage: vault <command> [options]
