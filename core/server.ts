@@ -19,6 +19,7 @@ import { createUpstreamClient } from "./upstream/client.ts";
 import { createCacheEngine } from "./cache/engine.ts";
 import { pathOf, pathProblem } from "./http/path.ts";
 import { fastTagOf, type FastHit, type FastTag } from "./http/fast.ts";
+import { createHostUi } from "./ui/index.ts";
 
 /** A running (or ready to listen) vault. */
 export interface Vault {
@@ -374,6 +375,16 @@ interface HostApp {
 
 function makeVault(p: VaultParts): Vault {
   const { config, log, mounts, hostApps, opened, pool } = p;
+  // the web UI and its JSON API (/-/ui/, /-/api/; docs/api.md)
+  const web = createHostUi({
+    db: opened.db,
+    contexts: p.contexts,
+    plugins: p.plugins,
+    artifacts: p.artifacts,
+    authenticate: (req) => p.authCore.authenticate(req),
+    publicUrl: config.server.publicUrl,
+    log,
+  });
   let state: "ready" | "stopping" | "stopped" = "ready";
   let stopping: Promise<void> | undefined;
   const servers: BunServer[] = [];
@@ -566,7 +577,7 @@ function makeVault(p: VaultParts): Vault {
     return m.handle(req);
   };
 
-  const ops = (path: string): Response | Promise<Response> => {
+  const ops = (path: string, req: Request): Response | Promise<Response> => {
     if (path === "/-/health") return new Response('{"status":"ok"}', { headers: OPS_JSON });
     if (path === "/-/ready") {
       if (state !== "ready") return new Response(`{"status":"${state}"}`, { status: 503, headers: OPS_JSON });
@@ -580,6 +591,7 @@ function makeVault(p: VaultParts): Vault {
       updatePoolMetrics(pool);
       return new Response(renderMetrics(), { headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" } });
     }
+    if (web.owns(path)) return web.handle(req, path);
     return notFound();
   };
 
@@ -655,7 +667,7 @@ function makeVault(p: VaultParts): Vault {
     let m: Mount | undefined;
     let r: Response | Promise<Response>;
     try {
-      if (path.startsWith("/-/")) r = ops(path);
+      if (path.startsWith("/-/")) r = ops(path, req);
       else if ((m = findMount(path))) r = serveMount(m, req, path, server);
       else return serveHost(req, path, t0);
     } catch (e) {
