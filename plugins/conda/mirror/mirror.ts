@@ -12,7 +12,8 @@
  *   The package set comes from `repodata_from_packages.json` when the channel has one (it includes removed files), the
  *   pushed repodata is the channel's patched `repodata.json`. Downloads are kept in the cache directory.
  * - `pull-cache`: `repodata.json:latest` of each subdir, then the newest `<version>-<build>` of each package, into
- *   `<cache>/<channel>/<subdir>/`, verified.
+ *   `<cache>/<channel>/<subdir>/`, verified; packages the repodata lists but the registry does not hold (a mirror of
+ *   selected packages) are skipped.
  * - `push-cache`: the package files in `<cache>/<channel>/<subdir>/` that the registry's repodata does not list (all of
  *   them with `pushAll`) are read, pushed, and the registry's repodata is extended with their records and pushed.
  *
@@ -322,7 +323,12 @@ export async function pullCache(o: MirrorOptions): Promise<MirrorSummary> {
         }
         const repo = o.client.repo(packageRepoPath(o.channel, subdir, f.name));
         const m = await o.client.getManifest(repo, packageTag(f.version, f.build));
-        if (!m) throw new Error(`${repo}:${packageTag(f.version, f.build)} is not in the registry`);
+        if (!m) {
+          // the repodata lists the whole channel; a mirror of selected packages holds only those
+          s.skipped.push(fn);
+          bar.tick(fn, "not in the registry");
+          return;
+        }
         const layer = m.layers.find((l) => l.mediaType === MEDIA.packageV2) ?? m.layers.find((l) => l.mediaType === MEDIA.packageV1);
         if (!layer) throw new Error("the manifest has no conda package layer");
         const bytes = await o.client.getBlob(repo, layer.digest);
@@ -343,7 +349,7 @@ export async function pullCache(o: MirrorOptions): Promise<MirrorSummary> {
     bar.stop();
   }
   for (const f of s.failed) out.write(`  FAIL ${f.file}: ${f.error}\n`);
-  out.write(`pull-cache: ${s.pulled.length} ${o.dryRun ? "would be pulled (dry run)" : "pulled"}, ${s.failed.length} failed\n`);
+  out.write(`pull-cache: ${s.pulled.length} ${o.dryRun ? "would be pulled (dry run)" : "pulled"}, ${s.skipped.length} not in the registry, ${s.failed.length} failed\n`);
   return s;
 }
 
