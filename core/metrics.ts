@@ -81,6 +81,10 @@ export const metrics = {
   poolTasks: new Counter("vault_pool_tasks_total", "Tasks run on the worker pool's threads, by task and outcome (ok, error)"),
   tailHashed: new Counter("vault_tail_hashed_bytes_total", "Download bytes hashed on the tail-hash thread instead of the event loop"),
   inflight: new Gauge("vault_inflight_downloads", "Upstream downloads in flight"),
+  retentionRemoved: new Counter("vault_retention_removed_total", "Files removed by retention policies, by repository and reason (max_age, unused, keep_versions, quota)"),
+  retentionRemovedBytes: new Counter("vault_retention_removed_bytes_total", "Bytes of the files removed by retention policies, by repository and reason"),
+  gcBlobsRemoved: new Counter("vault_gc_blobs_removed_total", "Unreferenced blobs deleted from the blob store by gc sweeps"),
+  gcBytesFreed: new Counter("vault_gc_freed_bytes_total", "Bytes freed in the blob store by gc sweeps"),
 };
 
 /** Renders all metrics in Prometheus text format. `extra` gauges are evaluated at call time. */
