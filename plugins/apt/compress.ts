@@ -1,7 +1,9 @@
 /**
  * The compressions of Debian archives: gzip (node:zlib), xz (@napi-rs/lzma, loaded on first use), zstd (Bun's
- * built-in), none. Used for .deb members (specs/apt.md §5) and index files (`Packages.gz`, `Packages.xz`). Pure: no
- * core imports (also loaded by the worker pool). gzip and xz run on libuv's thread pool, not the event loop.
+ * built-in), none. Used for .deb members (specs/apt.md §5) and index files (`Packages.gz`; upstream `Packages.xz`).
+ * Pure: no core imports (also loaded by the worker pool). gzip and xz run on libuv's thread pool, not the event loop.
+ * xz is read only: @napi-rs/lzma 1.4 (the last release whose native binding installs on Node 20) writes xz streams of
+ * stored, uncompressed blocks, so published indexes are gzip.
  */
 import { gunzip, gzip } from "node:zlib";
 import { promisify } from "node:util";
@@ -53,9 +55,4 @@ export async function decompress(data: Uint8Array, c: Compression, maxBytes = Nu
 /** gzip at level 9 with a zero mtime: the same input always gives the same bytes (deterministic indexes). */
 export function gzipDeterministic(data: Uint8Array): Promise<Uint8Array> {
   return gzipAsync(data, { level: 9 });
-}
-
-/** xz (preset 6, CRC64): deterministic for the same input. */
-export async function xzCompress(data: Uint8Array): Promise<Uint8Array> {
-  return (await xzModule()).xz.compress(data);
 }

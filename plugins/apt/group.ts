@@ -6,7 +6,7 @@
  *   every member's `binary-<arch>` indexes (`binary-all` skipped: its packages are in the per-architecture indexes),
  *   the first member listing a package, version and architecture winning (task.ts `merge-packages`, in the worker pool
  *   when big). Sources, Translation and Contents indexes are not merged (the group's Release does not list them).
- * - A generation — every `Packages`/`.gz`/`.xz`, their by-hash copies, `Release` (`Suite`/`Codename`: the suite's name;
+ * - A generation — every `Packages`/`.gz`, their by-hash copies, `Release` (`Suite`/`Codename`: the suite's name;
  *   `Origin`/`Label`: `origin`/`label` or the group's name; `Valid-Until` with `validForSeconds`), `InRelease`,
  *   `Release.gpg` and the pool map — is one `artifacts.commit` (suite.ts). Its Release records a digest of what it was
  *   merged from (`x-vault-sources`: each member's `Packages` SHA256s, the signing key, origin and label).
@@ -188,7 +188,7 @@ export function createAptGroup(ctx: PluginContext<AptRepoConfig>, o: AptGroupOpt
         indexes.push({
           path: `${comp}/binary-${f.arch}/${f.name}`,
           bytes: out.data.subarray(f.offset, f.offset + f.size),
-          contentType: f.name === "Packages" ? "text/plain; charset=utf-8" : f.name === "Packages.gz" ? "application/gzip" : "application/x-xz",
+          contentType: f.name === "Packages" ? "text/plain; charset=utf-8" : "application/gzip",
           md5: f.md5,
           sha1: f.sha1,
           sha256: f.sha256,

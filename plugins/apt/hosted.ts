@@ -19,7 +19,7 @@
  * ```
  * pool/<comp>/<p>/<source>/<pkg>_<version without epoch>_<arch>.deb       the package (immutable)
  * dists/<suite>/InRelease, Release, Release.gpg                            signed Release (Release only without a key)
- * dists/<suite>/<comp>/binary-<arch>/Packages, Packages.gz, Packages.xz    one per architecture; `all` packages in each
+ * dists/<suite>/<comp>/binary-<arch>/Packages, Packages.gz                 one per architecture; `all` packages in each
  * dists/<suite>/<comp>/binary-<arch>/by-hash/SHA256/<hex>                  copies; the last `keepGenerations` kept
  * -/records/<suite>/<comp>/<pool file name>                                the package's Packages stanza
  * -/generations/<suite>                                                    by-hash paths of the published generations (JSON)

@@ -1,6 +1,6 @@
 /**
  * Suites a repository publishes itself — hosted and group (specs/apt.md §6): one generation of a suite is every
- * `Packages` index (+ `.gz`, `.xz`), their `by-hash/SHA256/<hex>` copies, the `Release` (with `Valid-Until` when
+ * `Packages` index (+ `.gz`; no `.xz`: see compress.ts), their `by-hash/SHA256/<hex>` copies, the `Release` (with `Valid-Until` when
  * `validForSeconds` is set), `InRelease` and `Release.gpg`, stored in one `artifacts.commit` so that a Release never
  * lists a file that is not visible. The by-hash files of the last `keepGenerations` earlier generations stay. Release
  * files and indexes by name are read from the database and answered with `Cache-Control: no-cache`; a Release
@@ -12,7 +12,7 @@
 import { readFile } from "node:fs/promises";
 import { resolve } from "node:path";
 import { errors, type ArtifactEntry, type ArtifactPut, type Logger, type PluginContext } from "../../core/plugin.ts";
-import { gzipDeterministic, xzCompress } from "./compress.ts";
+import { gzipDeterministic } from "./compress.ts";
 import { Signer } from "./gpg.ts";
 import { dirname } from "./paths.ts";
 import { renderRelease, type ReleaseFile } from "./release.ts";
@@ -37,7 +37,7 @@ const enc = new TextEncoder();
 
 /** One index of a generation, with its digests (lower-case hex; computed when absent). */
 export interface IndexFile {
-  /** Relative to `dists/<suite>/` (`main/binary-amd64/Packages.xz`). */
+  /** Relative to `dists/<suite>/` (`main/binary-amd64/Packages.gz`). */
   path: string;
   bytes: Uint8Array;
   contentType: string;
@@ -53,16 +53,13 @@ export function digestsOf(b: Uint8Array): { md5: string; sha1: string; sha256: s
 }
 
 /**
- * `Packages`, `Packages.gz` (gzip -9, no mtime) and `Packages.xz` (preset 6) of one `binary-<arch>` directory.
+ * `Packages` and `Packages.gz` (gzip -9, no mtime: deterministic) of one `binary-<arch>` directory.
  * @param dir relative to `dists/<suite>/`, with trailing slash (`main/binary-amd64/`)
- * @param compressed the compressed variants when the caller already made them (in the worker pool)
  */
-export async function packagesFiles(dir: string, plain: Uint8Array, compressed?: { gz: Uint8Array; xz: Uint8Array }): Promise<IndexFile[]> {
-  const [gz, xz] = compressed ? [compressed.gz, compressed.xz] : await Promise.all([gzipDeterministic(plain), xzCompress(plain)]);
+export async function packagesFiles(dir: string, plain: Uint8Array): Promise<IndexFile[]> {
   return [
     { path: dir + "Packages", bytes: plain, contentType: TEXT },
-    { path: dir + "Packages.gz", bytes: gz, contentType: "application/gzip" },
-    { path: dir + "Packages.xz", bytes: xz, contentType: "application/x-xz" },
+    { path: dir + "Packages.gz", bytes: await gzipDeterministic(plain), contentType: "application/gzip" },
   ];
 }
 

@@ -2,12 +2,12 @@
  * The apt plugin's worker-pool task, `aptIndex`, with two operations. `pool-hashes`: reads a Packages or Sources index
  * (any compression) and lists the pool files it names with their SHA256 and size, so the proxy can verify
  * `.deb`/`.dsc`/tarball downloads (specs/apt.md §7). `merge-packages`: a group's Packages indexes of one component
- * from its members' (first member wins per package, version and architecture), compressed and digested. Pure and
+ * from its members' (first member wins per package, version and architecture), gzipped and digested. Pure and
  * structured-cloneable (imports no core/): runs inline for small indexes, in the pool for big ones (bookworm's
  * main/binary-amd64 Packages is 46 MB uncompressed).
  */
 import { createHash } from "node:crypto";
-import { decompress, gzipDeterministic, xzCompress, type Compression } from "./compress.ts";
+import { decompress, gzipDeterministic, type Compression } from "./compress.ts";
 import { compareVersions } from "./version.ts";
 
 /** Input of the `pool-hashes` operation. */
@@ -46,7 +46,7 @@ export interface MergePackagesInput {
 /** One rendered file of {@link MergePackagesOutput}: its place in `data` and its digests (hex). */
 export interface MergedFile {
   arch: string;
-  name: "Packages" | "Packages.gz" | "Packages.xz";
+  name: "Packages" | "Packages.gz";
   /** bytes */
   offset: number;
   size: number;
@@ -145,8 +145,8 @@ async function mergePackages(input: MergePackagesInput): Promise<MergePackagesOu
   const enc = new TextEncoder();
   for (const arch of input.archs) {
     const plain = enc.encode(all.filter((s) => s.architecture === arch || s.architecture === "all").map((s) => s.text).join("\n"));
-    const [gz, xz] = await Promise.all([gzipDeterministic(plain), xzCompress(plain)]);
-    for (const [name, bytes] of [["Packages", plain], ["Packages.gz", gz], ["Packages.xz", xz]] as const) {
+    const gz = await gzipDeterministic(plain);
+    for (const [name, bytes] of [["Packages", plain], ["Packages.gz", gz]] as const) {
       const h = (alg: string) => createHash(alg).update(bytes).digest("hex");
       files.push({ arch, name, offset, size: bytes.byteLength, md5: h("md5"), sha1: h("sha1"), sha256: h("sha256") });
       parts.push(bytes);

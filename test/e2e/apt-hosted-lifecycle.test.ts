@@ -159,7 +159,7 @@ describe("apt hosted repository: DELETE of pool files and Valid-Until", () => {
       expect(dateField(second, "Date")).toBeGreaterThan(date1);
       expect(dateField(second, "Valid-Until")).toBeGreaterThan(Date.now());
       // same packages, newly signed: the indexes are the same bytes
-      expect(parseRelease(second).files.get("main/binary-amd64/Packages.xz")).toEqual(rel.files.get("main/binary-amd64/Packages.xz")!);
+      expect(parseRelease(second).files.get("main/binary-amd64/Packages.gz")).toEqual(rel.files.get("main/binary-amd64/Packages.gz")!);
       const dir = await tmpDataDir("apt-life-gpgv-");
       await writeFile(join(dir, "InRelease"), second);
       expect((await run(["gpgv", "--keyring", keyring, join(dir, "InRelease")])).code).toBe(0);
