@@ -340,6 +340,24 @@ export function directoryPackageOf(path: string): PackageRef | null {
   return i <= 0 ? { name: path } : { name: path.slice(0, i), file: path.slice(i + 1) };
 }
 
+/**
+ * The `host[:port]` of `url` when clients treat it as insecure and must be told to trust it (pip's `--trusted-host`,
+ * Docker's `insecure-registries`, podman's `--tls-verify=false`): plain `http:` to a host other than `localhost`,
+ * `127.0.0.0/8` or `[::1]`. Undefined otherwise (https, loopback, or not a URL). For `clientSetup` snippets.
+ */
+export function insecureHostOf(url: string): string | undefined {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    return undefined;
+  }
+  if (u.protocol !== "http:") return undefined;
+  const h = u.hostname;
+  if (h === "localhost" || h === "[::1]" || /^127\.\d+\.\d+\.\d+$/.test(h)) return undefined;
+  return u.host;
+}
+
 /** What a plugin's `gc` hook receives: the repository's metadata and stores, nothing that talks to the network. */
 export type GcContext<C extends RepositoryConfig = RepositoryConfig> = Pick<PluginContext<C>, "repo" | "config" | "storage" | "metadata" | "artifacts" | "log">;
 
