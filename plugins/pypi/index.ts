@@ -1,6 +1,8 @@
 /** The `pypi` plugin: Python package index repositories — proxy, hosted (twine uploads) and group (merged index). */
-import { definePlugin, textError, VaultError, type PluginContext } from "../../core/plugin.ts";
-import { createPypiProxy, PYPI_DEFAULT_UPSTREAM, type PypiRepoConfig } from "./proxy.ts";
+import { definePlugin, insecureHostOf, textError, VaultError, type ClientSetup, type PackageRef, type PluginContext } from "../../core/plugin.ts";
+import { createPypiProxy, PYPI_DEFAULT_UPSTREAM, resolvePypiConfig, type PypiRepoConfig } from "./proxy.ts";
+import { parseDistFilename } from "./dist.ts";
+import { normalizeName } from "./names.ts";
 import { createPypiHosted } from "./hosted.ts";
 import { createPypiGroup } from "./group.ts";
 import type { PypiService } from "./site.ts";
@@ -50,6 +52,39 @@ export function serviceOf(ctx: PluginContext): PypiService {
   return s;
 }
 
+/**
+ * The project and version of a stored distribution (`files/…/<wheel or sdist>`; hosted: `files/<project>/<file>`, whose
+ * project segment settles legacy sdist names such as `foo-bar-1.0.tar.gz`); null for pages, snapshots, `.metadata`.
+ */
+function pypiPackageOf(path: string): PackageRef | null {
+  if (!path.startsWith("files/")) return null;
+  const segs = path.split("/");
+  const file = segs[segs.length - 1];
+  const d = parseDistFilename(file);
+  if (typeof d === "string") return null;
+  if (d.kind === "sdist" && segs.length === 3 && normalizeName(segs[1]) !== d.project) {
+    const stem = file.slice(0, -d.extension.length);
+    for (let i = stem.indexOf("-"); i !== -1; i = stem.indexOf("-", i + 1))
+      if (normalizeName(stem.slice(0, i)) === segs[1]) return { name: segs[1], version: stem.slice(i + 1) };
+  }
+  return { name: d.project, version: d.version };
+}
+
+/** pip (command and pip.conf) against the index URL; twine where uploads are taken (hosted, group with `writeTo`). */
+function pypiClientSetup(ctx: PluginContext<PypiRepoConfig>, o: { req: Request; package?: { name: string; version?: string } }): ClientSetup[] {
+  const base = ctx.baseUrl(o.req);
+  const index = `${base}/${resolvePypiConfig(ctx.config).simplePrefix}`;
+  const trusted = insecureHostOf(base);
+  const spec = o.package ? (o.package.version ? `${o.package.name}==${o.package.version}` : o.package.name) : "<project>";
+  const out: ClientSetup[] = [
+    { client: "pip", title: "Install with pip", code: `pip install --index-url ${index}${trusted ? ` --trusted-host ${trusted}` : ""} ${spec}` },
+    { client: "pip.conf", title: "Use this index for every pip install (~/.config/pip/pip.conf)", code: `[global]\nindex-url = ${index}${trusted ? `\ntrusted-host = ${trusted}` : ""}` },
+  ];
+  if (ctx.repo.type === "hosted" || (ctx.repo.type === "group" && ctx.config.writeTo))
+    out.push({ client: "twine", title: "Upload with twine", code: `twine upload --repository-url ${base}/ -u <user> dist/*` });
+  return out;
+}
+
 export default definePlugin<PypiRepoConfig>({
   format: "pypi",
   apiVersion: 1,
@@ -76,6 +111,8 @@ export default definePlugin<PypiRepoConfig>({
     app.all("/*", ({ request }) => handle(request), opts);
   },
   renderError: (err) => textError(err),
+  packageOf: (path) => pypiPackageOf(path),
+  clientSetup: pypiClientSetup,
   async start(ctx) {
     await serviceOf(ctx).start?.();
   },
