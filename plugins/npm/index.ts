@@ -1,5 +1,5 @@
 /** The `npm` plugin: npm registry repositories — proxy, hosted (publish, login, dist-tags) and group (merged packuments). */
-import { definePlugin, type PluginContext } from "../../core/plugin.ts";
+import { definePlugin, type ClientSetup, type PackageRef, type PluginContext } from "../../core/plugin.ts";
 import { createNpmProxy } from "./proxy.ts";
 import { createNpmHosted } from "./hosted.ts";
 import { createNpmGroup } from "./group.ts";
@@ -41,6 +41,33 @@ export function serviceOf(ctx: PluginContext): NpmService {
   return s;
 }
 
+/** Stored tarballs: `<name>/-/<bare name>-<version>.tgz` (scoped `@scope/name/-/…`). */
+const TARBALL_PATH = /^((?:@[^/#]+\/)?[^/#@][^/#]*)\/-\/([^/#]+)\.tgz$/;
+
+/** The package and version of a stored tarball; null for documents (`<name>#doc`, renderings, version records). */
+function npmPackageOf(path: string): PackageRef | null {
+  const m = TARBALL_PATH.exec(path);
+  if (!m) return null;
+  const bare = m[1].slice(m[1].lastIndexOf("/") + 1);
+  const version = m[2].startsWith(bare + "-") ? m[2].slice(bare.length + 1) : undefined;
+  return { name: m[1], version, file: `${m[2]}.tgz`, url: path };
+}
+
+/** npm install against the registry URL, the .npmrc line (per scope for scoped packages), login + publish where publishes are taken. */
+function npmClientSetup(ctx: PluginContext<NpmRepoConfig>, o: { req: Request; package?: { name: string; version?: string } }): ClientSetup[] {
+  const registry = `${ctx.baseUrl(o.req)}/`;
+  const name = o.package?.name;
+  const spec = name ? (o.package?.version ? `${name}@${o.package.version}` : name) : "<package>";
+  const scope = name?.startsWith("@") ? name.slice(0, name.indexOf("/")) : undefined;
+  const out: ClientSetup[] = [
+    { client: "npm", title: "Install with npm", code: `npm install --registry ${registry} ${spec}` },
+    { client: ".npmrc", title: scope ? `Use this registry for ${scope} packages (.npmrc)` : "Use this registry for every install (.npmrc)", code: `${scope ? `${scope}:` : ""}registry=${registry}` },
+  ];
+  if (ctx.repo.type === "hosted" || (ctx.repo.type === "group" && ctx.config.writeTo))
+    out.push({ client: "npm publish", title: "Log in and publish", code: `npm login --registry ${registry}\nnpm publish --registry ${registry}` });
+  return out;
+}
+
 export default definePlugin<NpmRepoConfig>({
   format: "npm",
   apiVersion: 1,
@@ -58,4 +85,6 @@ export default definePlugin<NpmRepoConfig>({
     app.all("/*", ({ request }) => routeNpm(request, mount, svc), { parse: "none" });
   },
   renderError: (err) => npmError(err),
+  packageOf: (path) => npmPackageOf(path),
+  clientSetup: npmClientSetup,
 });
