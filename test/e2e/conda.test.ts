@@ -165,6 +165,34 @@ describe("conda proxy channel", () => {
     }
   }, T);
 
+  test("CEP-15 base_url: clients get repodata without it and download through the vault, which fetches from the base", async () => {
+    const repodata = JSON.parse(await Bun.file(join(ZLIB_CHANNEL, "linux-64/repodata.json")).text());
+    repodata.info.base_url = "../../pool/linux-64/";
+    repodata.repodata_version = 2;
+    const up = await startCondaChannel({
+      shards: false,
+      handler: (req) => {
+        const p = new URL(req.url).pathname;
+        if (p === "/linux-64/repodata.json") return Response.json(repodata);
+        if (p.startsWith("/pool/linux-64/")) return new Response(Bun.file(join(ZLIB_CHANNEL, "linux-64", p.slice(15))));
+        if (p.startsWith("/linux-64/zlib")) return new Response("not here", { status: 404 });
+        return undefined;
+      },
+    });
+    const v = await startVault({ config: { repositories: [{ name: "c", format: "conda", type: "proxy", upstream: up.url }] } });
+    try {
+      const served = await (await fetch(`${v.url}/c/linux-64/repodata.json`)).json();
+      expect(served.info).toEqual({ subdir: "linux-64" });
+      expect(served.repodata_version).toBe(1);
+      const r = await fetch(`${v.url}/c/linux-64/zlib-1.2.11-h7b6447c_3.conda`);
+      expect(sha256Hex(new Uint8Array(await r.arrayBuffer()))).toBe(record("zlib-1.2.11-h7b6447c_3.conda").sha256);
+      expect(up.count("/pool/linux-64/zlib-1.2.11-h7b6447c_3.conda", "GET")).toBe(1);
+    } finally {
+      await v.stop();
+      await up.stop();
+    }
+  }, T);
+
   clientTest("the pytorch repodata (1.2 MB) is parsed and derived in the worker pool; rattler solves against it", async () => {
     const up = await startCondaChannel({ pytorch: true });
     const v = await startVault({ config: { repositories: [{ name: "pt", format: "conda", type: "proxy", upstream: up.url }] } });
