@@ -53,6 +53,12 @@ export default defineConfig({
     { name: "hub", format: "oci", type: "proxy", upstream: "https://registry-1.docker.io", root: true },
     // skopeo copy … docker://127.0.0.1:8080/containers/<image>:<tag>  (push needs a user with write permission)
     { name: "containers", format: "oci", type: "hosted", anonymousRead: false },
+    // pixi/conda/mamba channel http://127.0.0.1:8080/conda-forge/ (e.g. `conda install -c http://127.0.0.1:8080/conda-forge/ --override-channels numpy`)
+    { name: "conda-forge", format: "conda", type: "proxy", upstream: "${VAULT_CONDA_UPSTREAM:-https://conda.anaconda.org/conda-forge/}" },
+    // curl -u <user> -T pkg-1.0-0.conda http://127.0.0.1:8080/conda-local/<subdir>/pkg-1.0-0.conda  (a user with write permission)
+    { name: "conda-local", format: "conda", type: "hosted" },
+    // channel http://127.0.0.1:8080/conda/: your packages first, then conda-forge; uploads go to conda-local
+    { name: "conda", format: "conda", type: "group", members: ["conda-local", "conda-forge"], writeTo: "conda-local" },
     // aws --endpoint-url http://127.0.0.1:8080/objects s3 ls  (add `port: 9000` for buckets at the root of their own listener)
     // private: objects are readable only with an access key (`vault token create --user U --s3`)
     { name: "objects", format: "s3", type: "hosted", anonymousRead: false },
