@@ -1,5 +1,5 @@
 /** The `oci` plugin: OCI / Docker registry v2 repositories — pull-through proxy, hosted registry, group — with the vault as its own token server. */
-import { definePlugin, type PluginApp, type PluginContext } from "../../core/plugin.ts";
+import { definePlugin, insecureHostOf, type ClientSetup, type PackageRef, type PluginApp, type PluginContext } from "../../core/plugin.ts";
 import { renderOciError } from "./errors.ts";
 import { createHosted } from "./hosted.ts";
 import { createProxy, DOCKER_HUB_REGISTRY } from "./proxy.ts";
@@ -76,6 +76,41 @@ function mountHost(app: PluginApp, a: Addressing, log: PluginContext["log"]): vo
   app.all("/v2/*", (c) => handler(c.request), opts);
 }
 
+/** Rows of an image's content (./layout.ts): `<image>/_tags/<tag>`, `<image>/_manifests/<digest>`, `<image>/_blobs/<digest>`. */
+const IMAGE_ROW = /^(.+?)\/_(tags|manifests|blobs)\/([^/]+)$/;
+
+/** The image of a tag (version = the tag), manifest or blob row; null for tag lists, referrers and catalog markers. */
+function ociPackageOf(path: string): PackageRef | null {
+  const m = IMAGE_ROW.exec(path);
+  if (!m) return null;
+  if (m[2] === "tags") return { name: m[1], version: m[3], file: `manifest (tag ${m[3]})`, url: null };
+  return { name: m[1], file: m[2] === "manifests" ? "manifest" : "blob", url: null };
+}
+
+/**
+ * docker / podman pull (and login + push for hosted repositories, a group's `writeTo`) with the image reference
+ * clients use: `<host>/<repository>/<image>`, or `<host>:<port>/<image>` on the repository's own listener.
+ */
+function ociClientSetup(ctx: PluginContext<OciRepoConfig>, o: { req: Request; package?: { name: string; version?: string } }): ClientSetup[] {
+  const base = new URL(ctx.baseUrl(o.req));
+  const own = typeof ctx.config.port === "number" && ctx.config.port > 0;
+  const registry = own ? `${base.hostname}:${ctx.config.port}` : base.host;
+  const prefix = own ? registry : `${registry}/${ctx.repo.name}`;
+  const image = o.package?.name ?? "<image>";
+  const ref = `${prefix}/${image}${o.package?.version ? `:${o.package.version}` : ""}`;
+  const insecure = insecureHostOf(`${base.protocol}//${registry}/`);
+  const out: ClientSetup[] = [
+    { client: "docker", title: "Pull with docker", code: `docker pull ${ref}` },
+    { client: "podman", title: "Pull with podman", code: `podman pull${insecure ? " --tls-verify=false" : ""} ${ref}` },
+  ];
+  if (insecure) out.push({ client: "daemon.json", title: "Let docker use this plain-HTTP registry (/etc/docker/daemon.json)", code: `{ "insecure-registries": ["${insecure}"] }` });
+  if (ctx.config.root === true && !own)
+    out.push({ client: "docker", title: "Pull without the repository name (this repository answers bare /v2/ names)", code: `docker pull ${registry}/${image}` });
+  if (ctx.repo.type === "hosted" || (ctx.repo.type === "group" && ctx.config.writeTo))
+    out.push({ client: "docker push", title: "Log in and push", code: `docker login ${registry}\ndocker tag <local image> ${prefix}/${image}:<tag>\ndocker push ${prefix}/${image}:<tag>` });
+  return out;
+}
+
 /**
  * The `oci` plugin (specs/oci.md): each repository answers at `<mount>/v2/` (or `<mount>/<apiPrefix>`) with its own
  * `<mount>/token`; `hostRoutes` adds the host-wide `/v2/<repo>/<image>/…` API and `/token` (`repositoryOf` names the
@@ -133,6 +168,8 @@ export default definePlugin<OciRepoConfig>({
     return hostRepositoryOf(req, a);
   },
   renderError: (err, req) => renderOciError(err, req),
+  packageOf: (path) => ociPackageOf(path),
+  clientSetup: ociClientSetup,
   async start(ctx) {
     serviceOf(ctx).start?.();
   },
