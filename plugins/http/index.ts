@@ -2,7 +2,7 @@
  * The `http` plugin: a generic read-through cache of one HTTP(S) base URL (the seed's `http` backend layout):
  * `GET|HEAD /<mount>/<path>` → `upstream + <path>` through the cache engine. Reference plugin: uses only core/plugin.ts.
  */
-import { definePlugin, textError, VaultError, type PluginContext } from "../../core/plugin.ts";
+import { definePlugin, directoryPackageOf, textError, VaultError, type ClientSetup, type PluginContext } from "../../core/plugin.ts";
 import { makeClassifier, type HttpRepoConfig } from "./classify.ts";
 import { resolveUpstream } from "./path.ts";
 
@@ -44,6 +44,16 @@ export function createHttpProxy(ctx: PluginContext<HttpRepoConfig>): (req: Reque
   };
 }
 
+/** curl and wget downloads below the repository URL (in a package's directory when a page shows one). */
+function httpClientSetup(ctx: PluginContext<HttpRepoConfig>, o: { req: Request; package?: { name: string } }): ClientSetup[] {
+  const dir = o.package ? `${o.package.name.split("/").map(encodeURIComponent).join("/")}/` : "";
+  const url = `${ctx.baseUrl(o.req)}/${dir}<file>`;
+  return [
+    { client: "curl", title: `Download through the cache (instead of ${ctx.config.upstream ?? "the upstream"})`, code: `curl -fLO ${url}` },
+    { client: "wget", title: "Download with wget", code: `wget ${url}` },
+  ];
+}
+
 export default definePlugin<HttpRepoConfig>({
   format: "http",
   apiVersion: 1,
@@ -66,4 +76,7 @@ export default definePlugin<HttpRepoConfig>({
     app.all("/*", ({ request }) => run(request));
   },
   renderError: (err) => textError(err),
+  // files grouped by directory (a release's files together); listings (paths ending in /) are no package files
+  packageOf: (path) => directoryPackageOf(path),
+  clientSetup: httpClientSetup,
 });

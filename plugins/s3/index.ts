@@ -1,11 +1,33 @@
 /** The `s3` plugin: an S3-compatible API (awscli, s3cmd, AWS SDKs) over the vault's blob store, on the repository's own listener or under `/<name>/`. */
-import { definePlugin, type PluginContext, type RepositoryConfig, type VaultError } from "../../core/plugin.ts";
+import { definePlugin, directoryPackageOf, type ClientSetup, type PluginContext, type RepositoryConfig, type VaultError } from "../../core/plugin.ts";
 import { createS3Service, gcS3 } from "./service.ts";
 import { newRequestId, renderS3Error, toS3Error } from "./errors.ts";
 
 export type { S3RepoConfig } from "./service.ts";
 
 const ACTIONS = ["read", "write", "delete", "admin"];
+
+/**
+ * awscli (and s3cmd on the repository's own listener) with the endpoint clients use: `<scheme>://<host>:<port>` of
+ * the own listener when `port:` is set (a fixed one), else the repository URL (clients that accept an endpoint path).
+ * A page's package is `<bucket>/<directory>` (files grouped by directory).
+ */
+function s3ClientSetup(ctx: PluginContext, o: { req: Request; package?: { name: string } }): ClientSetup[] {
+  const base = new URL(ctx.baseUrl(o.req));
+  const port = ctx.config.port;
+  const own = typeof port === "number" && port > 0;
+  const endpoint = own ? `${base.protocol}//${base.hostname}:${port}` : base.href.replace(/\/$/, "");
+  const where = o.package ? `s3://${o.package.name}/` : "s3://<bucket>/";
+  const out: ClientSetup[] = [
+    { client: "aws", title: "List and download with awscli", code: `aws --endpoint-url ${endpoint} s3 ls ${where}\naws --endpoint-url ${endpoint} s3 cp ${where}<key> .` },
+    { client: "aws", title: "Upload with awscli", code: `aws --endpoint-url ${endpoint} s3 cp ./<file> ${where}` },
+  ];
+  if (own) {
+    const host = `${base.hostname}:${port}`;
+    out.push({ client: "s3cmd", title: "s3cmd configuration (~/.s3cfg, path style)", code: `[default]\nhost_base = ${host}\nhost_bucket = ${host}\nuse_https = ${base.protocol === "https:" ? "True" : "False"}` });
+  }
+  return out;
+}
 
 /**
  * S3 repositories are `hosted`. Buckets sit at the root of the repository's own listener (`port:`), path style;
@@ -44,6 +66,9 @@ export default definePlugin<RepositoryConfig>({
     },
   },
   classify: () => "artifact",
+  // objects grouped by bucket and directory (`<bucket>/<dir>`)
+  packageOf: (path) => directoryPackageOf(path),
+  clientSetup: s3ClientSetup,
   routes(app, ctx: PluginContext) {
     const svc = createS3Service(ctx);
     svc.ensureConfiguredBuckets();
