@@ -9,7 +9,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { writeFile } from "node:fs/promises";
-import { APT_FIXTURES, APT_TOOLS, FIXTURE_DEBS, aptClient, aptDownload, expectedSha256, makeKey, run, sha256File, type TestKey } from "../helpers/apt.ts";
+import { APT_TOOLS, FIXTURE_DEBS, aptClient, curl, fixtureDeb, aptDownload, expectedSha256, makeKey, run, sha256File, type TestKey } from "../helpers/apt.ts";
 import { requireTools } from "../helpers/registry.ts";
 import { startVault, type StartedVault } from "../helpers/vault.ts";
 import { tmpDataDir } from "../helpers/tmp.ts";
@@ -26,12 +26,6 @@ describe("apt hosted repository: curl uploads, apt-get installs with the signatu
   let vault: StartedVault;
   let keyring: string;
   const repo = () => `${vault.url}/apt-local`;
-  const fixture = (p: keyof typeof FIXTURE_DEBS) => join(APT_FIXTURES, FIXTURE_DEBS[p].path);
-  /** curl with the status code appended as the last line of `out`. */
-  const curl = async (args: string[]) => {
-    const r = await run(["curl", "-sS", "-w", "\n%{http_code}", ...args]);
-    return { ...r, out: r.out.trimEnd() };
-  };
 
   beforeAll(async () => {
     if (!HAVE) return;
@@ -49,19 +43,19 @@ describe("apt hosted repository: curl uploads, apt-get installs with the signatu
   });
 
   aptTest("curl --upload-file publishes .debs (default suite, upload/<suite>/<component>/, ?distribution=); identical re-upload is 200", async () => {
-    const a = await curl(["-u", `admin:${PW}`, "--upload-file", fixture("hello"), `${repo()}/`]);
-    expect(a.out.slice(-3)).toBe("201");
+    const a = await curl(["-u", `admin:${PW}`, "--upload-file", fixtureDeb("hello"), `${repo()}/`]);
+    expect(a.status).toBe(201);
     expect(a.out).toContain("published pool/main/h/hello/hello_2.10-3_amd64.deb in stable/main");
-    const b = await curl(["-u", `admin:${PW}`, "--upload-file", fixture("fortunes-min"), `${repo()}/upload/stable/main/`]);
-    expect(b.out.slice(-3)).toBe("201");
+    const b = await curl(["-u", `admin:${PW}`, "--upload-file", fixtureDeb("fortunes-min"), `${repo()}/upload/stable/main/`]);
+    expect(b.status).toBe(201);
     expect(b.out).toContain("pool/main/f/fortune-mod/fortunes-min_1.99.1-7.3_all.deb");
-    const c = await curl(["-u", `admin:${PW}`, "--upload-file", fixture("cowsay"), `${repo()}/cowsay.deb?distribution=stable`]);
-    expect(c.out.slice(-3)).toBe("201");
+    const c = await curl(["-u", `admin:${PW}`, "--upload-file", fixtureDeb("cowsay"), `${repo()}/cowsay.deb?distribution=stable`]);
+    expect(c.status).toBe(201);
     // raw POST body (Nexus style) to another suite
-    const d = await curl(["-u", `admin:${PW}`, "--data-binary", `@${fixture("sl")}`, "-H", "content-type: application/vnd.debian.binary-package", `${repo()}/upload/testing/main`]);
-    expect(d.out.slice(-3)).toBe("201");
-    const again = await curl(["-u", `admin:${PW}`, "--upload-file", fixture("hello"), `${repo()}/`]);
-    expect(again.out.slice(-3)).toBe("200");
+    const d = await curl(["-u", `admin:${PW}`, "--data-binary", `@${fixtureDeb("sl")}`, "-H", "content-type: application/vnd.debian.binary-package", `${repo()}/upload/testing/main`]);
+    expect(d.status).toBe(201);
+    const again = await curl(["-u", `admin:${PW}`, "--upload-file", fixtureDeb("hello"), `${repo()}/`]);
+    expect(again.status).toBe(200);
     expect(again.out).toContain("already published");
   }, TIMEOUT);
 
@@ -118,24 +112,24 @@ describe("apt hosted repository: curl uploads, apt-get installs with the signatu
   }, TIMEOUT);
 
   aptTest("upload errors: 401 without credentials, 400 for a non-.deb or a bad suite, 409 for the same name with other bytes", async () => {
-    const anon = await curl(["--upload-file", fixture("tree"), `${repo()}/`]);
-    expect(anon.out.slice(-3)).toBe("401");
+    const anon = await curl(["--upload-file", fixtureDeb("tree"), `${repo()}/`]);
+    expect(anon.status).toBe(401);
     const dir = await tmpDataDir("apt-hosted-bad-");
     await writeFile(join(dir, "junk.deb"), "this is not an ar archive\n");
     const junk = await curl(["-u", `admin:${PW}`, "--upload-file", join(dir, "junk.deb"), `${repo()}/`]);
-    expect(junk.out.slice(-3)).toBe("400");
+    expect(junk.status).toBe(400);
     expect(junk.out).toContain("not a valid Debian package");
-    const badSuite = await curl(["-u", `admin:${PW}`, "--upload-file", fixture("tree"), `${repo()}/x.deb?distribution=..%2Fetc`]);
-    expect(badSuite.out.slice(-3)).toBe("400");
+    const badSuite = await curl(["-u", `admin:${PW}`, "--upload-file", fixtureDeb("tree"), `${repo()}/x.deb?distribution=..%2Fetc`]);
+    expect(badSuite.status).toBe(400);
     // same pool name, other bytes: hello's .deb with a changed data byte (control still valid)
-    const b = await Bun.file(fixture("hello")).bytes();
+    const b = await Bun.file(fixtureDeb("hello")).bytes();
     b[b.length - 10] ^= 0xff;
     await writeFile(join(dir, "hello.deb"), b);
     const conflict = await curl(["-u", `admin:${PW}`, "--upload-file", join(dir, "hello.deb"), `${repo()}/`]);
-    expect(conflict.out.slice(-3)).toBe("409");
+    expect(conflict.status).toBe(409);
     expect(conflict.out).toContain("already exists with different contents");
     const get = await fetch(`${repo()}/${FIXTURE_DEBS.hello.path}`);
-    expect(await sha256File(fixture("hello"))).toBe(new Bun.CryptoHasher("sha256").update(new Uint8Array(await get.arrayBuffer())).digest("hex"));
+    expect(await sha256File(fixtureDeb("hello"))).toBe(new Bun.CryptoHasher("sha256").update(new Uint8Array(await get.arrayBuffer())).digest("hex"));
     const missing = await fetch(`${repo()}/dists/stable/main/binary-amd64/Nope`);
     expect(missing.status).toBe(404);
     expect(await missing.text()).toStartWith("404 ");
@@ -143,8 +137,8 @@ describe("apt hosted repository: curl uploads, apt-get installs with the signatu
 
   aptTest("concurrent uploads to one suite: every package ends up in its Packages", async () => {
     const names = ["hello", "sl", "tree", "cowsay", "fortunes-min"] as const;
-    const rs = await Promise.all(names.map((n) => curl(["-u", `admin:${PW}`, "--upload-file", fixture(n), `${repo()}/upload/parallel/main/`])));
-    for (const r of rs) expect(r.out.slice(-3)).toBe("201");
+    const rs = await Promise.all(names.map((n) => curl(["-u", `admin:${PW}`, "--upload-file", fixtureDeb(n), `${repo()}/upload/parallel/main/`])));
+    for (const r of rs) expect(r.status).toBe(201);
     const packages = await (await fetch(`${repo()}/dists/parallel/main/binary-amd64/Packages`)).text();
     expect([...packages.match(/^Package: .*$/gm)!].sort()).toEqual(names.map((n) => `Package: ${n}`).sort());
     const c = await aptClient(`deb [signed-by=${keyring}] ${repo()} parallel main\n`);
@@ -157,8 +151,8 @@ describe("apt hosted repository: curl uploads, apt-get installs with the signatu
   aptTest("a new upload is a new generation; earlier by-hash indexes stay published for clients holding the older Release", async () => {
     const before = parseRelease(await (await fetch(`${repo()}/dists/stable/Release`)).text());
     const oldGz = before.files.get("main/binary-amd64/Packages.gz")!.hashes.SHA256!;
-    const up = await curl(["-u", `admin:${PW}`, "--upload-file", fixture("tree"), `${repo()}/`]);
-    expect(up.out.slice(-3)).toBe("201");
+    const up = await curl(["-u", `admin:${PW}`, "--upload-file", fixtureDeb("tree"), `${repo()}/`]);
+    expect(up.status).toBe(201);
     const after = parseRelease(await (await fetch(`${repo()}/dists/stable/Release`)).text());
     const newGz = after.files.get("main/binary-amd64/Packages.gz")!.hashes.SHA256!;
     expect(newGz).not.toBe(oldGz);
@@ -180,8 +174,8 @@ describe("apt hosted repository: curl uploads, apt-get installs with the signatu
     const b = await startVault({ config: structuredClone(cfg), dataDir: a.dataDir });
     try {
       const names = ["hello", "sl", "tree", "cowsay", "fortunes-min"] as const;
-      const rs = await Promise.all(names.map((n, i) => curl(["-u", `admin:${PW}`, "--upload-file", fixture(n), `${(i % 2 ? a : b).url}/shared/`])));
-      for (const r of rs) expect(r.out.slice(-3)).toBe("201");
+      const rs = await Promise.all(names.map((n, i) => curl(["-u", `admin:${PW}`, "--upload-file", fixtureDeb(n), `${(i % 2 ? a : b).url}/shared/`])));
+      for (const r of rs) expect(r.status).toBe(201);
       for (const v of [a, b]) {
         const c = await aptClient(`deb [signed-by=${key.keyring}] ${v.url}/shared stable main\n`);
         const u = await c.aptGet(["update"]);
