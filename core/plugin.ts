@@ -332,10 +332,11 @@ export interface ClientSetup {
 /**
  * The host's default {@link VaultPlugin.packageOf}: files grouped by directory. `a/b/c.tar.gz` → package `a/b`, file
  * `c.tar.gz`; a file at the root is its own package. Paths ending in `/` (directory listings) or holding a `#` (stored
- * variants of documents) are no package file (null).
+ * variants of documents, `CacheRequest.key`) are no package file (null).
+ * @param o.opaqueKeys `#` is part of a name, not a variant suffix (S3 object keys)
  */
-export function directoryPackageOf(path: string): PackageRef | null {
-  if (path === "" || path.endsWith("/") || path.includes("#")) return null;
+export function directoryPackageOf(path: string, o?: { opaqueKeys?: boolean }): PackageRef | null {
+  if (path === "" || path.endsWith("/") || (!o?.opaqueKeys && path.includes("#"))) return null;
   const i = path.lastIndexOf("/");
   return i <= 0 ? { name: path } : { name: path.slice(0, i), file: path.slice(i + 1) };
 }

@@ -66,8 +66,8 @@ export default definePlugin<RepositoryConfig>({
     },
   },
   classify: () => "artifact",
-  // objects grouped by bucket and directory (`<bucket>/<dir>`)
-  packageOf: (path) => directoryPackageOf(path),
+  // objects grouped by bucket and directory (`<bucket>/<dir>`); keys may hold `#`
+  packageOf: (path) => directoryPackageOf(path, { opaqueKeys: true }),
   clientSetup: s3ClientSetup,
   routes(app, ctx: PluginContext) {
     const svc = createS3Service(ctx);
