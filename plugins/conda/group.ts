@@ -24,7 +24,9 @@ import {
   docHeaders,
   notOffered,
   relativePath,
+  respondSnapshotDoc,
   runTask,
+  SNAPSHOT_DOCS,
   usable,
   type CondaRepoConfig,
   type CondaService,
@@ -153,15 +155,11 @@ export function createCondaGroup(ctx: PluginContext<CondaRepoConfig>, o: GroupOp
         return r;
       }
       case "document": {
-        const { prefix, subdir, doc } = p;
-        if (doc === "repodata.json" || doc === "repodata_from_packages.json" || doc === "repodata.json.zst" || doc === "current_repodata.json" || doc === "repodata_shards.msgpack.zst") {
-          const snap = await snapshot(prefix, subdir, req.signal);
-          if (!snap) throw condaErrors.notFound(`${prefix}${subdir}/${doc}`);
-          if (doc === "repodata.json" || doc === "repodata_from_packages.json") return ctx.artifacts.respond(req, snap, docHeaders(CONTENT_TYPE.json, NO_CACHE));
-          const which = doc === "repodata.json.zst" ? "zst" : doc === "current_repodata.json" ? "current" : "shardIndex";
-          return variants.respond(req, snap, prefix, subdir, which, NO_CACHE);
-        }
-        throw notOffered(doc);
+        const which = SNAPSHOT_DOCS[p.doc];
+        if (!which) throw notOffered(p.doc);
+        const snap = await snapshot(p.prefix, p.subdir, req.signal);
+        if (!snap) throw condaErrors.notFound(`${p.prefix}${p.subdir}/${p.doc}`);
+        return respondSnapshotDoc(ctx, variants, req, snap, p.prefix, p.subdir, which, NO_CACHE);
       }
       default:
         throw condaErrors.noRoute("/" + rel);

@@ -36,7 +36,9 @@ import {
   freshEntry,
   notOffered,
   relativePath,
+  respondSnapshotDoc,
   runTask,
+  SNAPSHOT_DOCS,
   usable,
   type CommitFile,
   type CondaRepoConfig,
@@ -301,18 +303,14 @@ export function createCondaHosted(ctx: PluginContext<CondaRepoConfig>): CondaSer
         return r;
       }
       case "document": {
-        const { prefix, subdir, doc } = p;
-        const snap = await snapshot(prefix, subdir);
-        if (doc === "repodata.json" || doc === "repodata_from_packages.json") {
-          if (!snap) return emptyRepodata(req, subdir);
-          return ctx.artifacts.respond(req, snap, docHeaders(CONTENT_TYPE.json, NO_CACHE));
+        const which = SNAPSHOT_DOCS[p.doc];
+        if (!which) throw notOffered(p.doc);
+        const snap = await snapshot(p.prefix, p.subdir);
+        if (!snap) {
+          if (which === "snapshot") return emptyRepodata(req, p.subdir);
+          throw condaErrors.notFound(`${p.subdir}/${p.doc}`);
         }
-        if (doc === "repodata.json.zst" || doc === "current_repodata.json" || doc === "repodata_shards.msgpack.zst") {
-          if (!snap) throw condaErrors.notFound(`${subdir}/${doc}`);
-          const which = doc === "repodata.json.zst" ? "zst" : doc === "current_repodata.json" ? "current" : "shardIndex";
-          return variants.respond(req, snap, prefix, subdir, which, NO_CACHE);
-        }
-        throw notOffered(doc);
+        return respondSnapshotDoc(ctx, variants, req, snap, p.prefix, p.subdir, which, NO_CACHE);
       }
       default:
         throw condaErrors.noRoute("/" + rel);

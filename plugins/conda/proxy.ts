@@ -28,7 +28,9 @@ import {
   notOffered,
   relativePath,
   remainingMaxAge,
+  respondSnapshotDoc,
   runTask,
+  SNAPSHOT_DOCS,
   usable,
   type CondaRepoConfig,
   type CondaService,
@@ -270,14 +272,11 @@ export function createCondaProxy(ctx: PluginContext<CondaRepoConfig>): CondaServ
       case "document": {
         const { prefix, subdir, doc } = p;
         switch (doc) {
-          case "repodata.json": {
-            const s = await requireSnapshot(prefix, subdir, req.signal);
-            return ctx.artifacts.respond(req, s, docHeaders(CONTENT_TYPE.json, remainingMaxAge(s)));
-          }
+          case "repodata.json":
           case "repodata.json.zst":
           case "current_repodata.json": {
             const s = await requireSnapshot(prefix, subdir, req.signal);
-            return variants.respond(req, s, prefix, subdir, doc === "current_repodata.json" ? "current" : "zst", remainingMaxAge(s));
+            return respondSnapshotDoc(ctx, variants, req, s, prefix, subdir, SNAPSHOT_DOCS[doc]!, remainingMaxAge(s));
           }
           case "repodata_shards.msgpack.zst":
             return shardIndex(req, prefix, subdir);

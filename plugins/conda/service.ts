@@ -282,6 +282,24 @@ export class Variants {
   }
 }
 
+/** Which stored document answers a subdir document served from the snapshot: the snapshot itself or a derived variant. */
+export type SnapshotDoc = "snapshot" | "zst" | "current" | "shardIndex";
+
+/** The subdir documents hosted and group channels serve from their snapshot (the proxy passes `repodata_from_packages.json` and shards through). */
+export const SNAPSHOT_DOCS: Partial<Record<string, SnapshotDoc>> = {
+  "repodata.json": "snapshot",
+  "repodata_from_packages.json": "snapshot",
+  "repodata.json.zst": "zst",
+  "current_repodata.json": "current",
+  "repodata_shards.msgpack.zst": "shardIndex",
+};
+
+/** Answers a subdir document from `snap`: the snapshot itself (`application/json`) or one of its derived variants. */
+export function respondSnapshotDoc(ctx: PluginContext, variants: Variants, req: Request, snap: ArtifactEntry, prefix: string, subdir: string, which: SnapshotDoc, cacheControl: string): Promise<Response> {
+  if (which === "snapshot") return ctx.artifacts.respond(req, snap, docHeaders(CONTENT_TYPE.json, cacheControl));
+  return variants.respond(req, snap, prefix, subdir, which, cacheControl);
+}
+
 /** The answer to a HEAD/GET of a document variant the repository does not offer (`.bz2`, `.jlap`): a real 404 (specs/conda.md pitfalls). */
 export function notOffered(doc: string): VaultError {
   return condaErrors.notFound(`${doc} (not offered: use repodata.json or repodata.json.zst)`);
