@@ -13,28 +13,24 @@
  */
 import { createHash } from "node:crypto";
 import { VaultError, type ArtifactEntry, type PluginContext } from "../../core/plugin.ts";
-import { parseCondaPath, type PackageFile } from "./paths.ts";
+import type { PackageFile } from "./paths.ts";
 import type { FileDigests } from "./repodata.ts";
 import {
   CONTENT_TYPE,
   Variants,
   condaErrors,
-  condaPath,
   derivedPaths,
-  docHeaders,
-  notOffered,
   relativePath,
-  respondSnapshotDoc,
   runTask,
-  SNAPSHOT_DOCS,
   usable,
+  uploadTarget,
+  serveStoredChannel,
   type CondaRepoConfig,
   type CondaService,
 } from "./service.ts";
 
 /** Header of a merged document: a digest of the members' document digests it was merged from. */
 const SOURCES_HEADER = "x-vault-sources";
-const NO_CACHE = "no-cache";
 
 /** Options of {@link createCondaGroup}. */
 export interface GroupOptions {
@@ -124,51 +120,19 @@ export function createCondaGroup(ctx: PluginContext<CondaRepoConfig>, o: GroupOp
     return o.svc.servePackage(req, prefix, subdir, file);
   }
 
-  async function handle(req: Request, mount: string): Promise<Response> {
-    const { rel } = relativePath(req, mount);
-    if (req.method === "PUT" || req.method === "POST") {
-      const w = ctx.config.writeTo ? ctx.member(ctx.config.writeTo) : undefined;
-      const svc = w ? o.serviceOf(w) : undefined;
-      if (!svc?.upload) throw condaErrors.method(req.method, "GET, HEAD", "this group has no writeTo member: upload to a hosted conda repository, or set writeTo");
-      const principal = await ctx.auth.require(req, "write");
-      if (req.method === "PUT") {
-        const p = parseCondaPath(rel);
-        if (p?.kind !== "package" || p.prefix !== "") throw condaErrors.method("PUT", "GET, HEAD", "PUT takes a package file: /<name>/<subdir>/<file>");
-        return svc.upload(req, principal, { subdir: p.subdir, filename: p.file.filename }, ctx.repo.name);
-      }
-      if (rel === "" || rel === "upload" || /^api\/channels\/[^/]+\/files\/?$/.test(rel)) return svc.upload(req, principal, {}, ctx.repo.name);
-      throw condaErrors.method("POST", "GET, HEAD");
-    }
-    if (req.method !== "GET" && req.method !== "HEAD") throw condaErrors.method(req.method, "GET, HEAD");
-    const p = condaPath(rel);
-    switch (p.kind) {
-      case "package":
-        return servePackage(req, p.prefix, p.subdir, p.file);
-      case "channeldata": {
-        const e = await channeldata(p.prefix, req.signal);
-        if (!e) throw condaErrors.notFound("channeldata.json");
-        return ctx.artifacts.respond(req, e, docHeaders(CONTENT_TYPE.json, NO_CACHE));
-      }
-      case "shard": {
-        const r = await variants.shard(req, p.prefix, p.subdir, p.hex);
-        if (!r) throw condaErrors.notFound(`shard ${p.hex}`);
-        return r;
-      }
-      case "document": {
-        const which = SNAPSHOT_DOCS[p.doc];
-        if (!which) throw notOffered(p.doc);
-        const snap = await snapshot(p.prefix, p.subdir, req.signal);
-        if (!snap) throw condaErrors.notFound(`${p.prefix}${p.subdir}/${p.doc}`);
-        return respondSnapshotDoc(ctx, variants, req, snap, p.prefix, p.subdir, which, NO_CACHE);
-      }
-      default:
-        throw condaErrors.noRoute("/" + rel);
-    }
-  }
-
-  return {
+  const svc: CondaService = {
     ctx,
-    handle,
+    async handle(req, mount) {
+      const { rel } = relativePath(req, mount);
+      if (req.method === "PUT" || req.method === "POST") {
+        const target = uploadTarget(req, rel);
+        const w = ctx.config.writeTo ? ctx.member(ctx.config.writeTo) : undefined;
+        const writer = w ? o.serviceOf(w) : undefined;
+        if (!writer?.upload) throw condaErrors.method(req.method, "GET, HEAD", "this group has no writeTo member: upload to a hosted conda repository, or set writeTo");
+        return writer.upload(req, await ctx.auth.require(req, "write"), target, ctx.repo.name);
+      }
+      return serveStoredChannel(req, rel, svc, variants, false);
+    },
     snapshot,
     async lookup(prefix, subdir, filename, signal) {
       return (await owner(prefix, subdir, filename, signal))?.digests ?? null;
@@ -176,4 +140,5 @@ export function createCondaGroup(ctx: PluginContext<CondaRepoConfig>, o: GroupOp
     servePackage,
     channeldata,
   };
+  return svc;
 }

@@ -22,7 +22,7 @@
 import { mkdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { KeyedLock, PART_MARKER, TEMP_OWNER, type ArtifactEntry, type PluginContext, type Principal } from "../../core/plugin.ts";
-import { SUBDIR, parseCondaPath, parsePackageFile, type PackageFile } from "./paths.ts";
+import { SUBDIR, parsePackageFile, type PackageFile } from "./paths.ts";
 import { parseRepodata, type ChannelFileInfo, type FileDigests } from "./repodata.ts";
 import { recordOf } from "./package.ts";
 import {
@@ -30,16 +30,13 @@ import {
   DEFAULT_MAX_UPLOAD_BYTES,
   Variants,
   condaErrors,
-  condaPath,
   derivedPaths,
-  docHeaders,
   freshEntry,
-  notOffered,
   relativePath,
-  respondSnapshotDoc,
   runTask,
-  SNAPSHOT_DOCS,
   usable,
+  uploadTarget,
+  serveStoredChannel,
   type CommitFile,
   type CondaRepoConfig,
   type CondaService,
@@ -47,7 +44,6 @@ import {
 
 /** How many times an upload rewrites a subdir's repodata that another process's write left incomplete. */
 const MAX_RECONCILE = 20;
-const NO_CACHE = "no-cache";
 
 const decoder = new TextDecoder();
 const infoPrefix = (subdir: string) => `info/${subdir}/`;
@@ -266,60 +262,16 @@ export function createCondaHosted(ctx: PluginContext<CondaRepoConfig>): CondaSer
     return ctx.artifacts.respond(req, e, { "content-type": CONTENT_TYPE.package });
   }
 
-  /** An empty but valid repodata.json for a subdir nothing was uploaded to (conda needs `noarch/repodata.json` to take a URL as a channel). */
-  function emptyRepodata(req: Request, subdir: string): Response {
-    const body = JSON.stringify({ info: { subdir }, packages: {}, "packages.conda": {}, removed: [], repodata_version: 1 });
-    return new Response(req.method === "HEAD" ? null : body, { headers: { ...docHeaders(CONTENT_TYPE.json, NO_CACHE), "content-length": String(body.length) } });
-  }
-
-  async function handle(req: Request, mount: string): Promise<Response> {
-    const { rel } = relativePath(req, mount);
-    if (req.method === "PUT") {
-      const p = parseCondaPath(rel);
-      if (p?.kind !== "package" || p.prefix !== "") throw condaErrors.method("PUT", "GET, HEAD", "PUT takes a package file: /<name>/<subdir>/<name>-<version>-<build>.conda|.tar.bz2");
-      const principal = await ctx.auth.require(req, "write");
-      return upload(req, principal, { subdir: p.subdir, filename: p.file.filename });
-    }
-    if (req.method === "POST") {
-      if (rel === "" || rel === "upload" || /^api\/channels\/[^/]+\/files\/?$/.test(rel)) {
-        const principal = await ctx.auth.require(req, "write");
-        return upload(req, principal, {});
-      }
-      throw condaErrors.method("POST", "GET, HEAD");
-    }
-    if (req.method !== "GET" && req.method !== "HEAD") throw condaErrors.method(req.method, "GET, HEAD, PUT, POST");
-    const p = condaPath(rel);
-    switch (p.kind) {
-      case "package":
-        return servePackage(req, p.prefix, p.subdir, p.file);
-      case "channeldata": {
-        const e = p.prefix === "" ? usable(await ctx.artifacts.get("channeldata.json")) : null;
-        if (!e) throw condaErrors.notFound("channeldata.json");
-        return ctx.artifacts.respond(req, e, docHeaders(CONTENT_TYPE.json, NO_CACHE));
-      }
-      case "shard": {
-        const r = await variants.shard(req, p.prefix, p.subdir, p.hex);
-        if (!r) throw condaErrors.notFound(`shard ${p.hex}`);
-        return r;
-      }
-      case "document": {
-        const which = SNAPSHOT_DOCS[p.doc];
-        if (!which) throw notOffered(p.doc);
-        const snap = await snapshot(p.prefix, p.subdir);
-        if (!snap) {
-          if (which === "snapshot") return emptyRepodata(req, p.subdir);
-          throw condaErrors.notFound(`${p.subdir}/${p.doc}`);
-        }
-        return respondSnapshotDoc(ctx, variants, req, snap, p.prefix, p.subdir, which, NO_CACHE);
-      }
-      default:
-        throw condaErrors.noRoute("/" + rel);
-    }
-  }
-
-  return {
+  const svc: CondaService = {
     ctx,
-    handle,
+    async handle(req, mount) {
+      const { rel } = relativePath(req, mount);
+      if (req.method === "PUT" || req.method === "POST") {
+        const target = uploadTarget(req, rel);
+        return upload(req, await ctx.auth.require(req, "write"), target);
+      }
+      return serveStoredChannel(req, rel, svc, variants, true);
+    },
     snapshot,
     lookup,
     servePackage,
@@ -328,4 +280,5 @@ export function createCondaHosted(ctx: PluginContext<CondaRepoConfig>): CondaSer
     },
     upload,
   };
+  return svc;
 }

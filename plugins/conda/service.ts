@@ -300,6 +300,66 @@ export function respondSnapshotDoc(ctx: PluginContext, variants: Variants, req: 
   return variants.respond(req, snap, prefix, subdir, which, cacheControl);
 }
 
+/** What a write request names: PUT of `<subdir>/<file>`, or a multipart POST to the mount, `upload` or quetz's `api/channels/<c>/files/`. */
+export type UploadTarget = { subdir?: string; filename?: string };
+
+/**
+ * The upload a PUT/POST addresses (hosted channels, and groups writing through to one).
+ * @throws VaultError 405 for other methods and paths
+ */
+export function uploadTarget(req: Request, rel: string): UploadTarget {
+  if (req.method === "PUT") {
+    const p = parseCondaPath(rel);
+    if (p?.kind !== "package" || p.prefix !== "") throw condaErrors.method("PUT", "GET, HEAD", "PUT takes a package file: /<name>/<subdir>/<name>-<version>-<build>.conda|.tar.bz2");
+    return { subdir: p.subdir, filename: p.file.filename };
+  }
+  if (req.method === "POST" && (rel === "" || rel === "upload" || /^api\/channels\/[^/]+\/files\/?$/.test(rel))) return {};
+  throw condaErrors.method(req.method, "GET, HEAD, PUT, POST");
+}
+
+/** An empty but valid repodata.json for a subdir nothing was uploaded to (conda needs `noarch/repodata.json` to take a URL as a channel). */
+function emptyRepodata(req: Request, subdir: string): Response {
+  const body = JSON.stringify({ info: { subdir }, packages: {}, "packages.conda": {}, removed: [], repodata_version: 1 });
+  return new Response(req.method === "HEAD" ? null : body, { headers: { ...docHeaders(CONTENT_TYPE.json, "no-cache"), "content-length": String(body.length) } });
+}
+
+/**
+ * Answers GET/HEAD of a hosted or group channel from stored entries: packages (`svc.servePackage`), channeldata.json,
+ * shards, and the snapshot documents with `Cache-Control: no-cache` (clients revalidate: 304).
+ * @param emptySubdirs answer an empty repodata.json for a subdir without packages (hosted) instead of 404
+ * @throws VaultError 404 for what the channel does not have, 405 for other methods
+ */
+export async function serveStoredChannel(req: Request, rel: string, svc: CondaService, variants: Variants, emptySubdirs: boolean): Promise<Response> {
+  if (req.method !== "GET" && req.method !== "HEAD") throw condaErrors.method(req.method, "GET, HEAD, PUT, POST");
+  const p = condaPath(rel);
+  switch (p.kind) {
+    case "package":
+      return svc.servePackage(req, p.prefix, p.subdir, p.file);
+    case "channeldata": {
+      const e = await svc.channeldata(p.prefix, req.signal);
+      if (!e) throw condaErrors.notFound("channeldata.json");
+      return svc.ctx.artifacts.respond(req, e, docHeaders(CONTENT_TYPE.json, "no-cache"));
+    }
+    case "shard": {
+      const r = await variants.shard(req, p.prefix, p.subdir, p.hex);
+      if (!r) throw condaErrors.notFound(`shard ${p.hex}`);
+      return r;
+    }
+    case "document": {
+      const which = SNAPSHOT_DOCS[p.doc];
+      if (!which) throw notOffered(p.doc);
+      const snap = await svc.snapshot(p.prefix, p.subdir, req.signal);
+      if (!snap) {
+        if (emptySubdirs && which === "snapshot" && p.prefix === "") return emptyRepodata(req, p.subdir);
+        throw condaErrors.notFound(`${p.prefix}${p.subdir}/${p.doc}`);
+      }
+      return respondSnapshotDoc(svc.ctx, variants, req, snap, p.prefix, p.subdir, which, "no-cache");
+    }
+    default:
+      throw condaErrors.noRoute("/" + rel);
+  }
+}
+
 /** The answer to a HEAD/GET of a document variant the repository does not offer (`.bz2`, `.jlap`): a real 404 (specs/conda.md pitfalls). */
 export function notOffered(doc: string): VaultError {
   return condaErrors.notFound(`${doc} (not offered: use repodata.json or repodata.json.zst)`);
