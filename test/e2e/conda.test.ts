@@ -79,6 +79,41 @@ describe("conda proxy channel", () => {
     expect(ch.upstream.requests.length).toBe(before); // repodata still fresh, package cached
   }, T);
 
+  clientTest("stale repodata is revalidated with conditional requests (304), packages are not fetched again", async () => {
+    const up = await startCondaChannel({ shards: false });
+    const v = await startVault({ config: { repositories: [{ name: "c", format: "conda", type: "proxy", upstream: up.url, repodataTtlSeconds: 0 }] } });
+    try {
+      const first = await rattlerSolve(["zlib"], [`${v.url}/c/`], ["linux-64", "noarch"]);
+      const z = first.find((p) => p.name === "zlib")!;
+      await (await fetch(z.url)).arrayBuffer();
+      const n = up.upstream.requests.length;
+      const again = await rattlerSolve(["zlib"], [`${v.url}/c/`], ["linux-64", "noarch"]);
+      expect(again.find((p) => p.name === "zlib")!.sha256).toBe(z.sha256);
+      expect((await fetch(z.url)).headers.get("x-vault-cache")).toBe("HIT");
+      const later = up.upstream.requests.slice(n);
+      const repodata = later.filter((r) => r.path.endsWith("/repodata.json"));
+      expect(repodata.length).toBeGreaterThan(0);
+      for (const r of repodata) expect(r.headers.get("if-none-match") ?? r.headers.get("if-modified-since")).toBeTruthy();
+      expect(later.filter((r) => r.path.endsWith(".conda") || r.path.endsWith(".tar.bz2"))).toEqual([]);
+    } finally {
+      await v.stop();
+      await up.stop();
+    }
+  }, T);
+
+  clientTest("shards: derive serves shards rattler can read for an upstream whose own shards store digests as hex strings", async () => {
+    const up = await startCondaChannel({ shards: true });
+    const v = await startVault({ config: { repositories: [{ name: "c", format: "conda", type: "proxy", upstream: up.url, shards: "derive" }] } });
+    try {
+      const solved = await rattlerSolve(["zlib"], [`${v.url}/c/`], ["linux-64", "noarch"]);
+      expect(solved.find((p) => p.name === "zlib")!.sha256).toBe(record("zlib-1.2.11-h7b6447c_3.conda").sha256);
+      expect(up.count("repodata_shards.msgpack.zst")).toBe(0); // upstream's shards were never used
+    } finally {
+      await v.stop();
+      await up.stop();
+    }
+  }, T);
+
   test("every variant comes from one snapshot: .zst decompresses to repodata.json, current_repodata, shards, 404 for .bz2/.jlap", async () => {
     const json = new Uint8Array(await (await fetch(`${chan}linux-64/repodata.json`)).arrayBuffer());
     expect(sha256Hex(json)).toBe(sha256Hex(await Bun.file(join(ZLIB_CHANNEL, "linux-64/repodata.json")).bytes())); // stored as upstream sent it
