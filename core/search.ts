@@ -43,10 +43,8 @@ export interface RepositoryContent {
   metadataFiles: number;
   /** Sum of the rows' sizes, bytes (identical blobs in two rows count twice; see {@link BlobStoreStats}). */
   storedBytes: number;
-  /** Sum of the rows' hit counts: downloads answered from the store, every node. */
+  /** Sum of the rows' hit counts: downloads answered (2xx and presigned redirects, first fetches included), every node. */
   downloads: number;
-  /** Negative-cache rows (remembered upstream 404/410). */
-  negativeEntries: number;
   /** Latest access of any row, epoch ms; null when the repository stores nothing. */
   lastAccessAt: number | null;
 }
@@ -284,19 +282,17 @@ export function createCatalog(o: CatalogOptions): Catalog {
       const out = new Map<string, RepositoryContent>();
       if (repositories.length === 0) return out;
       await flush(repositories);
-      const ok = sql`${artifacts.status} = 200`;
       const rowsOf = await db
         .select({
           repository: artifacts.repository,
-          artifacts: sql<number>`coalesce(sum(case when ${ok} and ${artifacts.kind} = 'artifact' then 1 else 0 end), 0)`.mapWith(Number),
-          metadataFiles: sql<number>`coalesce(sum(case when ${ok} and ${artifacts.kind} <> 'artifact' then 1 else 0 end), 0)`.mapWith(Number),
-          storedBytes: sql<number>`coalesce(sum(case when ${ok} then ${artifacts.sizeBytes} else 0 end), 0)`.mapWith(Number),
+          artifacts: sql<number>`coalesce(sum(case when ${artifacts.kind} = 'artifact' then 1 else 0 end), 0)`.mapWith(Number),
+          metadataFiles: sql<number>`coalesce(sum(case when ${artifacts.kind} <> 'artifact' then 1 else 0 end), 0)`.mapWith(Number),
+          storedBytes: sql<number>`coalesce(sum(${artifacts.sizeBytes}), 0)`.mapWith(Number),
           downloads: sql<number>`coalesce(sum(${artifacts.hitCount}), 0)`.mapWith(Number),
-          negativeEntries: sql<number>`coalesce(sum(case when ${ok} then 0 else 1 end), 0)`.mapWith(Number),
           lastAccessAt: sql<number | null>`max(${artifacts.lastAccessAt})`.mapWith((v) => (v === null ? null : Number(v))),
         })
         .from(artifacts)
-        .where(inArray(artifacts.repository, repositories))
+        .where(and(inArray(artifacts.repository, repositories), stored))
         .groupBy(artifacts.repository);
       for (const r of rowsOf) {
         const { repository, ...c } = r;

@@ -174,7 +174,6 @@ ${r.writeTo ? html`<dt>Uploads go to</dt><dd><a href="${repositoryHref(p, r.writ
 <dt>Artifacts</dt><dd>${formatCount(r.artifacts)} (${formatCount(r.metadataFiles)} metadata files)</dd>
 <dt>Stored</dt><dd>${size(r.storedBytes)}</dd>
 <dt>Downloads</dt><dd>${formatCount(r.downloads)}</dd>
-${r.type === "proxy" ? html`<dt>Remembered misses</dt><dd>${formatCount(r.negativeEntries)}</dd>` : ""}
 <dt>Last access</dt><dd>${time(r.lastAccessAt)}</dd>
 </dl>
 ${setupSection("How to configure your client", r.setup)}

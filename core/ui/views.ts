@@ -56,7 +56,7 @@ export interface SearchView extends SearchResult {
   query: SearchQuery;
 }
 
-const EMPTY: RepositoryContent = { artifacts: 0, metadataFiles: 0, storedBytes: 0, downloads: 0, negativeEntries: 0, lastAccessAt: null };
+const EMPTY: RepositoryContent = { artifacts: 0, metadataFiles: 0, storedBytes: 0, downloads: 0, lastAccessAt: null };
 
 /** Cache results counted as hits / misses in ratios and totals. */
 const HITS = ["HIT", "REVALIDATED", "STALE"];
