@@ -359,6 +359,14 @@ export function insecureHostOf(url: string): string | undefined {
   return u.host;
 }
 
+/** The package version one stored file belongs to (retention's `keepVersions`; docs/plugins.md "Retention"). */
+export interface PackageVersion {
+  /** The package (project, package name, image) in the format's normalized spelling. */
+  package: string;
+  /** The version (tag) as the format spells it; ordered by `compareVersions`. */
+  version: string;
+}
+
 /** What a plugin's `gc` hook receives: the repository's metadata and stores, nothing that talks to the network. */
 export type GcContext<C extends RepositoryConfig = RepositoryConfig> = Pick<PluginContext<C>, "repo" | "config" | "storage" | "metadata" | "artifacts" | "log">;
 
@@ -440,6 +448,27 @@ export interface VaultPlugin<C extends RepositoryConfig = RepositoryConfig> {
    * @param o.package the package (and version) the page shows, when it shows one
    */
   clientSetup?(ctx: PluginContext<C>, o: { req: Request; package?: { name: string; version?: string } }): ClientSetup[];
+  /**
+   * Retention (docs/retention.md): the package version a repository-relative path belongs to, or undefined for files
+   * that are no one version's (indexes, package documents, markers: never removed by `keepVersions`). The files of one
+   * version are kept or removed together. Must be cheap and pure (called for every stored row). Optional; without it
+   * `retention.keepVersions` is a config error for the format.
+   */
+  versionOf?(path: string): PackageVersion | undefined;
+  /**
+   * Orders two versions of one package (the format's rules: PEP 440, semver, …): negative when `a` is older than `b`,
+   * positive when newer, 0 when equal. Optional; without it versions are ordered by when they were stored (the newest
+   * file of each).
+   */
+  compareVersions?(a: string, b: string): number;
+  /**
+   * Hosted retention: removes one version through the plugin's own delete path, so the package's documents (simple
+   * pages, packuments, tag lists) are regenerated. Called by the retention job (`vault cleanup`, `vault serve`), which
+   * writes the audit record. A version already gone removes nothing. Optional; without it hosted repositories of the
+   * format accept only `retention.maxBytes`.
+   * @returns the repository-relative paths removed and their total size in bytes
+   */
+  deleteVersion?(ctx: PluginContext<C>, v: PackageVersion): Promise<{ paths: string[]; bytes: number }>;
   /** Called after routes are mounted, before listening. */
   start?(ctx: PluginContext<C>): Promise<void>;
   /** Called on shutdown, after in-flight requests finished. */

@@ -134,6 +134,16 @@ const REPOSITORY_PROPERTIES: Record<string, object> = {
     properties: { metadataTtlSeconds: seconds, negativeTtlSeconds: seconds, maxStaleSeconds: seconds, lockTimeoutSeconds: seconds, staleWhileRevalidateSeconds: seconds },
   },
   redirectDownloads: { type: "boolean" },
+  retention: {
+    type: "object",
+    additionalProperties: false,
+    properties: {
+      maxAgeDays: { type: "number", exclusiveMinimum: 0, description: "Remove files stored more than this many days ago." },
+      unusedForDays: { type: "number", exclusiveMinimum: 0, description: "Remove files not downloaded for this many days." },
+      keepVersions: { type: "integer", minimum: 1, description: "Keep the newest N versions of each package." },
+      maxBytes: { type: "integer", minimum: 1, description: "Quota, bytes: proxies evict least-recently-used files, hosted repositories refuse uploads over it." },
+    },
+  },
 };
 
 /**
@@ -238,6 +248,11 @@ export function buildConfigSchema(plugins: Map<string, VaultPlugin>): object {
         properties: { threads: { type: "integer", minimum: 1 }, offloadThresholdBytes: { type: "integer", minimum: 0 }, tailHash: { type: "boolean" } },
       },
       plugins: { type: "array", items: str },
+      retention: {
+        type: "object",
+        additionalProperties: false,
+        properties: { intervalMinutes: { type: "number", minimum: 0 }, gcMinAgeMinutes: { type: "number", minimum: 0 } },
+      },
       repositories: { type: "array", items: repository },
       // The seed read-through cache's keys (core/config/seed.ts).
       backends: {
@@ -557,6 +572,26 @@ export function checkConfig(raw: unknown, plugins: Map<string, VaultPlugin>, o: 
     const used = ports.get(r.port);
     if (used) add(repoPath(i, "port"), `port ${r.port} is already used by ${used}`);
     else ports.set(r.port, `repositories[${i}]`);
+  });
+
+  // retention: groups hold no files; keepVersions needs the format's versionOf; hosted deletions need deleteVersion
+  repos.forEach((r, i) => {
+    if (!isObject(r) || !isObject(r.retention)) return;
+    const repo = r as RepositoryConfig;
+    const plugin = typeof repo.format === "string" ? plugins.get(repo.format) : undefined;
+    const where = (k: string) => ["repositories", i, "retention", k];
+    const policy = r.retention as Record<string, unknown>;
+    if (repo.type === "group") {
+      add(["repositories", i, "retention"], "group repositories hold no files of their own; set retention on their members");
+      return;
+    }
+    if (!plugin) return;
+    if (policy.keepVersions !== undefined && typeof plugin.versionOf !== "function")
+      add(where("keepVersions"), `format "${repo.format}" does not tell package versions apart (its plugin has no versionOf)`);
+    if (repo.type === "hosted" && typeof plugin.deleteVersion !== "function") {
+      for (const k of ["maxAgeDays", "unusedForDays", "keepVersions"])
+        if (policy[k] !== undefined) add(where(k), `hosted ${repo.format} repositories accept only retention.maxBytes (the ${repo.format} plugin cannot delete versions)`);
+    }
   });
 
   if (isObject(doc.metadata) && doc.metadata.driver === "postgres" && typeof doc.metadata.url === "string" && !/^postgres(ql)?:\/\/./.test(doc.metadata.url))

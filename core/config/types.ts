@@ -17,6 +17,38 @@ export interface CachePolicy {
   staleWhileRevalidateSeconds?: number;
 }
 
+/**
+ * Retention policy of one repository (docs/retention.md). Every key is optional; a file goes when any policy names it.
+ * Proxy: the cached file is evicted (fetched again on its next request). Hosted: `maxBytes` refuses uploads that would
+ * exceed it (413 in the format's error shape); the other policies remove whole versions through the plugin's
+ * `deleteVersion` hook (formats without one accept only `maxBytes`). Groups hold no files and take no policy.
+ */
+export interface RetentionPolicy {
+  /** Remove files stored (proxy: fetched or revalidated; hosted: uploaded) more than this many days ago. */
+  maxAgeDays?: number;
+  /** Remove files not downloaded for this many days (last access; a file never downloaded counts from when it was stored). */
+  unusedForDays?: number;
+  /** Keep the newest N versions of each package (format's own version order: PEP 440, semver, …); older versions go. */
+  keepVersions?: number;
+  /**
+   * Quota of the repository's stored files, bytes. Proxy: least-recently-used files are evicted until the total is under
+   * it. Hosted: an upload that would take the total over it is refused (413).
+   */
+  maxBytes?: number;
+}
+
+/** `retention:` the periodic retention job of `vault serve` (core/retention.ts; docs/retention.md). */
+export interface RetentionJobConfig {
+  /**
+   * Minutes between runs of the retention policies and the blob sweep inside `vault serve`. Default 60 when any
+   * repository has a `retention` policy, else off; `0` turns it off. With several processes or nodes on one
+   * database, one of them runs it per interval.
+   */
+  intervalMinutes?: number;
+  /** Minimum age of an unreferenced blob before the periodic sweep deletes it, minutes. Default 60 (as `vault gc`). */
+  gcMinAgeMinutes?: number;
+}
+
 /** Credentials sent to an upstream (Basic, or a Bearer token). */
 export interface UpstreamAuth {
   /** Basic user; its password is `password`, else `token`. */
@@ -64,6 +96,8 @@ export interface RepositoryConfig {
   cache?: CachePolicy;
   /** On a remote storage driver, answer downloads of stored files with a 302 to a presigned URL. */
   redirectDownloads?: boolean;
+  /** Cleanup policies and quota (proxy and hosted; docs/retention.md). */
+  retention?: RetentionPolicy;
   /** Plugin-specific keys. */
   [key: string]: unknown;
 }
@@ -181,6 +215,8 @@ export interface VaultConfig {
   plugins?: string[];
   /** The repositories, each mounted at `/<name>/` (or `prefix`); names unique. */
   repositories?: RepositoryConfig[];
+  /** The periodic retention job of `vault serve` (policies are per repository: `repositories[].retention`). */
+  retention?: RetentionJobConfig;
   /** The seed read-through cache's format, accepted as is and mapped onto proxy repositories. */
   backends?: { type: string; config: Record<string, unknown> }[];
 }
