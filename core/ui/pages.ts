@@ -51,6 +51,7 @@ export function layout(p: PageContext, title: string, body: HtmlValue): Html {
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>${title} · Artifact Vault</title>
+<link rel="icon" href="data:,">
 <link rel="stylesheet" href="${p.css}">
 <script type="module" src="${p.js}"></script>
 </head>
@@ -211,7 +212,7 @@ export function packagePage(p: PageContext, v: PackageView): Html {
 <p class="where">in <a href="${repositoryHref(p, v.repository)}">${v.repository}</a> <span class="format">${v.format} ${v.type}</span> ·
 ${formatCount(v.versions.length)} versions · ${size(v.sizeBytes)} · ${formatCount(v.downloads)} downloads${v.truncated ? html` <span class="badge">partial</span>` : ""}</p>
 ${setupSection("How to configure your client", v.setup)}
-${v.groups.map((g) => setupSection(`Through the group ${g.name}`, g.setup))}
+${v.groups.map((g) => setupSection(`Through the group ${g.name}`, g.setup.slice(0, 1)))}
 <section class="versions"><h2>Versions</h2>
 ${v.versions.map(
   (ver) => html`<section class="version" data-version="${ver.version}"><h3>${ver.version} <span class="meta">${size(ver.sizeBytes)} · ${formatCount(ver.downloads)} downloads · ${time(ver.fetchedAt)}</span></h3>
