@@ -1,6 +1,6 @@
 /**
  * The single binary (scripts/build.ts, `npm run build`): built into a temp directory and run from another one, away
- * from the source tree, it checks a config, serves an http and a pypi proxy repository, and uses every thread it
+ * from the source tree, it checks a config, serves an http and a pypi proxy repository and the embedded web UI, and uses every thread it
  * carries: the config-check thread, the tail-hash thread (forced on) and the piscina pool (offload threshold 0). A
  * third-party plugin file placed beside it (the example plugin, importing `artifact-vault/plugin`) loads and gets the
  * binary's own plugin API.
@@ -114,6 +114,23 @@ test("a third-party plugin file outside the tree loads, stores and serves; its V
   const missing = await fetch(`${vault.url}/st/docs/none.txt`);
   expect(missing.status).toBe(404);
   expect(((await missing.json()) as { error: { code: string } }).error.code).toBe("VAULT_NOT_FOUND");
+});
+
+test("the web UI is embedded: its pages, its assets, and a search over what the binary stored", async () => {
+  const home = await fetch(`${vault.url}/-/ui/`);
+  expect([home.status, home.headers.get("content-type")]).toEqual([200, "text/html; charset=utf-8"]);
+  const html = await home.text();
+  expect(html).toContain('<a href="/-/ui/repositories/files">files</a>');
+  for (const [re, type, marker] of [
+    [/href="(\/-\/ui\/static\/[0-9a-f]{16}\/ui\.css)"/, "text/css; charset=utf-8", "header.top"],
+    [/src="(\/-\/ui\/static\/[0-9a-f]{16}\/ui\.js)"/, "text/javascript; charset=utf-8", "navigator.clipboard"],
+  ] as const) {
+    const asset = await fetch(vault.url + re.exec(html)![1]);
+    expect([asset.status, asset.headers.get("content-type")]).toEqual([200, type]);
+    expect(await asset.text()).toContain(marker);
+  }
+  const found = (await (await fetch(`${vault.url}/-/api/search?q=big.bin`)).json()) as { results: { repository: string; name: string; sizeBytes: number }[] };
+  expect(found.results).toMatchObject([{ repository: "files", name: "big.bin", sizeBytes: big.byteLength }]);
 });
 
 test("SIGTERM stops the binary cleanly", async () => {
