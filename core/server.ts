@@ -17,6 +17,8 @@ import { createAuthCore, setRemoteAddress, type AuthCore, type RepositoryAuth } 
 import { createArtifactStore, type VaultArtifactStore } from "./artifacts.ts";
 import { createUpstreamClient } from "./upstream/client.ts";
 import { createCacheEngine } from "./cache/engine.ts";
+import { startRetentionJob } from "./retention.ts";
+import { withQuota } from "./retention-quota.ts";
 import { pathOf, pathProblem } from "./http/path.ts";
 import { fastTagOf, type FastHit, type FastTag } from "./http/fast.ts";
 import { createHostUi } from "./ui/index.ts";
@@ -219,7 +221,7 @@ export async function createVault(rawConfig: VaultConfig, o: CreateVaultOptions)
     for (const repo of config.repositories) {
       const plugin = plugins.get(repo.format)!;
       const rlog = log.child({ repo: repo.name });
-      const artifacts = createArtifactStore({ db: opened.db, blobs, repo, log: rlog });
+      const artifacts = withQuota(createArtifactStore({ db: opened.db, blobs, repo, log: rlog }), opened.db, repo);
       artifactsByRepo.push(artifacts);
       closers.push(() => artifacts.close());
       const upstream = createUpstreamClient({ repo, defaults: config.upstream, log: rlog });
@@ -323,6 +325,16 @@ export async function createVault(rawConfig: VaultConfig, o: CreateVaultOptions)
       }
       started.push({ plugin, ctx });
     }
+
+    // 4. the periodic retention job (core/retention.ts; off unless a repository has a policy or the config sets one)
+    const retention = startRetentionJob({
+      config,
+      targets: config.repositories.map((r) => ({ ctx: contexts.get(r.name)!, plugin: plugins.get(r.format)! })),
+      db: opened.db,
+      blobs,
+      log,
+    });
+    closers.push(() => retention.stop());
 
     return makeVault({
       config,
