@@ -12,6 +12,7 @@ export const COMMANDS: Record<string, string> = {
   token: "create, list and revoke API tokens and S3 access keys",
   prefetch: "warm the cache of a running vault from a list of paths or URLs",
   gc: "remove unreferenced blobs and orphan temp files",
+  cleanup: "apply the repositories' retention policies now (--dry-run shows what would go)",
   conda: "conda → OCI mirror: mirror, pull-cache, push-cache (vault conda --help)",
 };
 
@@ -23,6 +24,7 @@ const BUILTIN: Record<string, () => Promise<{ run?: (args: string[]) => Promise<
   token: () => import("./commands/token.ts"),
   prefetch: () => import("./commands/prefetch.ts"),
   gc: () => import("./commands/gc.ts"),
+  cleanup: () => import("./commands/cleanup.ts"),
   conda: () => import("../../plugins/conda/mirror/cli.ts"),
 };
 
