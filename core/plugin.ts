@@ -359,11 +359,11 @@ export function insecureHostOf(url: string): string | undefined {
   return u.host;
 }
 
-/** The package version one stored file belongs to (retention's `keepVersions`; docs/plugins.md "Retention"). */
+/** One version of one package (retention: `compareVersions`, `deleteVersion`), named as {@link PackageRef} names it. */
 export interface PackageVersion {
-  /** The package (project, package name, image) in the format's normalized spelling. */
-  package: string;
-  /** The version (tag) as the format spells it; ordered by `compareVersions`. */
+  /** The package, as `packageOf` names it (normalized PyPI project, npm `@scope/name`, OCI image). */
+  name: string;
+  /** The version (OCI: the tag), as `packageOf` gives it. */
   version: string;
 }
 
@@ -449,16 +449,11 @@ export interface VaultPlugin<C extends RepositoryConfig = RepositoryConfig> {
    */
   clientSetup?(ctx: PluginContext<C>, o: { req: Request; package?: { name: string; version?: string } }): ClientSetup[];
   /**
-   * Retention (docs/retention.md): the package version a repository-relative path belongs to, or undefined for files
-   * that are no one version's (indexes, package documents, markers: never removed by `keepVersions`). The files of one
-   * version are kept or removed together. Must be cheap and pure (called for every stored row). Optional; without it
-   * `retention.keepVersions` is a config error for the format.
-   */
-  versionOf?(path: string): PackageVersion | undefined;
-  /**
-   * Orders two versions of one package (the format's rules: PEP 440, semver, …): negative when `a` is older than `b`,
-   * positive when newer, 0 when equal. Optional; without it versions are ordered by when they were stored (the newest
-   * file of each).
+   * Retention's `keepVersions` (docs/retention.md): orders two versions of one package by the format's rules (PEP 440,
+   * semver, …): negative when `a` is older than `b`, positive when newer, 0 when the rules cannot tell (then the version
+   * stored last counts as newer). The versions are those `packageOf` gives; files with the same package and version
+   * are kept or removed together, files of no version (documents, indexes) never by `keepVersions`. Must be cheap and
+   * pure, never throw. Optional; without it `retention.keepVersions` is a config error for the format.
    */
   compareVersions?(a: string, b: string): number;
   /**

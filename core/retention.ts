@@ -6,7 +6,7 @@
  * - Proxy repositories: a removal evicts one cached file (`ctx.cache.invalidate`); it is fetched again on its next
  *   request. Policies apply to every row (files, documents, negative entries); the quota evicts least-recently-used
  *   files until the repository's stored bytes are at most `maxBytes`.
- * - Hosted repositories: removals are whole versions (`versionOf`), deleted through the plugin's `deleteVersion` hook so
+ * - Hosted repositories: removals are whole versions (the plugin's `packageOf`), deleted through the plugin's `deleteVersion` hook so
  *   the package's documents are regenerated; each one is audited (`retention.delete`). Rows that belong to no version
  *   (documents, markers) are never removed. `maxBytes` is not evicted: uploads over it are refused.
  * - Group repositories own nothing (a policy on one is a config error).
@@ -19,7 +19,7 @@ import type { ResolvedConfig } from "./config/schema.ts";
 import type { RetentionPolicy } from "./config/types.ts";
 import { tablesOf } from "./db/index.ts";
 import { metrics } from "./metrics.ts";
-import type { ArtifactEntry, Db, Logger, PackageVersion, PluginContext, Principal, VaultPlugin } from "./plugin.ts";
+import { directoryPackageOf, type ArtifactEntry, type Db, type Logger, type PackageVersion, type PluginContext, type Principal, type VaultPlugin } from "./plugin.ts";
 import type { BlobStore } from "./storage/blobs.ts";
 
 const DAY_MS = 24 * 60 * 60 * 1000;
@@ -62,8 +62,12 @@ export interface RetentionPlan {
   keptBytes: number;
 }
 
-/** The format's hooks a plan uses (from the repository's plugin). */
-export type VersionHooks = Pick<VaultPlugin, "versionOf" | "compareVersions">;
+/** The format's hooks a plan uses: the package and version of a path (the plugin's `packageOf`), and the version order. */
+export interface VersionHooks {
+  /** The package version a repository-relative path belongs to; undefined (or no version) for files of none. */
+  versionOf(path: string): { name: string; version?: string } | null | undefined;
+  compareVersions?: VaultPlugin["compareVersions"];
+}
 
 /** Options of {@link planRetention}. */
 export interface PlanOptions {
@@ -86,13 +90,13 @@ interface VersionGroup {
 /** Groups the live rows (status < 400) that belong to a version, by package, each package's versions newest first. */
 function versionsByPackage(rows: RetentionRow[], hooks: VersionHooks): Map<string, VersionGroup[]> {
   const groups = new Map<string, Map<string, VersionGroup>>();
-  if (!hooks.versionOf) return new Map();
   for (const r of rows) {
     if (r.status >= 400) continue;
-    const v = hooks.versionOf(r.path);
-    if (!v) continue;
-    let byVersion = groups.get(v.package);
-    if (!byVersion) groups.set(v.package, (byVersion = new Map()));
+    const ref = hooks.versionOf(r.path);
+    if (!ref || ref.version === undefined) continue;
+    const v: PackageVersion = { name: ref.name, version: ref.version };
+    let byVersion = groups.get(v.name);
+    if (!byVersion) groups.set(v.name, (byVersion = new Map()));
     const g = byVersion.get(v.version);
     if (g) {
       g.rows.push(r);
@@ -118,7 +122,7 @@ const sizeOf = (rows: RetentionRow[]) => rows.reduce((n, r) => n + r.sizeBytes, 
 /**
  * Plans what `policy` removes from a repository's rows (pure: nothing is read or written).
  * - proxy: each row is checked against `maxAgeDays` (fetchedAt), then `unusedForDays` (lastAccessAt), then
- *   `keepVersions` (rows of versions older than the newest N of their package); then, while the rows left exceed
+ *   `keepVersions` (rows of versions — `packageOf` — older than the newest N of their package); then, while the rows left exceed
  *   `maxBytes`, the least recently used ones (lastAccessAt, then path) go for `quota`. One removal per row.
  * - hosted: whole versions only — a version goes when all its rows are older than `maxAgeDays`, when none was
  *   downloaded for `unusedForDays`, or when it is not among the newest `keepVersions`; `maxBytes` removes nothing.
@@ -240,7 +244,11 @@ export async function runRetention(targets: RetentionTarget[], o: RunRetentionOp
     if (!policy || type === "group") continue;
     if (o.signal?.aborted) break;
     await (ctx.artifacts as { flush?: () => Promise<void> }).flush?.();
-    const plan = planRetention(await rowsOf(ctx), policy, { type, now: o.now ?? Date.now(), hooks: plugin });
+    const hooks: VersionHooks = {
+      versionOf: (path) => (plugin.packageOf ? plugin.packageOf(path, ctx) : directoryPackageOf(path)),
+      compareVersions: plugin.compareVersions,
+    };
+    const plan = planRetention(await rowsOf(ctx), policy, { type, now: o.now ?? Date.now(), hooks });
     const report: RetentionReport = { repository: ctx.repo.name, type, plan, removedFiles: 0, removedBytes: 0, errors: 0, dryRun: o.dryRun === true };
     reports.push(report);
     if (o.dryRun) continue;
@@ -258,8 +266,8 @@ export async function runRetention(targets: RetentionTarget[], o: RunRetentionOp
           ctx.auth.audit({
             principal: RETENTION_PRINCIPAL,
             action: "retention.delete",
-            path: `${r.version.package}@${r.version.version}`,
-            detail: { reason: r.reason, package: r.version.package, version: r.version.version, files: paths, sizeBytes: bytes },
+            path: `${r.version.name}@${r.version.version}`,
+            detail: { reason: r.reason, package: r.version.name, version: r.version.version, files: paths, sizeBytes: bytes },
           });
         }
         report.removedFiles += paths.length;

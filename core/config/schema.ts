@@ -574,7 +574,7 @@ export function checkConfig(raw: unknown, plugins: Map<string, VaultPlugin>, o: 
     else ports.set(r.port, `repositories[${i}]`);
   });
 
-  // retention: groups hold no files; keepVersions needs the format's versionOf; hosted deletions need deleteVersion
+  // retention: groups hold no files; keepVersions needs the format's version order; hosted deletions need deleteVersion
   repos.forEach((r, i) => {
     if (!isObject(r) || !isObject(r.retention)) return;
     const repo = r as RepositoryConfig;
@@ -586,8 +586,8 @@ export function checkConfig(raw: unknown, plugins: Map<string, VaultPlugin>, o: 
       return;
     }
     if (!plugin) return;
-    if (policy.keepVersions !== undefined && typeof plugin.versionOf !== "function")
-      add(where("keepVersions"), `format "${repo.format}" does not tell package versions apart (its plugin has no versionOf)`);
+    if (policy.keepVersions !== undefined && typeof plugin.compareVersions !== "function")
+      add(where("keepVersions"), `format "${repo.format}" does not order package versions (its plugin has no compareVersions)`);
     if (repo.type === "hosted" && typeof plugin.deleteVersion !== "function") {
       for (const k of ["maxAgeDays", "unusedForDays", "keepVersions"])
         if (policy[k] !== undefined) add(where(k), `hosted ${repo.format} repositories accept only retention.maxBytes (the ${repo.format} plugin cannot delete versions)`);

@@ -41,7 +41,7 @@ export function formatReport(r: RetentionReport): string {
   if (r.errors) s += `; ${r.errors} failed (see the log)`;
   s += `; ${formatBytes(p.keptBytes)} kept\n`;
   for (const x of p.removals) {
-    const what = r.type === "hosted" && x.version ? `${x.version.package} ${x.version.version} (${x.paths.length} file${x.paths.length === 1 ? "" : "s"})` : x.paths[0];
+    const what = r.type === "hosted" && x.version ? `${x.version.name} ${x.version.version} (${x.paths.length} file${x.paths.length === 1 ? "" : "s"})` : x.paths[0];
     s += `  ${x.reason.padEnd(14)}${what}  ${formatBytes(x.sizeBytes)}\n`;
   }
   return s;
