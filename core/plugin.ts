@@ -287,6 +287,11 @@ export interface PluginContext<C extends RepositoryConfig = RepositoryConfig> {
   config: C;
   /** Public base URL of this repository as clients see it, without trailing slash, derived per request (`server.publicUrl` or the Host header). */
   baseUrl(req: Request): string;
+  /**
+   * Resolves a file path taken from this repository's config (a key file, a keyring): absolute paths unchanged,
+   * relative ones against the config file's directory, as the core resolves `upstreamCaFile` and `storage.root`.
+   */
+  configPath(path: string): string;
   storage: StorageDriver;
   metadata: Db;
   artifacts: ArtifactStore;

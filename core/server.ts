@@ -1,7 +1,7 @@
 /** The host: createVault(config) opens metadata, storage, pool and auth, mounts one Elysia app per repository, serves ops endpoints, shuts down gracefully. */
 import { Elysia } from "elysia";
 import { mkdirSync } from "node:fs";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import type { Server } from "bun";
 import type { VaultConfig } from "./config/types.ts";
 import { resolveConfig, mountOf, type ResolvedConfig, type ResolvedRepository } from "./config/schema.ts";
@@ -233,6 +233,7 @@ export async function createVault(rawConfig: VaultConfig, o: CreateVaultOptions)
         repo: { name: repo.name, type: repo.type, mount },
         config: repo,
         baseUrl: publicBase ? () => publicBase : (req) => originOf(req.url) + mount,
+        configPath: (path) => resolve(o.configDir, path),
         storage,
         metadata: opened.db,
         artifacts,

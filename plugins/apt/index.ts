@@ -20,7 +20,7 @@ export const aptConfigSchema = {
     upstreamKeyring: {
       type: "string",
       minLength: 1,
-      description: "proxy: keyring (binary or armored) the upstream's InRelease / Release.gpg must be signed by, checked with gpgv before a new generation is stored; absolute or relative to the working directory.",
+      description: "proxy: keyring (binary or armored) the upstream's InRelease / Release.gpg must be signed by, checked with gpgv before a new generation is stored; absolute or relative to the config file's directory.",
     },
     validForSeconds: {
       type: "integer",
@@ -31,7 +31,7 @@ export const aptConfigSchema = {
       type: "object",
       additionalProperties: false,
       properties: {
-        keyFile: { type: "string", minLength: 1, description: "Secret key file (armored or binary); absolute or relative to the working directory." },
+        keyFile: { type: "string", minLength: 1, description: "Secret key file (armored or binary); absolute or relative to the config file's directory." },
         key: { type: "string", minLength: 1, description: "The armored secret key itself, e.g. ${VAULT_APT_SIGNING_KEY}." },
         passphrase: { type: "string", description: "Passphrase of the key, e.g. ${VAULT_APT_SIGNING_PASSPHRASE}." },
         keyId: { type: "string", pattern: "^(0x)?[0-9A-Fa-f]{8,40}$", description: "Fingerprint or key id to sign with (default: the first secret key)." },

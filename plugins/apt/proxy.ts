@@ -21,7 +21,6 @@
  * "Hash Sum mismatch" while the upstream moves on. Bodies are stored and served as sent (`Accept-Encoding: identity`
  * upstream, no `Content-Encoding` to clients).
  */
-import { resolve } from "node:path";
 import { VaultError, type ArtifactEntry, type CacheRequest, type PluginContext } from "../../core/plugin.ts";
 import { compressionOf } from "./compress.ts";
 import { Keyring } from "./gpg.ts";
@@ -317,7 +316,7 @@ export function createAptProxy(ctx: PluginContext<AptRepoConfig>): AptService {
       },
     },
     async start() {
-      if (ctx.config.upstreamKeyring) keyring = await Keyring.open(resolve(ctx.config.upstreamKeyring));
+      if (ctx.config.upstreamKeyring) keyring = await Keyring.open(ctx.configPath(ctx.config.upstreamKeyring));
     },
     async stop() {
       await keyring?.close();

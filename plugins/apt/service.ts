@@ -4,7 +4,7 @@ import { parseRelease, type ParsedRelease, type ReleaseFile } from "./release.ts
 
 /** `signing:` of a hosted or group repository: the OpenPGP key that signs its Release files (with the real `gpg`). */
 export interface SigningConfig {
-  /** Path of an armored or binary secret key file (absolute, or relative to the working directory). */
+  /** Path of an armored or binary secret key file (absolute, or relative to the config file's directory). */
   keyFile?: string;
   /** The armored secret key itself (typically `${VAULT_APT_SIGNING_KEY}`). */
   key?: string;
@@ -20,7 +20,7 @@ export interface AptRepoConfig extends RepositoryConfig {
   releaseTtlSeconds?: number;
   /**
    * proxy: keyring file (binary, or armored `.asc`) that upstream `InRelease` / `Release` + `Release.gpg` must be signed
-   * by, checked with `gpgv` before a new generation is stored (absolute, or relative to the working directory).
+   * by, checked with `gpgv` before a new generation is stored (absolute, or relative to the config file's directory).
    */
   upstreamKeyring?: string;
   /** hosted, group: the signing key; without one the repository publishes an unsigned `Release` only. */

@@ -10,7 +10,6 @@
  * generations, never served: client paths cannot start with `-`).
  */
 import { readFile } from "node:fs/promises";
-import { resolve } from "node:path";
 import { errors, type ArtifactEntry, type ArtifactPut, type Logger, type PluginContext } from "../../core/plugin.ts";
 import { gzipDeterministic } from "./compress.ts";
 import { Signer } from "./gpg.ts";
@@ -237,12 +236,12 @@ export async function respondSuiteFile(
 
 /**
  * The configured signing key imported into its own GnuPG home, or undefined (with a warning) when `signing` is absent.
- * `keyFile` is resolved against the working directory (the plugin context does not carry the config file's directory).
+ * `keyFile` is resolved against the config file's directory (`ctx.configPath`).
  * @throws GpgError when the key does not import or cannot sign; Error when the key file cannot be read
  */
 export async function signerOf(ctx: PluginContext<AptRepoConfig>): Promise<Signer | undefined> {
   const s = ctx.config.signing;
-  const key = s?.key ? enc.encode(s.key) : s?.keyFile ? new Uint8Array(await readFile(resolve(s.keyFile))) : undefined;
+  const key = s?.key ? enc.encode(s.key) : s?.keyFile ? new Uint8Array(await readFile(ctx.configPath(s.keyFile))) : undefined;
   if (!key) {
     ctx.log.warn(`${ctx.repo.type} apt repository without a signing key: APT accepts it only with [trusted=yes]`);
     return undefined;
