@@ -6,6 +6,7 @@ import { normalizeName } from "./names.ts";
 import { createPypiHosted } from "./hosted.ts";
 import { createPypiGroup } from "./group.ts";
 import type { PypiService } from "./site.ts";
+import { comparePep440 } from "./version-order.ts";
 
 export type { PypiRepoConfig } from "./proxy.ts";
 
@@ -112,6 +113,7 @@ export default definePlugin<PypiRepoConfig>({
   },
   renderError: (err) => textError(err),
   packageOf: (path) => pypiPackageOf(path),
+  compareVersions: comparePep440,
   clientSetup: pypiClientSetup,
   async start(ctx) {
     await serviceOf(ctx).start?.();
