@@ -83,11 +83,15 @@ export function createNpmHosted(ctx: PluginContext<NpmRepoConfig>): NpmService {
     return rendered(name, variant, ctx.baseUrl(req), doc, req.signal);
   }
 
-  /** Commits `extra` files, the document and both its renderings for the request's public URL, in one transaction. */
-  async function commitDoc(req: Request, name: string, doc: Uint8Array, extra: CommitFile[]): Promise<void> {
+  /**
+   * Commits `extra` files, the document and both its renderings for the request's public URL, in one transaction.
+   * Without a request (retention) only the document: renderings are made again on their next read.
+   */
+  async function commitDoc(req: Request | undefined, name: string, doc: Uint8Array, extra: CommitFile[]): Promise<void> {
     const digest = sha256Digest(doc);
-    const base = ctx.baseUrl(req);
     const files: CommitFile[] = [...extra, { path: docPath(name), body: doc, opts: { contentType: "application/json", kind: "metadata" } }];
+    if (req === undefined) return void (await ctx.artifacts.commit(files));
+    const base = ctx.baseUrl(req);
     for (const variant of ["full", "abbrev"] as const) {
       const out = await runTask(ctx, { op: "render", body: doc, base, variant }, doc.byteLength);
       files.push({ path: renderPath(name, variant, base), body: out.body!, opts: { contentType: VARIANT_CONTENT_TYPE[variant], kind: "metadata", headers: { [DOC_HEADER]: digest } } });
@@ -115,7 +119,7 @@ export function createNpmHosted(ctx: PluginContext<NpmRepoConfig>): NpmService {
    * Writes an edited document; versions it removed lose their record before and their tarball after the write. A
    * document left without versions removes the whole package.
    */
-  async function store(req: Request, name: string, r: EditResult & { body?: Uint8Array }, extra: CommitFile[] = []): Promise<void> {
+  async function store(req: Request | undefined, name: string, r: EditResult & { body?: Uint8Array }, extra: CommitFile[] = []): Promise<void> {
     if (!r.body) return;
     if (r.remaining.length === 0) return removePackage(name);
     for (const v of r.removed) await ctx.artifacts.delete(recordPrefix(name) + v);
@@ -124,7 +128,7 @@ export function createNpmHosted(ctx: PluginContext<NpmRepoConfig>): NpmService {
   }
 
   /** Brings the document in line with the version records (see the file header). */
-  async function reconcile(req: Request, name: string): Promise<void> {
+  async function reconcile(req: Request | undefined, name: string): Promise<void> {
     const prefix = recordPrefix(name);
     for (let i = 0; i < MAX_RECONCILE; i++) {
       const doc = await freshEntry(ctx, docPath(name));
@@ -144,7 +148,7 @@ export function createNpmHosted(ctx: PluginContext<NpmRepoConfig>): NpmService {
   }
 
   /** Runs `fn` under the package's lock, then reconciles the document. */
-  async function locked<T>(req: Request, name: string, fn: () => Promise<T>): Promise<T> {
+  async function locked<T>(req: Request | undefined, name: string, fn: () => Promise<T>): Promise<T> {
     return locks.run(name, async () => {
       const out = await fn();
       await reconcile(req, name);
@@ -271,8 +275,31 @@ export function createNpmHosted(ctx: PluginContext<NpmRepoConfig>): NpmService {
     },
   };
 
+  /**
+   * Retention (the plugin's `deleteVersion`): unpublishes one version as `npm unpublish <name>@<version>` does — record,
+   * document entry, tarball — without a request; the last version removes the whole package.
+   * @returns the paths removed and their total size in bytes (none when the version is not stored)
+   */
+  async function removeVersion(name: string, version: string): Promise<{ paths: string[]; bytes: number }> {
+    return locked(undefined, name, async () => {
+      const doc = await freshEntry(ctx, docPath(name));
+      if (!doc) return { paths: [], bytes: 0 };
+      const r = await applyEdit(name, { kind: "remove", versions: [version] }, doc);
+      if (!r.body) return { paths: [], bytes: 0 };
+      const gone = r.remaining.length === 0 ? await ctx.artifacts.list(name) : [];
+      const files = gone.length ? gone.filter((e) => e.path.startsWith(`${name}#`) || e.path.startsWith(`${name}/-/`)) : [];
+      for (const p of [recordPrefix(name) + version, tarballPath(name, version)]) {
+        const e = r.remaining.length === 0 ? undefined : await ctx.artifacts.get(p);
+        if (e) files.push(e);
+      }
+      await store(undefined, name, r);
+      return { paths: files.map((e) => e.path), bytes: files.reduce((n, e) => n + e.sizeBytes, 0) };
+    });
+  }
+
   return {
     ctx,
+    removeVersion,
     servePackument: async (req, name, variant) => respondPackument(ctx, req, name, variant, await packument(req, name, variant)),
     packument,
     async tarball(req, name, file) {

@@ -5,6 +5,7 @@ import { createNpmHosted } from "./hosted.ts";
 import { createNpmGroup } from "./group.ts";
 import { npmError } from "./errors.ts";
 import { routeNpm, type NpmRepoConfig, type NpmService } from "./service.ts";
+import semver from "semver";
 
 export type { NpmRepoConfig } from "./service.ts";
 export { npmError } from "./errors.ts";
@@ -53,6 +54,17 @@ function npmPackageOf(path: string): PackageRef | null {
   return { name: m[1], version, file: `${m[2]}.tgz`, url: path };
 }
 
+/**
+ * Orders two versions of one package by semver precedence (`1.0.0-rc.1 < 1.0.0 < 1.0.1`; build metadata ignored),
+ * for retention's `keepVersions`. A version that is not semver sorts before every valid one; two such compare as 0.
+ */
+export function compareSemver(a: string, b: string): number {
+  const va = semver.valid(a) !== null;
+  const vb = semver.valid(b) !== null;
+  if (va && vb) return semver.compare(a, b);
+  return va === vb ? 0 : va ? 1 : -1;
+}
+
 /** npm install against the registry URL, the .npmrc line (per scope for scoped packages), login + publish where publishes are taken. */
 function npmClientSetup(ctx: PluginContext<NpmRepoConfig>, o: { req: Request; package?: { name: string; version?: string } }): ClientSetup[] {
   const registry = `${ctx.baseUrl(o.req)}/`;
@@ -86,5 +98,10 @@ export default definePlugin<NpmRepoConfig>({
   },
   renderError: (err) => npmError(err),
   packageOf: (path) => npmPackageOf(path),
+  compareVersions: compareSemver,
+  async deleteVersion(ctx, v) {
+    const remove = serviceOf(ctx).removeVersion;
+    return remove ? remove(v.name, v.version) : { paths: [], bytes: 0 };
+  },
   clientSetup: npmClientSetup,
 });

@@ -83,6 +83,8 @@ export interface NpmService {
   passthrough?(req: Request, path: string, url: URL): Promise<Response>;
   /** Called by the plugin's `start` hook. */
   start?(): Promise<void>;
+  /** Hosted: unpublishes one version for retention (the plugin's `deleteVersion`); paths removed and their bytes. */
+  removeVersion?(name: string, version: string): Promise<{ paths: string[]; bytes: number }>;
 }
 
 /** Runs the npm task inline, or in the worker pool when `sizeBytes` is over the offload threshold. */
