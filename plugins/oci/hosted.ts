@@ -313,6 +313,22 @@ export function createHosted(ctx: PluginContext<OciRepoConfig>, o: HostedOptions
     ensureBlob: (t, digest) => blobRow(t.image, digest),
     linkBlob: (image, src, digest) => link(image, src, digest),
 
+    async removeTag(image, tag) {
+      const row = live(await ctx.artifacts.get(tagPath(image, tag)));
+      if (!row) return { paths: [], bytes: 0 };
+      await ctx.artifacts.delete(row.path);
+      const out = { paths: [row.path], bytes: row.sizeBytes };
+      const digest = row.blobDigest!;
+      if ((await ctx.artifacts.list(tagPrefix(image))).some((t) => t.blobDigest === digest)) return out;
+      const m = await manifestRow(image, digest);
+      if (m) {
+        await removeManifest(image, digest, m);
+        out.paths.push(m.path);
+        out.bytes += m.sizeBytes;
+      }
+      return out;
+    },
+
     start() {
       if (timer) return;
       const every = Math.max(1000, Math.min(uploadTtlMs, 600_000));

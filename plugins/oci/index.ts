@@ -7,6 +7,7 @@ import { createGroup } from "./group.ts";
 import { handleApi, handleToken, hostAddressing, hostRepositoryOf, repoAddressing, splitUrl, type Addressing } from "./routes.ts";
 import { ociGc } from "./gc.ts";
 import type { OciRepoConfig, RegistryService } from "./types.ts";
+import semver from "semver";
 
 export type { OciRepoConfig, OciNamespaceConfig } from "./types.ts";
 export { ociGc } from "./gc.ts";
@@ -80,6 +81,16 @@ function mountHost(app: PluginApp, a: Addressing, log: PluginContext["log"]): vo
 const IMAGE_ROW = /^(.+?)\/_(tags|manifests|blobs)\/([^/]+)$/;
 
 /** The image of a tag (version = the tag), manifest or blob row; null for tag lists, referrers and catalog markers. */
+/**
+ * Orders two tags of one image for retention's `keepVersions`: by semver precedence when both are semver versions (a
+ * leading `v` allowed: `v1.2.3`), else 0, so the tag pushed (or fetched) last counts as newer.
+ */
+export function compareTags(a: string, b: string): number {
+  const va = semver.valid(a.replace(/^v/, ""));
+  const vb = semver.valid(b.replace(/^v/, ""));
+  return va !== null && vb !== null ? semver.compare(va, vb) : 0;
+}
+
 function ociPackageOf(path: string): PackageRef | null {
   const m = IMAGE_ROW.exec(path);
   if (!m) return null;
@@ -169,6 +180,11 @@ export default definePlugin<OciRepoConfig>({
   },
   renderError: (err, req) => renderOciError(err, req),
   packageOf: (path) => ociPackageOf(path),
+  compareVersions: compareTags,
+  async deleteVersion(ctx, v) {
+    const remove = serviceOf(ctx).removeTag;
+    return remove ? remove(v.name, v.version) : { paths: [], bytes: 0 };
+  },
   clientSetup: ociClientSetup,
   async start(ctx) {
     serviceOf(ctx).start?.();

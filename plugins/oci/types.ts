@@ -106,6 +106,11 @@ export interface RegistryService {
   ensureBlob(t: ImageRef, digest: string): Promise<ArtifactEntry | null>;
   /** hosted: links a blob stored under another row (`src`) into `image` (verified copy through the blob store). */
   linkBlob?(image: string, src: ArtifactEntry, digest: string): Promise<void>;
+  /**
+   * hosted, for retention (the plugin's `deleteVersion`): removes a tag, and the manifest it points at when no other tag
+   * does (its blob links go at the next `gc`). @returns the paths removed and their bytes (none when the tag is unknown)
+   */
+  removeTag?(image: string, tag: string): Promise<{ paths: string[]; bytes: number }>;
   /** Called at boot (hosted: starts collecting idle upload sessions). */
   start?(): void;
   /** Called at shutdown (hosted: stops the collector; upload sessions stay, resumable by any process or after a restart). */
