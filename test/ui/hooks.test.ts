@@ -1,0 +1,137 @@
+/**
+ * The web UI's pure parts: each built-in plugin's `packageOf` on the paths its own layout code writes and its
+ * `clientSetup` snippets; the host's default grouping, name matching (LIKE pattern, normalization, version order) and
+ * HTML escaping.
+ */
+import { describe, expect, test } from "bun:test";
+import pypi from "../../plugins/pypi/index.ts";
+import npm from "../../plugins/npm/index.ts";
+import oci from "../../plugins/oci/index.ts";
+import http from "../../plugins/http/index.ts";
+import s3 from "../../plugins/s3/index.ts";
+import { blobPath, catalogPath, manifestPath, referrerPath, tagListPath, tagPath } from "../../plugins/oci/layout.ts";
+import { directoryPackageOf, insecureHostOf, type PluginContext, type VaultPlugin } from "../../core/plugin.ts";
+import { compareVersions, likePattern, normalizePackageName } from "../../core/search.ts";
+import { escapeHtml, formatBytes, html, rawHtml } from "../../core/ui/html.ts";
+
+/** A context as the hooks read it: repository, config, base URL. */
+function ctx(name: string, format: string, type: "proxy" | "hosted" | "group", extra: Record<string, unknown> = {}, base = `http://127.0.0.1:8080/${name}`): PluginContext {
+  return { repo: { name, type, mount: `/${name}` }, config: { name, format, type, ...extra }, baseUrl: () => base } as unknown as PluginContext;
+}
+const req = new Request("http://127.0.0.1:8080/-/ui/");
+const of = (p: VaultPlugin<any>, path: string) => p.packageOf!(path, ctx("r", p.format, "proxy"));
+const setup = (p: VaultPlugin<any>, c: PluginContext, pkg?: { name: string; version?: string }) => p.clientSetup!(c, { req, package: pkg });
+
+describe("packageOf of the built-in plugins", () => {
+  test("pypi: wheels and sdists, hosted and proxied; pages, snapshots and .metadata are no package files", () => {
+    expect(of(pypi, "files/ui-demo/ui_demo-1.1.0-py3-none-any.whl")).toEqual({ name: "ui-demo", version: "1.1.0" });
+    expect(of(pypi, "files/packages/ab/cd/0123/Foo.Bar-2.0rc1.tar.gz")).toEqual({ name: "foo-bar", version: "2.0rc1" });
+    // a hosted sdist whose version holds a `-` (a post release): the project segment settles where the name ends
+    expect(of(pypi, "files/foo/foo-1.0-1.tar.gz")).toEqual({ name: "foo", version: "1.0-1" });
+    expect(of(pypi, "files/foo-bar/foo-bar-1.0.tar.gz")).toEqual({ name: "foo-bar", version: "1.0" });
+    for (const p of ["simple/ui-demo/", "simple/ui-demo/#json", "files/ui-demo/ui_demo-1.1.0-py3-none-any.whl.metadata", "info/ui-demo/x.whl", "projects/ui-demo", "pypi/x/json"])
+      expect([p, of(pypi, p)]).toEqual([p, null]);
+  });
+
+  test("npm: tarballs (scoped too); documents are none", () => {
+    expect(of(npm, "chalk/-/chalk-5.3.0.tgz")).toEqual({ name: "chalk", version: "5.3.0", file: "chalk-5.3.0.tgz", url: "chalk/-/chalk-5.3.0.tgz" });
+    expect(of(npm, "@types/node/-/node-20.1.0-beta.1.tgz")).toMatchObject({ name: "@types/node", version: "20.1.0-beta.1" });
+    for (const p of ["chalk#doc", "chalk#full#ab12", "chalk#v#5.3.0", "@s/p#abbrev#x"]) expect([p, of(npm, p)]).toEqual([p, null]);
+  });
+
+  test("oci: tags are versions, manifests and blobs belong to the image, the rest is none", () => {
+    const d = `sha256:${"a".repeat(64)}`;
+    expect(of(oci, tagPath("library/alpine", "3.19"))).toEqual({ name: "library/alpine", version: "3.19", file: "manifest (tag 3.19)", url: null });
+    expect(of(oci, manifestPath("library/alpine", d))).toEqual({ name: "library/alpine", file: "manifest", url: null });
+    expect(of(oci, blobPath("team/app", d))).toEqual({ name: "team/app", file: "blob", url: null });
+    for (const p of [tagListPath("library/alpine"), catalogPath("library/alpine"), referrerPath("a", d, d)]) expect([p, of(oci, p)]).toEqual([p, null]);
+  });
+
+  test("http and s3 group by directory; s3 keys may hold #", () => {
+    expect(of(http, "hadoop/common/hadoop-3.3.6/hadoop-3.3.6.tar.gz")).toEqual({ name: "hadoop/common/hadoop-3.3.6", file: "hadoop-3.3.6.tar.gz" });
+    expect(of(http, "README")).toEqual({ name: "README" });
+    expect(of(http, "hadoop/common/")).toBeNull();
+    expect(of(s3, "builds/app/1.0/a#1.tar.gz")).toEqual({ name: "builds/app/1.0", file: "a#1.tar.gz" });
+    expect(directoryPackageOf("builds/app/1.0/a#1.tar.gz")).toBeNull();
+  });
+});
+
+describe("clientSetup of the built-in plugins", () => {
+  test("pypi: pip with --trusted-host only for plain HTTP to a non-loopback host; twine for hosted and groups with writeTo", () => {
+    const local = setup(pypi, ctx("pypi-local", "pypi", "hosted"), { name: "ui-demo", version: "1.1.0" });
+    expect(local.map((s) => s.code)).toEqual([
+      "pip install --index-url http://127.0.0.1:8080/pypi-local/simple/ ui-demo==1.1.0",
+      "[global]\nindex-url = http://127.0.0.1:8080/pypi-local/simple/",
+      "twine upload --repository-url http://127.0.0.1:8080/pypi-local/ -u <user> dist/*",
+    ]);
+    const seed = setup(pypi, ctx("pypi", "pypi", "proxy", { simplePrefix: "" }, "http://vault.lan:8080/pypi"));
+    expect(seed.map((s) => s.client)).toEqual(["pip", "pip.conf"]);
+    expect(seed[0].code).toBe("pip install --index-url http://vault.lan:8080/pypi/ --trusted-host vault.lan:8080 <project>");
+    expect(setup(pypi, ctx("g", "pypi", "group", {}, "https://vault.example.com/g")).map((s) => s.client)).toEqual(["pip", "pip.conf"]);
+  });
+
+  test("npm: install, .npmrc per scope, publish for hosted", () => {
+    const s = setup(npm, ctx("npm-local", "npm", "hosted"), { name: "@acme/lib", version: "2.0.0" });
+    expect(s.map((x) => x.code)).toEqual([
+      "npm install --registry http://127.0.0.1:8080/npm-local/ @acme/lib@2.0.0",
+      "@acme:registry=http://127.0.0.1:8080/npm-local/",
+      "npm login --registry http://127.0.0.1:8080/npm-local/\nnpm publish --registry http://127.0.0.1:8080/npm-local/",
+    ]);
+    expect(setup(npm, ctx("npm", "npm", "proxy"))[1].code).toBe("registry=http://127.0.0.1:8080/npm/");
+  });
+
+  test("oci: image references by repository name, own listener, root names, insecure registries", () => {
+    const proxy = setup(oci, ctx("docker", "oci", "proxy", { root: true }, "http://vault.lan:8080/docker"), { name: "library/alpine", version: "3.19" });
+    expect(proxy.map((x) => x.code)).toEqual([
+      "docker pull vault.lan:8080/docker/library/alpine:3.19",
+      "podman pull --tls-verify=false vault.lan:8080/docker/library/alpine:3.19",
+      '{ "insecure-registries": ["vault.lan:8080"] }',
+      "docker pull vault.lan:8080/library/alpine",
+    ]);
+    const own = setup(oci, ctx("team", "oci", "hosted", { port: 5000 }), { name: "app" });
+    expect(own[0].code).toBe("docker pull 127.0.0.1:5000/app");
+    expect(own.at(-1)!.code).toBe("docker login 127.0.0.1:5000\ndocker tag <local image> 127.0.0.1:5000/app:<tag>\ndocker push 127.0.0.1:5000/app:<tag>");
+  });
+
+  test("http and s3", () => {
+    expect(setup(http, ctx("files", "http", "proxy", { upstream: "https://archive.apache.org/dist/" }), { name: "hadoop/common" })[0]).toEqual({
+      client: "curl",
+      title: "Download through the cache (instead of https://archive.apache.org/dist/)",
+      code: "curl -fLO http://127.0.0.1:8080/files/hadoop/common/<file>",
+    });
+    const own = setup(s3, ctx("objects", "s3", "hosted", { port: 9000 }), { name: "builds/app" });
+    expect(own.map((x) => x.client)).toEqual(["aws", "aws", "s3cmd"]);
+    expect(own[0].code).toBe("aws --endpoint-url http://127.0.0.1:9000 s3 ls s3://builds/app/\naws --endpoint-url http://127.0.0.1:9000 s3 cp s3://builds/app/<key> .");
+    expect(setup(s3, ctx("objects", "s3", "hosted"))[0].code).toContain("aws --endpoint-url http://127.0.0.1:8080/objects s3 ls s3://<bucket>/");
+  });
+});
+
+describe("host helpers", () => {
+  test("likePattern: separators are wildcards, LIKE metacharacters escaped", () => {
+    expect(likePattern("Foo.Bar_baz")).toBe("%foo%bar%baz%");
+    expect(likePattern("a%b\\c")).toBe("%a\\%b\\\\c%");
+    expect(likePattern("--")).toBe("%");
+    expect(normalizePackageName("Foo.._Bar")).toBe("foo-bar");
+  });
+
+  test("versions in natural order", () => {
+    expect(["1.10.0", "1.2.0", "1.9.1", "0.9"].sort(compareVersions)).toEqual(["0.9", "1.2.0", "1.9.1", "1.10.0"]);
+  });
+
+  test("html escapes every interpolation unless it is markup already", () => {
+    const name = `<script>alert("x")</script>&'`;
+    expect(html`<a title="${name}">${name}</a>`.value).toBe(`<a title="${escapeHtml(name)}">&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&amp;&#39;</a>`);
+    expect(html`<p>${[html`<b>${"<i>"}</b>`, rawHtml("<br>"), null, false, 3]}</p>`.value).toBe("<p><b>&lt;i&gt;</b><br>3</p>");
+    expect([formatBytes(0), formatBytes(1536), formatBytes(25 * 1024 * 1024)]).toEqual(["0 B", "1.5 KiB", "25 MiB"]);
+  });
+
+  test("insecureHostOf: plain HTTP to a non-loopback host only", () => {
+    expect([insecureHostOf("http://vault:8080/x"), insecureHostOf("http://127.0.0.2/"), insecureHostOf("http://localhost:1/"), insecureHostOf("http://[::1]:3/"), insecureHostOf("https://v/")]).toEqual([
+      "vault:8080",
+      undefined,
+      undefined,
+      undefined,
+      undefined,
+    ]);
+  });
+});
