@@ -1,7 +1,7 @@
 /**
  * Retention (docs/retention.md): per-repository cleanup policies — age, last access, keep the newest N versions, quota —
  * planned from the repository's `artifacts` rows and applied through the repository's own context, plus the periodic
- * job of `vault serve` (policies, then the blob sweep). The hosted quota check on uploads is core/retention-quota.ts.
+ * job of `vault serve` (policies, then gc). The hosted quota check on uploads is core/retention-quota.ts.
  *
  * - Proxy repositories: a removal evicts one cached file (`ctx.cache.invalidate`); it is fetched again on its next
  *   request. Policies apply to every row (files, documents, negative entries); the quota evicts least-recently-used
@@ -285,6 +285,32 @@ export async function runRetention(targets: RetentionTarget[], o: RunRetentionOp
   return reports;
 }
 
+/** What {@link collectGarbage} removed. */
+export interface GcResult {
+  /** Rows the plugins' own `gc` hooks removed (e.g. OCI blob links no manifest references). */
+  rows: number;
+  /** Blobs the sweep deleted and their bytes. */
+  swept: { removed: number; bytes: number };
+}
+
+/**
+ * gc over serving contexts, as `vault gc` does from the config: each plugin's `gc` hook per repository (rows older than
+ * `minAgeMs` only; a failing hook is logged and skipped), then the blob sweep of blobs unreferenced for `minAgeMs`.
+ * @param minAgeMs ms
+ */
+export async function collectGarbage(targets: RetentionTarget[], blobs: BlobStore, minAgeMs: number, log: Logger): Promise<GcResult> {
+  let rows = 0;
+  for (const { ctx, plugin } of targets) {
+    if (!plugin.gc) continue;
+    try {
+      rows += (await plugin.gc(ctx, { olderThan: Date.now() - minAgeMs })).removed;
+    } catch (e) {
+      log.warn("gc: plugin gc failed", { repo: ctx.repo.name, error: e instanceof Error ? e.message : String(e) });
+    }
+  }
+  return { rows, swept: await blobs.sweep(Date.now() - minAgeMs) };
+}
+
 /** Default minutes between runs of the periodic job when a repository has a policy. */
 export const DEFAULT_RETENTION_INTERVAL_MINUTES = 60;
 /** Default minimum age of an unreferenced blob before the periodic sweep deletes it, minutes (as `vault gc`). */
@@ -326,10 +352,10 @@ export interface RetentionJob {
   /** Minutes between runs (0: the job is off and never runs). */
   readonly intervalMinutes: number;
   /**
-   * Runs the policies and the blob sweep now (whether due or not), after any run in progress.
-   * @returns the reports and what the sweep removed
+   * Runs the policies, the plugins' gc hooks and the blob sweep now (whether due or not), after any run in progress.
+   * @returns the reports and what gc removed
    */
-  runNow(): Promise<{ reports: RetentionReport[]; swept: { removed: number; bytes: number } }>;
+  runNow(): Promise<{ reports: RetentionReport[]; gc: GcResult | undefined }>;
   /** Stops the timer; a run in progress stops between removals and is awaited. Idempotent. */
   stop(): Promise<void>;
 }
@@ -346,8 +372,8 @@ export interface RetentionJobOptions {
 
 /**
  * Starts the periodic retention job of `vault serve`: every `retention.intervalMinutes` ({@link retentionIntervalMinutes};
- * off when 0) it applies every repository's policy ({@link runRetention}) and then sweeps unreferenced blobs older than
- * `retention.gcMinAgeMinutes` (default 60). Due runs are checked every min(interval, 5 min) (the timer is unref'd); the
+ * off when 0) it applies every repository's policy ({@link runRetention}), then runs gc ({@link collectGarbage}: the
+ * plugins' gc hooks, the sweep of blobs unreferenced for `retention.gcMinAgeMinutes`, default 60). Due runs are checked every min(interval, 5 min) (the timer is unref'd); the
  * time of the last run is kept in the database (`settings` row `retention.last_run`), so processes sharing it run the
  * job once per interval between them, and a restart does not postpone it. Failures are logged, never thrown.
  */
@@ -363,9 +389,9 @@ export function startRetentionJob(o: RetentionJobOptions): RetentionJob {
 
   const once = async () => {
     const reports = await runRetention(o.targets, { log, signal: abort.signal });
-    const swept = abort.signal.aborted ? { removed: 0, bytes: 0 } : await o.blobs.sweep(Date.now() - minAgeMs);
-    if (swept.removed > 0) log.info("retention: unreferenced blobs swept", { blobs: swept.removed, bytes: swept.bytes });
-    return { reports, swept };
+    const gc = abort.signal.aborted ? undefined : await collectGarbage(o.targets, o.blobs, minAgeMs, log);
+    if (gc && (gc.rows > 0 || gc.swept.removed > 0)) log.info("retention: gc", { rows: gc.rows, blobs: gc.swept.removed, bytes: gc.swept.bytes });
+    return { reports, gc };
   };
   const runNow = () => {
     const r = running.then(once, once);

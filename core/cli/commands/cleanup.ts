@@ -8,15 +8,15 @@ import { loadPlugins } from "../../loader.ts";
 import { createLogger } from "../../log.ts";
 import { createVault, type Vault } from "../../server.ts";
 import { createBlobStore } from "../../storage/blobs.ts";
-import { DEFAULT_GC_MIN_AGE_MINUTES, runRetention, type RetentionReason, type RetentionReport, type RetentionTarget } from "../../retention.ts";
+import { collectGarbage, DEFAULT_GC_MIN_AGE_MINUTES, runRetention, type RetentionReason, type RetentionReport, type RetentionTarget } from "../../retention.ts";
 import { formatBytes } from "../../ui/html.ts";
 
 const USAGE = `usage: vault cleanup [--config FILE] [--data DIR] [--repo NAME]... [--dry-run] [--gc-min-age-minutes N] [--no-gc]
 
 Applies each repository's retention policy (repositories[].retention: maxAgeDays, unusedForDays, keepVersions,
 maxBytes; docs/retention.md) now: proxies evict cached files (fetched again when next requested), hosted
-repositories delete whole versions through their format's delete path (audited as retention.delete). Then the
-blobs no file references any more are swept, like "vault gc", once unreferenced for the minimum age.
+repositories delete whole versions through their format's delete path (audited as retention.delete). Then gc runs
+over the same repositories as "vault gc" does (plugins' gc, then blobs unreferenced for the minimum age).
 Safe while the server runs on the same data.
 
   --repo NAME               only this repository (repeatable; default: every repository with a policy)
@@ -128,8 +128,10 @@ export async function run(
     if (!dryRun && values["no-gc"] !== true && targets.length > 0) {
       const minutes = minAgeArg !== undefined ? Number(minAgeArg) : (config.retention?.gcMinAgeMinutes ?? DEFAULT_GC_MIN_AGE_MINUTES);
       const { ctx } = targets[0];
-      const swept = await createBlobStore(ctx.metadata, ctx.storage).sweep(Date.now() - Math.round(minutes * 60_000));
-      io.out(`swept ${swept.removed} unreferenced blob${swept.removed === 1 ? "" : "s"} (${formatBytes(swept.bytes)}) unreferenced for at least ${minutes} minutes\n`);
+      const gc = await collectGarbage(targets, createBlobStore(ctx.metadata, ctx.storage), Math.round(minutes * 60_000), createLogger("warn"));
+      const { removed, bytes } = gc.swept;
+      if (gc.rows > 0) io.out(`plugins removed ${gc.rows} unreferenced row${gc.rows === 1 ? "" : "s"}\n`);
+      io.out(`swept ${removed} blob${removed === 1 ? "" : "s"} (${formatBytes(bytes)}) unreferenced for at least ${minutes} minutes\n`);
     }
     return reports.some((r) => r.errors > 0) ? 1 : 0;
   } catch (e) {
