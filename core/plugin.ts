@@ -12,7 +12,7 @@ import type { Tables } from "./db/schema.ts";
 
 export { VaultError, errors } from "./errors.ts";
 export { checkRequestPath, checkPathComponent, pathProblem, type PathCheckOptions } from "./http/path.ts";
-export { readBodyLimited } from "./http/body.ts";
+export { readBodyLimited, spoolBody, type SpooledBody } from "./http/body.ts";
 export { KeyedLock } from "./keyed-lock.ts";
 export type { StorageDriver, PutExpect, ByteRange, ObjectInfo } from "./storage/driver.ts";
 /** The driver key of a blob (`blobs/sha256/ab/<hex>`), for plugins reading stored blobs through `ctx.storage`. */

@@ -33,8 +33,8 @@
  * are regenerated before they expire (suite.ts `respondSuiteFile`). `GET /<name>/public.key` (armored) and
  * `/<name>/public.gpg` (keyring for `signed-by=`) give the signing key.
  */
-import { mkdir, rm } from "node:fs/promises";
-import { KeyedLock, VaultError, errors, type ArtifactEntry, type PluginContext, type Principal, PART_MARKER, TEMP_OWNER } from "../../core/plugin.ts";
+import { rm } from "node:fs/promises";
+import { KeyedLock, VaultError, errors, type ArtifactEntry, type PluginContext, type Principal, spoolBody } from "../../core/plugin.ts";
 import { DebError, readDeb } from "./deb.ts";
 import { fieldValue, parseDeb822, renderParagraph, type Paragraph } from "./deb822.ts";
 import type { Signer } from "./gpg.ts";
@@ -193,37 +193,22 @@ export function createAptHosted(ctx: PluginContext<AptRepoConfig>): AptService {
     if (todo.length) ctx.log.warn("suite still misses written packages after repeated regenerations (concurrent writes from other processes?)", { suites: todo });
   }
 
-  /** Streams a request body to a spool file with md5/sha1/sha256, refusing more than `maxUpload` bytes. */
+  /** Streams a request body to a spool file with md5/sha1/sha256 (core `spoolBody`), refusing more than `maxUpload` bytes. */
   async function spool(req: Request): Promise<{ path: string; size: number; md5: string; sha1: string; sha256: string }> {
     const cl = req.headers.get("content-length");
-    if (cl !== null && /^\d+$/.test(cl) && Number(cl) > maxUpload) throw new VaultError("VAULT_TOO_LARGE", 413, `upload larger than ${maxUpload} bytes`);
-    const dir = ctx.storage.spoolDir();
-    await mkdir(dir, { recursive: true });
-    const path = `${dir}/${crypto.randomUUID()}${PART_MARKER}apt-upload${TEMP_OWNER}`;
-    const w = Bun.file(path).writer();
-    const h = { md5: new Bun.CryptoHasher("md5"), sha1: new Bun.CryptoHasher("sha1"), sha256: new Bun.CryptoHasher("sha256") };
-    let size = 0;
-    try {
-      if (req.body)
-        for await (const chunk of req.body) {
-          size += chunk.byteLength;
-          if (size > maxUpload) throw new VaultError("VAULT_TOO_LARGE", 413, `upload larger than ${maxUpload} bytes`);
-          h.md5.update(chunk);
-          h.sha1.update(chunk);
-          h.sha256.update(chunk);
-          w.write(chunk);
-        }
-      await w.end();
-    } catch (e) {
-      await Promise.resolve(w.end()).catch(() => {});
-      await rm(path, { force: true });
-      throw e;
-    }
+    const { path, size, digests } = await spoolBody(ctx.storage, req.body, {
+      maxBytes: maxUpload,
+      tooLarge: () => new VaultError("VAULT_TOO_LARGE", 413, `upload larger than ${maxUpload} bytes`),
+      truncated: (got, declared) => badUpload(`body has ${got} bytes, Content-Length said ${declared}`),
+      algorithms: ["md5", "sha1", "sha256"],
+      tag: "apt-upload",
+      declaredBytes: cl !== null && /^\d+$/.test(cl) ? Number(cl) : undefined,
+    });
     if (size === 0) {
       await rm(path, { force: true });
       throw badUpload("empty upload: send the .deb as the request body (curl --upload-file pkg.deb)");
     }
-    return { path, size, md5: h.md5.digest("hex"), sha1: h.sha1.digest("hex"), sha256: h.sha256.digest("hex") };
+    return { path, size, md5: digests.md5, sha1: digests.sha1, sha256: digests.sha256 };
   }
 
   /** Suite and component of an upload from its path and query (see the file header). */

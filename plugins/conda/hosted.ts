@@ -19,9 +19,8 @@
  * Several processes may share the data directory: uploads to one subdir are serialised per process, and after its
  * commit each upload compares the subdir's repodata with the `info/` rows and rewrites it until it lists all of them.
  */
-import { mkdir, rm } from "node:fs/promises";
-import { join } from "node:path";
-import { KeyedLock, PART_MARKER, TEMP_OWNER, type ArtifactEntry, type PluginContext, type Principal } from "../../core/plugin.ts";
+import { rm } from "node:fs/promises";
+import { KeyedLock, spoolBody, type ArtifactEntry, type PluginContext, type Principal } from "../../core/plugin.ts";
 import { SUBDIR, parsePackageFile, type PackageFile } from "./paths.ts";
 import { parseRepodata, type ChannelFileInfo, type FileDigests } from "./repodata.ts";
 import { recordOf } from "./package.ts";
@@ -67,36 +66,17 @@ export function createCondaHosted(ctx: PluginContext<CondaRepoConfig>): CondaSer
   const variants = new Variants(ctx, true);
   const locks = new KeyedLock();
 
-  /** Streams `body` into a spool file, hashing; refuses more than `maxUpload` bytes. */
+  /** Streams `body` into a spool file with md5/sha256 (core `spoolBody`); refuses more than `maxUpload` bytes. */
   async function spool(body: ReadableStream<Uint8Array> | null, declared: number | undefined): Promise<Spooled> {
-    if (declared !== undefined && declared > maxUpload) throw condaErrors.tooLarge(maxUpload);
-    const dir = ctx.storage.spoolDir();
-    await mkdir(dir, { recursive: true });
-    const path = join(dir, `${crypto.randomUUID()}${PART_MARKER}conda-upload${TEMP_OWNER}`);
-    const md5 = new Bun.CryptoHasher("md5");
-    const sha = new Bun.CryptoHasher("sha256");
-    let size = 0;
-    const w = Bun.file(path).writer();
-    try {
-      if (body)
-        for await (const chunk of body) {
-          size += chunk.byteLength;
-          if (size > maxUpload) throw condaErrors.tooLarge(maxUpload);
-          md5.update(chunk);
-          sha.update(chunk);
-          w.write(chunk);
-        }
-      await w.end();
-    } catch (e) {
-      await Promise.resolve(w.end()).catch(() => {});
-      await rm(path, { force: true });
-      throw e;
-    }
-    if (declared !== undefined && declared !== size) {
-      await rm(path, { force: true });
-      throw condaErrors.badRequest(`body has ${size} bytes, Content-Length said ${declared}`);
-    }
-    return { path, size, md5: md5.digest("hex"), sha256: sha.digest("hex") };
+    const { path, size, digests } = await spoolBody(ctx.storage, body, {
+      maxBytes: maxUpload,
+      tooLarge: () => condaErrors.tooLarge(maxUpload),
+      truncated: (got, want) => condaErrors.badRequest(`body has ${got} bytes, Content-Length said ${want}`),
+      algorithms: ["md5", "sha256"],
+      tag: "conda-upload",
+      declaredBytes: declared,
+    });
+    return { path, size, md5: digests.md5, sha256: digests.sha256 };
   }
 
   /** The stored repodata.json of a subdir, read from the database (undefined when none yet). */
