@@ -331,11 +331,11 @@ export function retentionIntervalMinutes(config: ResolvedConfig): number {
 }
 
 /**
- * Takes the run of this interval: one statement that records `now` as the last run unless another process (or node)
- * recorded one less than `intervalMs` ago.
- * @returns true when this process should run now
+ * Takes the periodic run of this interval: one statement that records `now` (epoch ms) as the last run unless another
+ * process (or node) on the database recorded one less than `intervalMs` ago (minus a tenth of it, at most a minute).
+ * @returns true when the caller should run now
  */
-async function takeRun(db: Db, intervalMs: number, now: number): Promise<boolean> {
+export async function takeRun(db: Db, intervalMs: number, now: number): Promise<boolean> {
   const { settings } = tablesOf(db);
   // a little slack (a tenth of the interval, at most a minute), so timer jitter never skips a whole interval
   const due = and(eq(settings.key, LAST_RUN_KEY), lt(settings.createdAt, now - intervalMs + Math.min(intervalMs / 10, 60_000)));
