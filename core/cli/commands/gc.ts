@@ -1,4 +1,4 @@
-/** `vault gc`: removes orphan temp/spool files and unreferenced blobs older than a minimum age. */
+/** `vault gc`: removes orphan temp/spool files and blobs unreferenced for a minimum age. */
 import { existsSync } from "node:fs";
 import { isAbsolute, join, resolve } from "node:path";
 import { parseArgs } from "node:util";
@@ -16,10 +16,13 @@ import type { Db, GcContext } from "../../plugin.ts";
 
 const USAGE = `usage: vault gc [--config FILE] [--data DIR] [--min-age-minutes N]
 
-Removes temp/spool files (*.part-*) and blobs no artifact references, when older than N minutes (default 60).
+Removes temp/spool files (*.part-*) older than N minutes (default 60), and blobs no artifact references that
+were neither written nor released (their last reference dropped) in the last N minutes.
 Before the blob sweep, each plugin's own gc runs for its repositories (e.g. oci: blob links no manifest
 references; s3: abandoned multipart uploads).
-Safe while the server runs on the same data directory: young files are never touched.
+Safe while servers write to the same store (docs/retention.md "gc"): a blob being written is never deleted once
+referenced; with N = 0 a write racing the sweep may fail with a retryable 503, never leave a dangling file.
+Retention policies (repositories[].retention) are applied by "vault cleanup".
 `;
 
 /** Where the data lives, resolved like the server does: `--data`, else `server.dataDir` against the config's directory. */
@@ -51,7 +54,8 @@ async function resolveTarget(configFile: string | undefined, dataArg: string | u
 }
 
 /**
- * Runs `vault gc`: `driver.cleanTemp(minAge)`, then `blobs.sweep(now - minAge)` (see BlobStore.sweep), and prints
+ * Runs `vault gc`: `driver.cleanTemp(minAge)`, the plugins' gc hooks, then `blobs.sweep(now - minAge)` (see
+ * BlobStore.sweep: blobs unreferenced, and not written, for `minAge`), and prints
  * what was removed. Refuses to run when the metadata database does not exist (sweeping without it would treat every
  * blob as unreferenced).
  *
