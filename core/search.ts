@@ -94,7 +94,7 @@ export interface PackageSummary {
   repository: string;
   format: string;
   name: string;
-  /** The newest versions (natural order, newest first), at most {@link RESULT_VERSIONS}. */
+  /** The newest versions (the format's `compareVersions`, else natural order; newest first), at most {@link RESULT_VERSIONS}. */
   versions: string[];
   versionCount: number;
   latestVersion: string | null;
@@ -147,7 +147,7 @@ export interface PackageDetail {
   repository: string;
   format: string;
   name: string;
-  /** Natural order, newest first. */
+  /** Newest first (the format's `compareVersions`, else natural order). */
   versions: PackageVersion[];
   /** Files that belong to no one version (OCI manifests by digest and blobs). */
   files: PackageFile[];
@@ -196,7 +196,7 @@ export function likePattern(q: string): string {
   return out.endsWith("%") ? out : out + "%";
 }
 
-/** Natural version order (numeric runs compared as numbers), ascending. */
+/** Natural order (numeric runs compared as numbers), ascending: names, and versions of formats without `compareVersions`. */
 export function compareVersions(a: string, b: string): number {
   return collator.compare(a, b);
 }
@@ -287,6 +287,25 @@ export function createCatalog(o: CatalogOptions): Catalog {
   const contentTtlMs = o.contentTtlMs ?? CONTENT_TTL_MS;
   /** Figures per repository with when they were read (`value` undefined: it stored nothing). */
   const contentCache = new Map<string, { at: number; value: RepositoryContent | undefined }>();
+
+  /**
+   * Version order of a repository's format, ascending: the plugin's `compareVersions` (PEP 440, semver, OCI tags), then
+   * natural order where it cannot tell (0) or throws.
+   */
+  function versionOrder(repository: string): (a: string, b: string) => number {
+    const p = o.repositories.get(repository)?.plugin;
+    const hook = p?.compareVersions;
+    if (typeof hook !== "function") return compareVersions;
+    return (a, b) => {
+      let c = 0;
+      try {
+        c = hook.call(p, a, b);
+      } catch {
+        c = 0;
+      }
+      return c || compareVersions(a, b);
+    };
+  }
 
   async function flush(repositories: string[]): Promise<void> {
     if (o.flushHits && repositories.length > 0) await o.flushHits(repositories);
@@ -408,7 +427,8 @@ export function createCatalog(o: CatalogOptions): Catalog {
         (a, b) => rank(a.name) - rank(b.name) || compareVersions(a.name, b.name) || (a.repository < b.repository ? -1 : a.repository > b.repository ? 1 : 0),
       );
       const results = all.slice(query.offset, query.offset + query.limit).map((g): PackageSummary => {
-        const versions = [...g.versions].sort((a, b) => compareVersions(b, a));
+        const order = versionOrder(g.repository);
+        const versions = [...g.versions].sort((a, b) => order(b, a));
         return {
           repository: g.repository,
           format: o.repositories.get(g.repository)!.ctx.config.format,
@@ -456,11 +476,12 @@ export function createCatalog(o: CatalogOptions): Catalog {
         v.fetchedAt = Math.max(v.fetchedAt, f.fetchedAt);
       }
       if (shownName === undefined) return null;
+      const order = versionOrder(repository);
       return {
         repository,
         format: r.ctx.config.format,
         name: shownName,
-        versions: [...byVersion.values()].sort((a, b) => compareVersions(b.version, a.version)),
+        versions: [...byVersion.values()].sort((a, b) => order(b.version, a.version)),
         files: loose,
         sizeBytes,
         downloads,

@@ -11,7 +11,8 @@ import http from "../../plugins/http/index.ts";
 import s3 from "../../plugins/s3/index.ts";
 import { blobPath, catalogPath, manifestPath, referrerPath, tagListPath, tagPath } from "../../plugins/oci/layout.ts";
 import { directoryPackageOf, insecureHostOf, type PluginContext, type VaultPlugin } from "../../core/plugin.ts";
-import { compareVersions, likePattern, normalizePackageName } from "../../core/search.ts";
+import { compareVersions, createCatalog, likePattern, normalizePackageName } from "../../core/search.ts";
+import { openDb, tablesOf } from "../../core/db/index.ts";
 import { escapeHtml, formatBytes, html, rawHtml } from "../../core/ui/html.ts";
 
 /** A context as the hooks read it: repository, config, base URL. */
@@ -133,5 +134,35 @@ describe("host helpers", () => {
       undefined,
       undefined,
     ]);
+  });
+});
+
+describe("catalog", () => {
+  test("versions in the format's order (PEP 440 for pypi: a release candidate is older than its release), natural order without the hook", async () => {
+    const { db, close } = openDb(":memory:");
+    try {
+      const { artifacts } = tablesOf(db);
+      const now = Date.now();
+      const row = (repository: string, path: string, i: number) => ({ repository, path, blobDigest: `sha256:${String(i).padStart(64, "0")}`, sizeBytes: 10, fetchedAt: now, lastAccessAt: now });
+      await db.insert(artifacts).values([
+        row("py", "files/demo/demo-1.0.0rc1-py3-none-any.whl", 1),
+        row("py", "files/demo/demo-1.0.0-py3-none-any.whl", 2),
+        row("py", "files/demo/demo-0.9-py3-none-any.whl", 3),
+        row("plain", "demo/1.0.0rc1/a.bin", 4),
+      ]);
+      const repositories = new Map([
+        ["py", { ctx: ctx("py", "pypi", "hosted"), plugin: pypi as VaultPlugin }],
+        ["plain", { ctx: ctx("plain", "static", "hosted"), plugin: { ...http, compareVersions: undefined } as VaultPlugin }],
+      ]);
+      const catalog = createCatalog({ db, repositories });
+      expect((await catalog.package("py", "demo"))!.versions.map((v) => v.version)).toEqual(["1.0.0", "1.0.0rc1", "0.9"]);
+      const found = await catalog.search({ q: "demo", limit: 10, offset: 0 }, ["py", "plain"]);
+      expect(found.results.map((r) => [r.repository, r.name, r.latestVersion])).toEqual([
+        ["py", "demo", "1.0.0"],
+        ["plain", "demo/1.0.0rc1", null],
+      ]);
+    } finally {
+      close();
+    }
   });
 });
