@@ -99,9 +99,6 @@ export default definePlugin<NpmRepoConfig>({
   renderError: (err) => npmError(err),
   packageOf: (path) => npmPackageOf(path),
   compareVersions: compareSemver,
-  async deleteVersion(ctx, v) {
-    const remove = serviceOf(ctx).removeVersion;
-    return remove ? remove(v.name, v.version) : { paths: [], bytes: 0 };
-  },
+  deleteVersion: async (ctx, v) => (await serviceOf(ctx).removeVersion?.(v.name, v.version)) ?? { paths: [], bytes: 0 },
   clientSetup: npmClientSetup,
 });

@@ -181,10 +181,7 @@ export default definePlugin<OciRepoConfig>({
   renderError: (err, req) => renderOciError(err, req),
   packageOf: (path) => ociPackageOf(path),
   compareVersions: compareTags,
-  async deleteVersion(ctx, v) {
-    const remove = serviceOf(ctx).removeTag;
-    return remove ? remove(v.name, v.version) : { paths: [], bytes: 0 };
-  },
+  deleteVersion: async (ctx, v) => (await serviceOf(ctx).removeTag?.(v.name, v.version)) ?? { paths: [], bytes: 0 },
   clientSetup: ociClientSetup,
   async start(ctx) {
     serviceOf(ctx).start?.();

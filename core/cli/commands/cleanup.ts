@@ -10,6 +10,7 @@ import { createVault, type Vault } from "../../server.ts";
 import { createBlobStore } from "../../storage/blobs.ts";
 import { collectGarbage, DEFAULT_GC_MIN_AGE_MINUTES, runRetention, type RetentionReason, type RetentionReport, type RetentionTarget } from "../../retention.ts";
 import { formatBytes } from "../../ui/html.ts";
+import { STDIO, type CommandIo } from "./gc.ts";
 
 const USAGE = `usage: vault cleanup [--config FILE] [--data DIR] [--repo NAME]... [--dry-run] [--gc-min-age-minutes N] [--no-gc]
 
@@ -56,13 +57,7 @@ export function formatReport(r: RetentionReport): string {
  * @param io where to print (default stdout/stderr)
  * @returns exit code: 0 done, 1 failure (or a removal failed), 2 usage error
  */
-export async function run(
-  args: string[],
-  io: { out: (s: string) => void; err: (s: string) => void } = {
-    out: (s) => process.stdout.write(s),
-    err: (s) => process.stderr.write(s),
-  },
-): Promise<number> {
+export async function run(args: string[], io: CommandIo = STDIO): Promise<number> {
   let values;
   try {
     ({ values } = parseArgs({

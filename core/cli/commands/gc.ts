@@ -25,6 +25,15 @@ referenced; with N = 0 a write racing the sweep may fail with a retryable 503, n
 Retention policies (repositories[].retention) are applied by "vault cleanup".
 `;
 
+/** Where a command prints: stdout/stderr, or a capture in tests. */
+export interface CommandIo {
+  out(s: string): void;
+  err(s: string): void;
+}
+
+/** The process's stdout and stderr. */
+export const STDIO: CommandIo = { out: (s) => void process.stdout.write(s), err: (s) => void process.stderr.write(s) };
+
 /** Where the data lives, resolved like the server does: `--data`, else `server.dataDir` against the config's directory. */
 interface Target {
   dataDir: string;
@@ -63,13 +72,7 @@ async function resolveTarget(configFile: string | undefined, dataArg: string | u
  * @param io where to print (default stdout/stderr)
  * @returns exit code: 0 done, 1 failure, 2 usage error
  */
-export async function run(
-  args: string[],
-  io: { out: (s: string) => void; err: (s: string) => void } = {
-    out: (s) => process.stdout.write(s),
-    err: (s) => process.stderr.write(s),
-  },
-): Promise<number> {
+export async function run(args: string[], io: CommandIo = STDIO): Promise<number> {
   let values;
   try {
     ({ values } = parseArgs({
