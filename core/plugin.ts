@@ -469,6 +469,26 @@ export interface VaultPlugin<C extends RepositoryConfig = RepositoryConfig> {
    * @returns the repository-relative paths removed and their total size in bytes
    */
   deleteVersion?(ctx: PluginContext<C>, v: PackageVersion): Promise<{ paths: string[]; bytes: number }>;
+  /**
+   * Air-gap export (`vault export --package`, docs/export-import.md): the package a stored row belongs to when
+   * `packageOf` names none, for the rows a client needs together with the package's files: the package's documents
+   * (simple pages and their snapshot, packuments and their renderings: no `version`, exported with any version of the
+   * package) and a file's companions (PEP 658 `.metadata`, hosted version records: the file's version). Must be pure
+   * and cheap. Optional: without it `--package` selects only the files `packageOf` names.
+   * @returns the owning package (and version), or null for rows of no one package (root indexes, markers)
+   */
+  ownerOf?(path: string, ctx: PluginContext<C>): PackageRef | null;
+  /**
+   * Air-gap import (`vault import`, docs/export-import.md): called once per repository of this format after an import
+   * recorded rows in it, with their repository-relative paths (files and documents as exported; rows the target already
+   * held with the same bytes are left out). Hosted repositories regenerate their index documents here (simple pages,
+   * packuments) so they list the imported files together with the files already stored. Runs in the importing process,
+   * possibly while a server serves the same data: follow the plugin's rules for several processes. Optional: without
+   * it the imported rows are served as exported, index documents included (exact for a whole repository imported into
+   * an empty one).
+   * @throws whatever fails; the import reports it (the rows stay recorded, a second import runs the hook again)
+   */
+  afterImport?(ctx: PluginContext<C>, o: { paths: string[] }): Promise<void>;
   /** Called after routes are mounted, before listening. */
   start?(ctx: PluginContext<C>): Promise<void>;
   /** Called on shutdown, after in-flight requests finished. */
