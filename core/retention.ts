@@ -1,14 +1,15 @@
 /**
- * Retention (docs/retention.md): per-repository cleanup policies — age, last access, keep the newest N versions, quota —
- * planned from the repository's `artifacts` rows and applied through the repository's own context, plus the periodic
- * job of `vault serve` (policies, then gc). The hosted quota check on uploads is core/retention-quota.ts.
+ * Retention (docs/retention.md): per-repository cleanup policies (age, last access, keep the newest N versions,
+ * quota) planned from the repository's `artifacts` rows and applied through the repository's own context, plus the
+ * periodic job of `vault serve` (policies, then gc). The hosted quota check on uploads is core/retention-quota.ts.
  *
  * - Proxy repositories: a removal evicts one cached file (`ctx.cache.invalidate`); it is fetched again on its next
  *   request. Policies apply to every row (files, documents, negative entries); the quota evicts least-recently-used
  *   files until the repository's stored bytes are at most `maxBytes`.
- * - Hosted repositories: removals are whole versions (the plugin's `packageOf`), deleted through the plugin's `deleteVersion` hook so
- *   the package's documents are regenerated; each one is audited (`retention.delete`). Rows that belong to no version
- *   (documents, markers) are never removed. `maxBytes` is not evicted: uploads over it are refused.
+ * - Hosted repositories: removals are whole versions (as the plugin's `packageOf` names them), deleted through the
+ *   plugin's `deleteVersion` hook so the package's documents are regenerated; each one is audited (`retention.delete`).
+ *   Rows that belong to no version (documents, markers) are never removed. `maxBytes` is not evicted: uploads over it
+ *   are refused.
  * - Group repositories own nothing (a policy on one is a config error).
  *
  * Removing a row only drops a reference to its blob; the blob's bytes go with the next sweep (`vault gc`, `vault
@@ -122,8 +123,9 @@ const sizeOf = (rows: RetentionRow[]) => rows.reduce((n, r) => n + r.sizeBytes, 
 /**
  * Plans what `policy` removes from a repository's rows (pure: nothing is read or written).
  * - proxy: each row is checked against `maxAgeDays` (fetchedAt), then `unusedForDays` (lastAccessAt), then
- *   `keepVersions` (rows of versions — `packageOf` — older than the newest N of their package); then, while the rows left exceed
- *   `maxBytes`, the least recently used ones (lastAccessAt, then path) go for `quota`. One removal per row.
+ *   `keepVersions` (rows of versions, as `hooks.versionOf` names them, older than the newest N of their package); then,
+ *   while the rows left exceed `maxBytes`, the least recently used ones (lastAccessAt, then path) go for `quota`. One
+ *   removal per row.
  * - hosted: whole versions only — a version goes when all its rows are older than `maxAgeDays`, when none was
  *   downloaded for `unusedForDays`, or when it is not among the newest `keepVersions`; `maxBytes` removes nothing.
  * @returns the removals (in the order above) and the sizes before and after, bytes
