@@ -5,6 +5,7 @@
 import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { writeFile } from "node:fs/promises";
+import { readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { fieldValue, parseDeb822, renderParagraph } from "./deb822.ts";
 import { compareVersions, isValidVersion, poolPrefix, withoutEpoch } from "./version.ts";
@@ -17,6 +18,7 @@ import type { ArtifactEntry } from "../../core/plugin.ts";
 import { parseAptPath, upstreamUrl } from "./paths.ts";
 import { packageStanza } from "./hosted.ts";
 import { VaultError } from "../../core/plugin.ts";
+import { requireTools } from "../../test/helpers/registry.ts";
 
 const FIX = join(import.meta.dir, "..", "..", "..", "shared", "fixtures", "apt");
 const DEBS: Record<string, [string, string, string, string]> = {
@@ -50,6 +52,34 @@ describe("versions", () => {
     expect(compareVersions("1:1.99.1-7.3", "1.99.1-7.3")).toBeGreaterThan(0);
     expect(compareVersions("1.0-1~bpo1", "1.0-1")).toBeLessThan(0);
   });
+  test.skipIf(!requireTools(["dpkg"]))("the same order as dpkg --compare-versions on every version of the fixture indexes (Version: fields and dependency bounds)", async () => {
+    const indexes = ["bookworm/main/binary-amd64/Packages-subset.xz", "bookworm-updates/main/binary-amd64/Packages.xz"];
+    const text = (await Promise.all(indexes.map(async (f) => new TextDecoder().decode(await decompress(readFileSync(join(FIX, "dists", f)), "xz"))))).join("\n");
+    const versions = new Set<string>(["1.0", "1.0-0", "0:1.0", "1.0~", "1.0~~", "1.0~~a", "1.0a", "1.0+", "1.0.", "1.0-1~", "1:0", "10:0.1", "1.0-a", "1.0-+", "1.00", "1.0-01"]);
+    for (const m of text.matchAll(/^Version: (\S+)$/gm)) versions.add(m[1]);
+    for (const m of text.matchAll(/\((?:>=|<=|=|>>|<<) ([^)\s]+)\)/g)) versions.add(m[1]);
+    const list = [...versions].filter(isValidVersion);
+    expect(list.length).toBeGreaterThan(2000);
+    // the whole list in our order, each neighbour checked with dpkg (a total order: that is every pair), plus random pairs
+    const sorted = [...list].sort(compareVersions);
+    const pairs: [string, string][] = sorted.slice(1).map((v, i) => [sorted[i], v]);
+    let seed = 7;
+    const pick = () => list[(seed = (seed * 1103515245 + 12345) % 2147483648) % list.length];
+    for (let i = 0; i < 300; i++) pairs.push([pick(), pick()]);
+    const script = 'while read a b; do if dpkg --compare-versions "$a" lt "$b"; then echo -1; elif dpkg --compare-versions "$a" eq "$b"; then echo 0; else echo 1; fi; done';
+    const r = Bun.spawnSync(["sh", "-c", script], { stdin: new TextEncoder().encode(pairs.map((p) => p.join(" ")).join("\n") + "\n"), timeout: 120_000 });
+    expect(r.exitCode).toBe(0);
+    const dpkg = r.stdout.toString().trim().split("\n").map(Number);
+    expect(dpkg.length).toBe(pairs.length);
+    const differ = pairs.map((p, i) => [...p, Math.sign(compareVersions(p[0], p[1])), dpkg[i]]).filter((x) => x[2] !== x[3]);
+    expect(differ).toEqual([]);
+  }, 120_000);
+
+  test("never NaN or a throw: a malformed epoch counts as 0", () => {
+    expect(compareVersions("x:1.0", "1.0")).toBe(0);
+    expect(compareVersions("", "1.0")).toBeLessThan(0);
+  });
+
   test("validity, epochs, pool prefixes", () => {
     for (const v of ["2.10-3", "1:1.99.1-7.3", "5.02-1+b1", "3.03+dfsg2-8", "0~git20240101"]) expect(isValidVersion(v)).toBe(true);
     for (const v of ["", "a1", "1.0-", "x:1", "1:", "1.0 1", "1/2"]) expect(isValidVersion(v)).toBe(false);

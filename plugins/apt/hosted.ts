@@ -13,7 +13,8 @@
  * name exists with other bytes), 413.
  *
  * `DELETE /<name>/pool/…` (`delete` permission) removes a pool file and its stanza from every suite listing it; those
- * suites are regenerated in one commit. 200, or 404 when neither the file nor a stanza naming it exists.
+ * suites are regenerated in one commit. 200, or 404 when neither the file nor a stanza naming it exists. Retention
+ * removes whole versions the same way (`removeVersion`: every architecture's file of one package version).
  *
  * Artifact paths (repository-relative):
  * ```
@@ -40,6 +41,7 @@ import { fieldValue, parseDeb822, renderParagraph, type Paragraph } from "./deb8
 import type { Signer } from "./gpg.ts";
 import { parseAptPath } from "./paths.ts";
 import { ARCHITECTURE, compareVersions, poolPrefix, withoutEpoch } from "./version.ts";
+import { aptPackageOf } from "./ui.ts";
 import { ParsedReleases, methodNotAllowed, routeRest, type AptRepoConfig, type AptService } from "./service.ts";
 import {
   DEFAULT_KEEP_GENERATIONS,
@@ -273,35 +275,83 @@ export function createAptHosted(ctx: PluginContext<AptRepoConfig>): AptService {
     }
   }
 
+  /** One stored stanza naming a pool file: its record row, suite and fields. */
+  interface Listing {
+    row: ArtifactEntry;
+    suite: string;
+    stanza: Paragraph;
+  }
+
+  /** The stanzas of record rows (`-/records/…`) that satisfy `keep`. */
+  async function listings(rows: ArtifactEntry[], keep: (stanza: Paragraph) => boolean): Promise<Listing[]> {
+    const out: Listing[] = [];
+    for (const r of rows) {
+      if (!r.blobDigest || r.status !== 200) continue;
+      const [stanza] = parseDeb822(dec.decode(await ctx.artifacts.read(r)));
+      if (stanza && keep(stanza)) out.push({ row: r, suite: r.path.slice(RECORDS.length).split("/")[0], stanza });
+    }
+    return out;
+  }
+
   /**
-   * `DELETE pool/…`: removes the stanzas naming the file from every suite (records first, so a crash before the commit
-   * leaves a Release that still lists a file that is still there, reconciled by the next write), publishes those
-   * suites in one commit, then removes the file.
+   * Removes `hits` from their suites and the pool `files` (call under the publish lock): records first, so a crash
+   * before the commit leaves a Release that still lists a file that is still there (reconciled by the next write); then
+   * every suite concerned is published in one commit; the files last.
+   * @returns the suites regenerated, sorted
    */
+  async function unpublish(hits: Listing[], files: ArtifactEntry[]): Promise<string[]> {
+    for (const h of hits) await ctx.artifacts.delete(h.row.path);
+    const suites = [...new Set(hits.map((h) => h.suite))].sort();
+    await publish(suites);
+    for (const f of files) await ctx.artifacts.delete(f.path);
+    return suites;
+  }
+
+  /** `DELETE pool/…`: removes the file and the stanzas naming it from every suite ({@link unpublish}). */
   async function remove(req: Request, rest: string, principal: Principal, via?: string): Promise<Response> {
     const p = parseAptPath(rest);
     if (p.kind !== "pool" || p.segs[0] !== "pool" || p.segs.length < 3) throw methodNotAllowed("DELETE", "only pool files can be deleted (the indexes follow)", ALLOW);
     const name = p.segs[p.segs.length - 1];
     const suffix = `/${p.segs[1]}/${name}`;
     const removed = await lock.run(PUBLISH, async () => {
-      const rows = (await ctx.artifacts.list(RECORDS)).filter((r) => r.path.endsWith(suffix) && r.blobDigest && r.status === 200);
-      const hits: { path: string; suite: string; stanza: Paragraph }[] = [];
-      for (const r of rows) {
-        const [stanza] = parseDeb822(dec.decode(await ctx.artifacts.read(r)));
-        if (stanza && fieldValue(stanza, "Filename") === p.key) hits.push({ path: r.path, suite: r.path.slice(RECORDS.length).split("/")[0], stanza });
-      }
+      const rows = (await ctx.artifacts.list(RECORDS)).filter((r) => r.path.endsWith(suffix));
+      const hits = await listings(rows, (s) => fieldValue(s, "Filename") === p.key);
       const file = await freshEntry(ctx, p.key);
       if (hits.length === 0 && !file) throw errors.notFound(p.key);
-      for (const h of hits) await ctx.artifacts.delete(h.path);
-      const suites = [...new Set(hits.map((h) => h.suite))].sort();
-      await publish(suites);
-      if (file) await ctx.artifacts.delete(p.key);
+      const suites = await unpublish(hits, file ? [file] : []);
       return { suites, stanza: hits[0]?.stanza, sha256: file?.blobDigest?.slice(7) };
     });
     const f = (n: string) => (removed.stanza ? fieldValue(removed.stanza, n) : undefined);
     ctx.auth.audit({ principal, action: "apt.delete", path: p.key, detail: { suites: removed.suites, package: f("Package"), version: f("Version"), architecture: f("Architecture"), sha256: removed.sha256, ...(via ? { via } : {}) }, req });
     const where = removed.suites.length ? ` from ${removed.suites.map((s) => `${s}/${p.segs[1]}`).join(", ")}` : "";
     return new Response(`deleted ${p.key}${where}\n`, { headers: { "content-type": "text/plain; charset=utf-8" } });
+  }
+
+  /**
+   * Retention (the plugin's `deleteVersion`): removes every pool file of binary package `name` at `version` (each
+   * architecture, each component) and its stanzas from every suite, as DELETE of each file would, with one commit for
+   * all the suites concerned. `version` is matched without its epoch, as pool file names carry it.
+   */
+  async function removeVersion(name: string, version: string): Promise<{ paths: string[]; bytes: number }> {
+    const v = withoutEpoch(version);
+    const prefix = `${name}_${v}_`;
+    const named = (path: string) => path.slice(path.lastIndexOf("/") + 1).startsWith(prefix);
+    return lock.run(PUBLISH, async () => {
+      const rows = (await ctx.artifacts.list(RECORDS)).filter((r) => named(r.path));
+      const hits = await listings(rows, (s) => fieldValue(s, "Package") === name && withoutEpoch(fieldValue(s, "Version") ?? "") === v);
+      const keys = new Set(hits.map((h) => fieldValue(h.stanza, "Filename")).filter((k): k is string => k !== undefined && k.startsWith("pool/")));
+      const files: ArtifactEntry[] = [];
+      for (const k of keys) {
+        const e = await freshEntry(ctx, k);
+        if (e) files.push(e);
+      }
+      // files left behind by a deletion cut short after its commit: no stanza names them any more
+      if (hits.length === 0) files.push(...(await ctx.artifacts.list("pool/")).filter((r) => named(r.path) && r.status === 200 && aptPackageOf(r.path)?.name === name));
+      if (hits.length === 0 && files.length === 0) return { paths: [], bytes: 0 };
+      await unpublish(hits, files);
+      const gone = [...hits.map((h) => h.row), ...files];
+      return { paths: gone.map((r) => r.path), bytes: gone.reduce((n, r) => n + r.sizeBytes, 0) };
+    });
   }
 
   /** Writes: PUT/POST upload, DELETE of a pool file. */
@@ -334,6 +384,7 @@ export function createAptHosted(ctx: PluginContext<AptRepoConfig>): AptService {
       index: (path, file) => publishedIndex(ctx, path, file),
     },
     write,
+    removeVersion,
     async start() {
       signer = await signerOf(ctx);
     },

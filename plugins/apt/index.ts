@@ -9,6 +9,8 @@ import { createAptProxy } from "./proxy.ts";
 import { createAptHosted } from "./hosted.ts";
 import { createAptGroup } from "./group.ts";
 import type { AptRepoConfig, AptService } from "./service.ts";
+import { aptClientSetup, aptPackageOf } from "./ui.ts";
+import { compareVersions } from "./version.ts";
 
 export type { AptRepoConfig, SigningConfig } from "./service.ts";
 
@@ -83,6 +85,10 @@ export default definePlugin<AptRepoConfig>({
     app.all("/*", ({ request }) => svc.handle(request, mount), { parse: "none" });
   },
   renderError: (err) => textError(err),
+  packageOf: (path) => aptPackageOf(path),
+  clientSetup: aptClientSetup,
+  compareVersions,
+  deleteVersion: async (ctx, v) => (await serviceOf(ctx).removeVersion?.(v.name, v.version)) ?? { paths: [], bytes: 0 },
   async start(ctx) {
     await serviceOf(ctx).start?.();
   },

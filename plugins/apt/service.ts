@@ -75,6 +75,13 @@ export interface AptService {
    * `principal` (already authorised on the group). `rest` is the path below the mount; `via` the group's name (audited).
    */
   write?(req: Request, rest: string, principal: Principal, via: string): Promise<Response>;
+  /**
+   * hosted, for retention (the plugin's `deleteVersion`): removes every pool file of one binary package version (`name`
+   * = `Package:`, `version` matched without its epoch) and its stanzas, the suites concerned regenerated in one commit.
+   * No audit record (the retention job writes it). A version already gone removes nothing.
+   * @returns the repository-relative paths removed (stanza records and pool files) and their total size, bytes
+   */
+  removeVersion?(name: string, version: string): Promise<{ paths: string[]; bytes: number }>;
   start?(): Promise<void>;
   stop?(): Promise<void>;
 }

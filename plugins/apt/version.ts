@@ -68,15 +68,17 @@ function verrevcmp(a: string, b: string): number {
 
 function split(v: string): [number, string, string] {
   const colon = v.indexOf(":");
-  const epoch = colon >= 0 ? Number(v.slice(0, colon)) : 0;
+  // a malformed epoch (dpkg refuses it) counts as 0, so that the order stays total and never NaN
+  const epoch = colon >= 0 && /^\d+$/.test(v.slice(0, colon)) ? Number(v.slice(0, colon)) : 0;
   const rest = colon >= 0 ? v.slice(colon + 1) : v;
   const dash = rest.lastIndexOf("-");
   return dash >= 0 ? [epoch, rest.slice(0, dash), rest.slice(dash + 1)] : [epoch, rest, ""];
 }
 
 /**
- * Compares two Debian versions as dpkg does (`dpkg --compare-versions`): epoch numerically, then upstream version and
- * revision with `~` sorting before everything and letters before other characters.
+ * Compares two Debian versions as dpkg does (`dpkg --compare-versions`, Debian Policy §5.6.12): epoch numerically,
+ * then upstream version and revision with `~` sorting before everything and letters before other characters. Pure,
+ * never throws (also the plugin's `compareVersions` for retention and the web UI).
  * @returns negative, 0 or positive
  */
 export function compareVersions(a: string, b: string): number {

@@ -9,6 +9,7 @@ import npm from "../../plugins/npm/index.ts";
 import oci from "../../plugins/oci/index.ts";
 import http from "../../plugins/http/index.ts";
 import s3 from "../../plugins/s3/index.ts";
+import apt from "../../plugins/apt/index.ts";
 import { blobPath, catalogPath, manifestPath, referrerPath, tagListPath, tagPath } from "../../plugins/oci/layout.ts";
 import { directoryPackageOf, insecureHostOf, type PluginContext, type VaultPlugin } from "../../core/plugin.ts";
 import { compareVersions, createCatalog, likePattern, normalizePackageName } from "../../core/search.ts";
@@ -46,6 +47,39 @@ describe("packageOf of the built-in plugins", () => {
     expect(of(oci, manifestPath("library/alpine", d))).toEqual({ name: "library/alpine", file: "manifest", url: null });
     expect(of(oci, blobPath("team/app", d))).toEqual({ name: "team/app", file: "blob", url: null });
     for (const p of [tagListPath("library/alpine"), catalogPath("library/alpine"), referrerPath("a", d, d)]) expect([p, of(oci, p)]).toEqual([p, null]);
+  });
+
+  test("apt: binary package files by Package and version (as the pool names them), source files by source; indexes, by-hash, records and other files are none", () => {
+    expect(of(apt, "pool/main/h/hello/hello_2.10-3_amd64.deb")).toEqual({ name: "hello", version: "2.10-3" });
+    // pool file names leave the epoch out (1:1.99.1-7.3); a name that holds it (%3a, stored decoded) keeps it
+    expect(of(apt, "pool/main/f/fortune-mod/fortunes-min_1.99.1-7.3_all.deb")).toEqual({ name: "fortunes-min", version: "1.99.1-7.3" });
+    expect(of(apt, "pool/main/x/xterm/xterm_1:2.0-1_arm64.deb")).toEqual({ name: "xterm", version: "1:2.0-1" });
+    expect(of(apt, "pool/main/libx/libxml2/libxml2-utils_2.9.14+dfsg-1.3~deb12u1_amd64.deb")).toEqual({ name: "libxml2-utils", version: "2.9.14+dfsg-1.3~deb12u1" });
+    expect(of(apt, "pool/main/d/debian-installer/netcfg_1.187_amd64.udeb")).toEqual({ name: "netcfg", version: "1.187" });
+    expect(of(apt, "debs/tool_1.0_all.deb")).toEqual({ name: "tool", version: "1.0" }); // a flat repository
+    expect(of(apt, "pool/main/h/hello/hello_2.10-3.dsc")).toEqual({ name: "hello", version: "2.10-3" });
+    expect(of(apt, "pool/main/h/hello/hello_2.10-3.debian.tar.xz")).toEqual({ name: "hello", version: "2.10-3" });
+    expect(of(apt, "pool/main/h/hello/hello_2.10.orig.tar.gz")).toEqual({ name: "hello" }); // shared by every revision of 2.10
+    expect(of(apt, "pool/main/h/hello/hello_2.10.orig.tar.gz.asc")).toEqual({ name: "hello" });
+    expect(of(apt, "pool/main/d/dpkg/dpkg_1.21.22.tar.xz")).toEqual({ name: "dpkg", version: "1.21.22" }); // native
+    const hex = "a".repeat(64);
+    for (const p of [
+      "dists/bookworm/InRelease",
+      "dists/bookworm/Release",
+      `dists/bookworm/Release.gpg#sha256:${hex}`,
+      "dists/bookworm/main/binary-amd64/Packages.gz",
+      `dists/bookworm/main/binary-amd64/by-hash/SHA256/${hex}`,
+      "dists/bookworm/main/i18n/Translation-en",
+      "-/records/stable/main/hello_2.10-3_amd64.deb",
+      "-/generations/stable",
+      `-/pool-hashes/${hex}`,
+      "-/pool-map/stable",
+      "pool/main/h/hello/hello_2.10-3_amd64.buildinfo",
+      "pool/main/h/hello/Hello_2.10-3_amd64.deb",
+      "pool/main/h/hello/hello_x2.10_amd64.deb",
+      "public.gpg",
+    ])
+      expect([p, of(apt, p)]).toEqual([p, null]);
   });
 
   test("http and s3 group by directory; s3 keys may hold #", () => {
@@ -92,6 +126,37 @@ describe("clientSetup of the built-in plugins", () => {
     const own = setup(oci, ctx("team", "oci", "hosted", { port: 5000 }), { name: "app" });
     expect(own[0].code).toBe("docker pull 127.0.0.1:5000/app");
     expect(own.at(-1)!.code).toBe("docker login 127.0.0.1:5000\ndocker tag <local image> 127.0.0.1:5000/app:<tag>\ndocker push 127.0.0.1:5000/app:<tag>");
+  });
+
+  test("apt: hosted and group with their key from public.gpg (sources.list and deb822), unsigned with trusted=yes, proxies with the upstream's keyring", () => {
+    const hosted = setup(apt, ctx("apt-local", "apt", "hosted", { signing: { key: "k" }, defaultDistribution: "bookworm" }), { name: "hello", version: "2.10-3" });
+    expect(hosted.map((s) => s.client)).toEqual(["apt", "deb822", "apt-get", "curl"]);
+    expect(hosted.map((s) => s.code)).toEqual([
+      "sudo install -d -m 0755 /etc/apt/keyrings\nsudo curl -fsSL http://127.0.0.1:8080/apt-local/public.gpg -o /etc/apt/keyrings/apt-local.gpg\n" +
+        'echo "deb [signed-by=/etc/apt/keyrings/apt-local.gpg] http://127.0.0.1:8080/apt-local bookworm main" | sudo tee /etc/apt/sources.list.d/apt-local.list\nsudo apt-get update',
+      "Types: deb\nURIs: http://127.0.0.1:8080/apt-local\nSuites: bookworm\nComponents: main\nSigned-By: /etc/apt/keyrings/apt-local.gpg",
+      "sudo apt-get update\nsudo apt-get install hello",
+      "curl -u <user> --upload-file <package>.deb http://127.0.0.1:8080/apt-local/upload/bookworm/main/",
+    ]);
+    const unsigned = setup(apt, ctx("plain", "apt", "hosted"));
+    expect(unsigned[0].code).toBe('echo "deb [trusted=yes] http://127.0.0.1:8080/plain stable main" | sudo tee /etc/apt/sources.list.d/plain.list\nsudo apt-get update');
+    expect(unsigned[1].code).toEndWith("\nTrusted: yes");
+    // a group: its own key, the suite of its hosted member, uploads through writeTo
+    const member = ctx("apt-local", "apt", "hosted", { defaultDistribution: "trixie", defaultComponent: "contrib" });
+    const group = { ...ctx("apt-all", "apt", "group", { signing: { key: "k" }, members: ["apt-local", "debian"], writeTo: "apt-local" }), member: (n: string) => (n === "apt-local" ? member : undefined) } as PluginContext;
+    const g = setup(apt, group);
+    expect(g.map((s) => s.client)).toEqual(["apt", "deb822", "curl"]);
+    expect(g[0].code).toContain('echo "deb [signed-by=/etc/apt/keyrings/apt-all.gpg] http://127.0.0.1:8080/apt-all trixie contrib"');
+    expect(g[0].code).toStartWith("sudo install -d -m 0755 /etc/apt/keyrings\nsudo curl -fsSL http://127.0.0.1:8080/apt-all/public.gpg -o /etc/apt/keyrings/apt-all.gpg\n");
+    // proxies: the upstream's keyring, a system one used where it is, another one copied to /etc/apt/keyrings
+    const system = setup(apt, ctx("debian", "apt", "proxy", { upstreamKeyring: "/usr/share/keyrings/debian-archive-keyring.gpg" }));
+    expect(system.map((s) => s.client)).toEqual(["apt", "deb822"]);
+    expect(system[0].code).toBe('echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://127.0.0.1:8080/debian <suite> main" | sudo tee /etc/apt/sources.list.d/debian.list\nsudo apt-get update');
+    expect(system[1].code).toBe("Types: deb\nURIs: http://127.0.0.1:8080/debian\nSuites: <suite>\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg");
+    const copied = setup(apt, ctx("vendor", "apt", "proxy", { upstreamKeyring: "keys/vendor.asc" }), { name: "tool" });
+    expect(copied[0].code).toContain("sudo install -D -m 0644 vendor.asc /etc/apt/keyrings/vendor.asc\n");
+    expect(copied[0].code).toContain("[signed-by=/etc/apt/keyrings/vendor.asc]");
+    expect(setup(apt, ctx("any", "apt", "proxy"))[1].code).toEndWith("Signed-By: /etc/apt/keyrings/upstream-archive-keyring.gpg");
   });
 
   test("http and s3", () => {
