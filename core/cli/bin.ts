@@ -13,6 +13,8 @@ export const COMMANDS: Record<string, string> = {
   prefetch: "warm the cache of a running vault from a list of paths or URLs",
   gc: "remove unreferenced blobs and orphan temp files",
   cleanup: "apply the repositories' retention policies now (--dry-run shows what would go)",
+  export: "write stored files (repositories, packages) as one archive with a manifest of digests",
+  import: "read an archive written by vault export into this vault (air-gap transfer)",
   conda: "conda → OCI mirror: mirror, pull-cache, push-cache (vault conda --help)",
 };
 
@@ -25,6 +27,8 @@ const BUILTIN: Record<string, () => Promise<{ run?: (args: string[]) => Promise<
   prefetch: () => import("./commands/prefetch.ts"),
   gc: () => import("./commands/gc.ts"),
   cleanup: () => import("./commands/cleanup.ts"),
+  export: () => import("./commands/export.ts"),
+  import: () => import("./commands/import.ts"),
   conda: () => import("../../plugins/conda/mirror/cli.ts"),
 };
 
