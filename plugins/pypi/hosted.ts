@@ -180,6 +180,38 @@ export function createPypiHosted(ctx: PluginContext<PypiRepoConfig>): PypiServic
   }
 
   /**
+   * After an import (the plugin's `afterImport`): the project's page lists exactly the files that have an `info/` row
+   * and a stored file — imported pages may list files of the exporting vault that were not exported, or miss this
+   * repository's own — keeping the page's order; rewritten only when it changes.
+   */
+  async function rebuildProject(project: string): Promise<void> {
+    const rows = (await ctx.artifacts.list(infoPrefix(project))).filter((r) => r.blobDigest);
+    const infos: FileInfo[] = [];
+    for (const r of rows) {
+      const info = JSON.parse(decoder.decode(await ctx.artifacts.read(r))) as FileInfo;
+      if (await freshEntry(ctx, filePath(project, info.file.filename))) infos.push(info);
+    }
+    const page = await currentPage(project);
+    const before = JSON.stringify(page);
+    const listed = new Set(infos.map((i) => i.file.filename));
+    page.files = page.files.filter((f) => listed.has(f.filename));
+    page.versions = (page.versions ?? []).filter((v) => infos.some((i) => i.version === v));
+    addFiles(page, infos);
+    if (JSON.stringify(page) !== before || !(await freshEntry(ctx, `${snapshotPath(project)}#json`))) await ctx.artifacts.commit(await projectPages(page));
+  }
+
+  /** The plugin's `afterImport`: the pages of every project the imported paths touch, then the root index. */
+  async function afterImport(paths: string[]): Promise<void> {
+    const projects = new Set<string>();
+    for (const p of paths) {
+      const segs = p.split("/");
+      if (segs.length >= 2 && segs[1] !== "" && (segs[0] === "files" || segs[0] === "info" || segs[0] === "projects" || segs[0] === "simple")) projects.add(segs[1]);
+    }
+    for (const p of projects) await locks.run(`project:${p}`, () => rebuildProject(p));
+    await locks.run("index", reconcileIndex);
+  }
+
+  /**
    * Stores one checked upload with its page (one commit), under the project's lock. An identical file already stored
    * (same name, same sha256) is a no-op, as on PyPI (twine retries after a 5xx are then harmless).
    * @throws VaultError 400 File already exists when the name is taken by other contents
@@ -285,5 +317,6 @@ export function createPypiHosted(ctx: PluginContext<PypiRepoConfig>): PypiServic
     serveFile,
     upload,
     start: () => locks.run("index", reconcileIndex),
+    afterImport,
   };
 }

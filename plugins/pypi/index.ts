@@ -71,6 +71,27 @@ function pypiPackageOf(path: string): PackageRef | null {
   return { name: d.project, version: d.version };
 }
 
+/**
+ * The project (and version) of a row `pypiPackageOf` leaves out, for `vault export --package`: project pages and their
+ * snapshot (`simple/<project>/`, `#json`, `#html`, …), a distribution's `.metadata` and `.asc`, hosted `info/` rows and
+ * project markers, the proxy's Warehouse JSON API documents.
+ */
+function pypiOwnerOf(path: string): PackageRef | null {
+  const segs = path.split("/");
+  const name = segs[1] ?? "";
+  if (name === "") return null;
+  if (segs[0] === "simple" && segs.length === 3 && (segs[2] === "" || segs[2].startsWith("#"))) return { name };
+  if (segs[0] === "files") {
+    const ext = path.endsWith(".metadata") ? ".metadata" : path.endsWith(".asc") ? ".asc" : undefined;
+    return ext ? pypiPackageOf(path.slice(0, -ext.length)) : null;
+  }
+  if (segs[0] === "info" && segs.length === 3) return pypiPackageOf(`files/${name}/${segs[2]}`);
+  if (segs[0] === "projects" && segs.length === 2) return { name };
+  if (segs[0] === "pypi" && segs.length === 3 && segs[2].startsWith("json")) return { name };
+  if (segs[0] === "pypi" && segs.length === 4 && segs[3].startsWith("json")) return { name, version: segs[2] };
+  return null;
+}
+
 /** pip (command and pip.conf) against the index URL; twine where uploads are taken (hosted, group with `writeTo`). */
 function pypiClientSetup(ctx: PluginContext<PypiRepoConfig>, o: { req: Request; package?: { name: string; version?: string } }): ClientSetup[] {
   const base = ctx.baseUrl(o.req);
@@ -113,6 +134,10 @@ export default definePlugin<PypiRepoConfig>({
   },
   renderError: (err) => textError(err),
   packageOf: (path) => pypiPackageOf(path),
+  ownerOf: (path) => pypiOwnerOf(path),
+  async afterImport(ctx, o) {
+    await serviceOf(ctx).afterImport?.(o.paths);
+  },
   compareVersions: comparePep440,
   clientSetup: pypiClientSetup,
   async start(ctx) {

@@ -55,6 +55,8 @@ export interface PypiService {
   upload?(req: Request, principal: Principal, via?: string): Promise<Response>;
   /** Called by the plugin's `start` hook. */
   start?(): Promise<void>;
+  /** Hosted: brings the pages of the projects of imported `paths` (and the root index) in line with the stored files (the plugin's `afterImport`). */
+  afterImport?(paths: string[]): Promise<void>;
 }
 
 /** What a hosted or group repository answers; {@link routeSite} maps requests onto it. */
