@@ -1,6 +1,6 @@
 /**
  * Conda group channel: one channel over its members (hosted and/or proxy conda repositories, or other groups) in read
- * order; uploads go to the `writeTo` member.
+ * order; uploads and deletions go to the `writeTo` member.
  *
  * - A subdir's repodata.json merges the members' snapshots: per file name the first member listing it wins
  *   (repodata.ts `mergeRepodata`). It is stored at `<subdir>/repodata.json` tagged with the members' snapshot digests
@@ -24,6 +24,7 @@ import {
   runTask,
   usable,
   uploadTarget,
+  deleteTarget,
   serveStoredChannel,
   type CondaRepoConfig,
   type CondaService,
@@ -130,6 +131,13 @@ export function createCondaGroup(ctx: PluginContext<CondaRepoConfig>, o: GroupOp
         const writer = w ? o.serviceOf(w) : undefined;
         if (!writer?.upload) throw condaErrors.method(req.method, "GET, HEAD", "this group has no writeTo member: upload to a hosted conda repository, or set writeTo");
         return writer.upload(req, await ctx.auth.require(req, "write"), target, ctx.repo.name);
+      }
+      if (req.method === "DELETE") {
+        const target = deleteTarget(rel);
+        const w = ctx.config.writeTo ? ctx.member(ctx.config.writeTo) : undefined;
+        const writer = w ? o.serviceOf(w) : undefined;
+        if (!writer?.remove) throw condaErrors.method(req.method, "GET, HEAD", "this group has no writeTo member: delete from a hosted conda repository, or set writeTo");
+        return writer.remove(req, await ctx.auth.require(req, "delete"), target, ctx.repo.name);
       }
       return serveStoredChannel(req, rel, svc, variants, false);
     },

@@ -13,11 +13,16 @@
  * channeldata.json are written in ONE `artifacts.commit`. The same file name with the same bytes is a no-op (200); with
  * other bytes 409.
  *
+ * Deletion (delete permission): `DELETE /<name>/<subdir>/<file>` removes one package file; retention removes every file
+ * of one version (`removeVersion`). The info rows go first, then the repodata of every subdir concerned (with its
+ * variants) and channeldata.json are written in ONE commit, the package files last; audited as `conda.delete` (HTTP)
+ * or by the retention job. 200 `{"ok":true,"removed":[path]}`, 404 when the file is not there.
+ *
  * Artifact paths: `<subdir>/<file>` (packages), `<subdir>/repodata.json` + the derived files of service.ts,
  * `channeldata.json`, `info/<subdir>/<file>` (JSON {@link ChannelFileInfo}: the record, about, run_exports).
  *
- * Several processes may share the data directory: uploads to one subdir are serialised per process, and after its
- * commit each upload compares the subdir's repodata with the `info/` rows and rewrites it until it lists all of them.
+ * Several processes may share the data directory: writes to one subdir are serialised per process, and after its
+ * commit each write compares the subdir's repodata with the `info/` rows and rewrites it until it lists exactly them.
  */
 import { rm } from "node:fs/promises";
 import { KeyedLock, spoolBody, type ArtifactEntry, type PluginContext, type Principal } from "../../core/plugin.ts";
@@ -35,6 +40,7 @@ import {
   runTask,
   usable,
   uploadTarget,
+  deleteTarget,
   serveStoredChannel,
   type CommitFile,
   type CondaRepoConfig,
@@ -85,16 +91,16 @@ export function createCondaHosted(ctx: PluginContext<CondaRepoConfig>): CondaSer
     return e ? ctx.artifacts.read(e) : undefined;
   }
 
-  /** Commit entries of a subdir's new repodata.json (with `add`) and every variant derived from it. */
-  async function subdirFiles(subdir: string, add: { filename: string; record: ChannelFileInfo["record"] }[]): Promise<CommitFile[]> {
+  /** Commit entries of a subdir's new repodata.json (with `add`, without the files named in `remove`) and every variant derived from it. */
+  async function subdirFiles(subdir: string, add: { filename: string; record: ChannelFileInfo["record"] }[], remove: string[] = []): Promise<CommitFile[]> {
     const cur = await currentRepodata(subdir);
-    const body = (await runTask(ctx, { op: "add", current: cur, subdir, add }, cur?.byteLength ?? 0)).body!;
+    const body = (await runTask(ctx, { op: "add", current: cur, subdir, add, remove }, cur?.byteLength ?? 0)).body!;
     const digest = "sha256:" + new Bun.CryptoHasher("sha256").update(body).digest("hex");
     const d = derivedPaths("", subdir);
     return [{ path: d.snapshot, body, opts: { contentType: CONTENT_TYPE.json, kind: "metadata" } }, ...(await variants.files(body, digest, "", subdir))];
   }
 
-  /** channeldata.json with the entries of `names` recomputed from every info row of those names (all subdirs). */
+  /** channeldata.json with the entries of `names` recomputed from every info row of those names (all subdirs); a name without rows is dropped. */
   async function channeldataFile(names: Set<string>, extraSubdir: string, extra: ChannelFileInfo[] = []): Promise<CommitFile> {
     const cur = await freshEntry(ctx, "channeldata.json");
     const curBytes = cur ? await ctx.artifacts.read(cur) : undefined;
@@ -109,11 +115,14 @@ export function createCondaHosted(ctx: PluginContext<CondaRepoConfig>): CondaSer
           const f = JSON.parse(decoder.decode(await ctx.artifacts.read(row))) as ChannelFileInfo;
           if (!seen.has(`${f.subdir}/${f.record.name}-${f.record.version}-${f.record.build}`)) files.push(f);
         }
-    const body = (await runTask(ctx, { op: "channeldata", current: curBytes, files, subdirs: [...subdirs] }, curBytes?.byteLength ?? 0)).body!;
+    const body = (await runTask(ctx, { op: "channeldata", current: curBytes, files, subdirs: [...subdirs], recomputed: [...names] }, curBytes?.byteLength ?? 0)).body!;
     return { path: "channeldata.json", body, opts: { contentType: CONTENT_TYPE.json, kind: "metadata" } };
   }
 
-  /** Rewrites the subdir's repodata until it lists every `info/` row of the subdir (file header). */
+  /**
+   * Rewrites the subdir's repodata until it lists exactly the `info/` rows of the subdir (file header): files uploaded
+   * by another process are added, files whose info row a deletion removed are dropped.
+   */
   async function reconcile(subdir: string): Promise<void> {
     const prefix = infoPrefix(subdir);
     for (let i = 0; i < MAX_RECONCILE; i++) {
@@ -122,16 +131,20 @@ export function createCondaHosted(ctx: PluginContext<CondaRepoConfig>): CondaSer
       const doc = cur ? parseRepodata(cur) : {};
       const listed = (fn: string) => (fn.endsWith(".conda") ? fn in (doc["packages.conda"] ?? {}) : fn in (doc.packages ?? {}));
       const missing = rows.filter((r) => !listed(r.path.slice(prefix.length)));
-      if (missing.length === 0) return;
+      const have = new Set(rows.map((r) => r.path.slice(prefix.length)));
+      const gone = [...Object.keys(doc.packages ?? {}), ...Object.keys(doc["packages.conda"] ?? {})].filter((fn) => !have.has(fn));
+      if (missing.length === 0 && gone.length === 0) return;
       const infos = await Promise.all(missing.map(async (r) => JSON.parse(decoder.decode(await ctx.artifacts.read(r))) as ChannelFileInfo));
       const files = await subdirFiles(
         subdir,
         infos.map((f, k) => ({ filename: missing[k].path.slice(prefix.length), record: f.record })),
+        gone,
       );
-      files.push(await channeldataFile(new Set(infos.map((f) => f.record.name)), subdir));
+      const names = new Set([...infos.map((f) => f.record.name), ...gone.map((fn) => parsePackageFile(fn)?.name).filter((n): n is string => n !== undefined)]);
+      files.push(await channeldataFile(names, subdir));
       await ctx.artifacts.commit(files);
     }
-    ctx.log.warn("subdir repodata still misses uploaded files after repeated rewrites (concurrent uploads from other processes?)", { subdir });
+    ctx.log.warn("subdir repodata still differs from the uploaded files after repeated rewrites (concurrent writes from other processes?)", { subdir });
   }
 
   /**
@@ -226,6 +239,74 @@ export function createCondaHosted(ctx: PluginContext<CondaRepoConfig>): CondaSer
     );
   }
 
+  /**
+   * Removes package files (DELETE, retention): under the locks of their subdirs (taken in sorted order), the info rows
+   * first, then every subdir's repodata.json with its variants and channeldata.json in ONE commit, the package files
+   * last — so a crash in between leaves at most a listing of a file that is still there, which the next reconcile
+   * drops. Files already gone remove nothing.
+   * @returns the rows removed (info rows and package files)
+   */
+  async function unpublish(targets: { subdir: string; filename: string }[]): Promise<ArtifactEntry[]> {
+    const bySubdir = new Map<string, Set<string>>();
+    for (const t of targets) bySubdir.set(t.subdir, (bySubdir.get(t.subdir) ?? new Set()).add(t.filename));
+    const subdirs = [...bySubdir.keys()].sort();
+    const work = async (): Promise<ArtifactEntry[]> => {
+      const infos: ArtifactEntry[] = [];
+      const packages: ArtifactEntry[] = [];
+      for (const [subdir, names] of bySubdir)
+        for (const fn of names) {
+          const info = await freshEntry(ctx, infoPrefix(subdir) + fn);
+          if (info) infos.push(info);
+          const pkg = await freshEntry(ctx, `${subdir}/${fn}`);
+          if (pkg) packages.push(pkg);
+        }
+      if (infos.length === 0 && packages.length === 0) return [];
+      for (const e of infos) await ctx.artifacts.delete(e.path);
+      const files: CommitFile[] = [];
+      for (const subdir of subdirs) files.push(...(await subdirFiles(subdir, [], [...bySubdir.get(subdir)!])));
+      const names = new Set(targets.map((t) => parsePackageFile(t.filename)?.name).filter((n): n is string => n !== undefined));
+      files.push(await channeldataFile(names, subdirs[0]));
+      await ctx.artifacts.commit(files);
+      for (const e of packages) await ctx.artifacts.delete(e.path);
+      for (const subdir of subdirs) await reconcile(subdir);
+      return [...infos, ...packages];
+    };
+    const locked = (i: number): Promise<ArtifactEntry[]> => (i < subdirs.length ? locks.run(`subdir:${subdirs[i]}`, () => locked(i + 1)) : work());
+    return locked(0);
+  }
+
+  /** `DELETE /<name>/<subdir>/<file>` (delete permission checked): removes one package file ({@link unpublish}), audited as `conda.delete`. */
+  async function remove(req: Request, principal: Principal, target: { subdir: string; filename: string }, via?: string): Promise<Response> {
+    const removed = await unpublish([target]);
+    const path = `${target.subdir}/${target.filename}`;
+    const pkg = removed.find((e) => e.path === path);
+    if (removed.length === 0) throw condaErrors.notFound(path);
+    ctx.auth.audit({ principal, action: "conda.delete", path, detail: { sha256: pkg?.blobDigest?.slice(7), sizeBytes: pkg?.sizeBytes, ...(via ? { via } : {}) }, req });
+    return Response.json({ ok: true, removed: [path] });
+  }
+
+  /**
+   * Retention (the plugin's `deleteVersion`): removes every package file of `name` at exactly `version` (each build,
+   * both formats, every subdir the channel has) in one {@link unpublish}. No audit record (the retention job writes it).
+   * @returns the rows removed (package files and their info rows) and their total size, bytes
+   */
+  async function removeVersion(name: string, version: string): Promise<{ paths: string[]; bytes: number }> {
+    const cd = await freshEntry(ctx, "channeldata.json");
+    const subdirs = cd ? ((JSON.parse(decoder.decode(await ctx.artifacts.read(cd))) as { subdirs?: unknown[] }).subdirs ?? []) : [];
+    const targets = new Map<string, { subdir: string; filename: string }>();
+    for (const subdir of subdirs) {
+      if (typeof subdir !== "string" || !SUBDIR.test(subdir)) continue;
+      for (const row of [...(await ctx.artifacts.list(`${infoPrefix(subdir)}${name}-`)), ...(await ctx.artifacts.list(`${subdir}/${name}-`))]) {
+        const filename = row.path.slice(row.path.lastIndexOf("/") + 1);
+        const f = parsePackageFile(filename);
+        if (f?.name === name && f.version === version) targets.set(`${subdir}/${filename}`, { subdir, filename });
+      }
+    }
+    if (targets.size === 0) return { paths: [], bytes: 0 };
+    const removed = await unpublish([...targets.values()]);
+    return { paths: removed.map((e) => e.path), bytes: removed.reduce((n, e) => n + e.sizeBytes, 0) };
+  }
+
   async function snapshot(prefix: string, subdir: string): Promise<ArtifactEntry | null> {
     if (prefix !== "") return null;
     return usable(await ctx.artifacts.get(derivedPaths("", subdir).snapshot));
@@ -250,6 +331,7 @@ export function createCondaHosted(ctx: PluginContext<CondaRepoConfig>): CondaSer
         const target = uploadTarget(req, rel);
         return upload(req, await ctx.auth.require(req, "write"), target);
       }
+      if (req.method === "DELETE") return remove(req, await ctx.auth.require(req, "delete"), deleteTarget(rel));
       return serveStoredChannel(req, rel, svc, variants, true);
     },
     snapshot,
@@ -259,6 +341,8 @@ export function createCondaHosted(ctx: PluginContext<CondaRepoConfig>): CondaSer
       return prefix === "" ? usable(await ctx.artifacts.get("channeldata.json")) : null;
     },
     upload,
+    remove,
+    removeVersion,
   };
   return svc;
 }

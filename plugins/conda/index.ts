@@ -9,6 +9,8 @@ import { createCondaHosted } from "./hosted.ts";
 import { createCondaGroup } from "./group.ts";
 import { parseCondaPath } from "./paths.ts";
 import { renderCondaError, type CondaRepoConfig, type CondaService } from "./service.ts";
+import { condaClientSetup, condaPackageOf } from "./ui.ts";
+import { compareVersions } from "./version.ts";
 
 export type { CondaRepoConfig } from "./service.ts";
 
@@ -73,6 +75,10 @@ export default definePlugin<CondaRepoConfig>({
     app.all("/*", ({ request }) => handle(request), opts);
   },
   renderError: (err, req) => renderCondaError(err, req),
+  packageOf: (path) => condaPackageOf(path),
+  clientSetup: condaClientSetup,
+  compareVersions,
+  deleteVersion: async (ctx, v) => (await serviceOf(ctx).removeVersion?.(v.name, v.version)) ?? { paths: [], bytes: 0 },
   async start(ctx) {
     await serviceOf(ctx).start?.();
   },

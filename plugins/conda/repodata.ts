@@ -331,14 +331,17 @@ export interface AddedRecord {
 }
 
 /**
- * A hosted subdir's repodata.json with `add` merged in (same file name replaced), rendered deterministically: compact
- * JSON, keys sorted, `{info: {subdir}, packages, packages.conda, removed: [], repodata_version: 1}`.
+ * A hosted subdir's repodata.json with `add` merged in (same file name replaced) and the files named in `remove` left
+ * out (a deletion: they are not listed under `removed`, which conda reserves for patched-out files), rendered
+ * deterministically: compact JSON, keys sorted, `{info: {subdir}, packages, packages.conda, removed: [], repodata_version: 1}`.
  * @param current the stored document, or undefined for a new subdir
+ * @param remove package file names (`<name>-<version>-<build>.conda|.tar.bz2`) to drop
  */
-export function addRecords(current: Uint8Array | undefined, subdir: string, add: AddedRecord[]): Uint8Array {
+export function addRecords(current: Uint8Array | undefined, subdir: string, add: AddedRecord[], remove: string[] = []): Uint8Array {
   const doc = current ? parseRepodata(current) : {};
   const packages: RecordMap = { ...(doc.packages ?? {}) };
   const conda: RecordMap = { ...(doc["packages.conda"] ?? {}) };
+  for (const fn of remove) delete (fn.endsWith(".conda") ? conda : packages)[fn];
   for (const a of add) (a.filename.endsWith(".conda") ? conda : packages)[a.filename] = a.record;
   return renderRepodata(subdir, packages, conda, doc.removed ?? []);
 }
@@ -385,8 +388,10 @@ const ABOUT_FIELDS = ["description", "dev_url", "doc_url", "doc_source_url", "ho
  * recomputed from those files (all of that name's files, every subdir): the newest record's version, license and about
  * fields, the subdirs it appears in, its newest timestamp and the run_exports of its newest version. `subdirs` is the
  * union of `current`'s and `subdirs`. Rendered deterministically.
+ * @param recomputed names whose entries are recomputed even when `files` holds none of them: those entries are dropped
+ *   (the last file of the package was deleted)
  */
-export function renderChanneldata(current: Uint8Array | undefined, files: ChannelFileInfo[], subdirs: string[]): Uint8Array {
+export function renderChanneldata(current: Uint8Array | undefined, files: ChannelFileInfo[], subdirs: string[], recomputed: string[] = []): Uint8Array {
   let doc: { packages?: Record<string, unknown>; subdirs?: string[] } = {};
   if (current) {
     try {
@@ -404,6 +409,7 @@ export function renderChanneldata(current: Uint8Array | undefined, files: Channe
     l.push(f);
     byName.set(f.record.name, l);
   }
+  for (const name of recomputed) if (!byName.has(name)) delete packages[name];
   for (const [name, l] of byName) {
     let newest = l[0];
     for (const f of l) if (compareRecords(f.record, newest.record) > 0) newest = f;

@@ -75,6 +75,15 @@ export interface CondaService {
   channeldata(prefix: string, signal?: AbortSignal): Promise<ArtifactEntry | null>;
   /** Takes an upload whose `write` permission was checked (hosted; a group passes its `writeTo` member's). */
   upload?(req: Request, principal: Principal, target: { subdir?: string; filename?: string }, via?: string): Promise<Response>;
+  /** Deletes one package file whose `delete` permission was checked (hosted; a group passes its `writeTo` member's). Throws 404 when absent. */
+  remove?(req: Request, principal: Principal, target: { subdir: string; filename: string }, via?: string): Promise<Response>;
+  /**
+   * hosted, for retention (the plugin's `deleteVersion`): removes every package file of one version (`name` and
+   * `version` as the file names carry them: each build, both formats, every subdir), repodata and channeldata
+   * regenerated in one commit. No audit record (the retention job writes it). A version already gone removes nothing.
+   * @returns the repository-relative paths removed and their total size, bytes
+   */
+  removeVersion?(name: string, version: string): Promise<{ paths: string[]; bytes: number }>;
   start?(): Promise<void>;
 }
 
@@ -315,6 +324,16 @@ export function uploadTarget(req: Request, rel: string): UploadTarget {
   }
   if (req.method === "POST" && (rel === "" || rel === "upload" || /^api\/channels\/[^/]+\/files\/?$/.test(rel))) return {};
   throw condaErrors.method(req.method, "GET, HEAD, PUT, POST");
+}
+
+/**
+ * The package file a DELETE addresses (hosted channels, and groups writing through to one): `<subdir>/<file>`.
+ * @throws VaultError 405 for other paths
+ */
+export function deleteTarget(rel: string): { subdir: string; filename: string } {
+  const p = parseCondaPath(rel);
+  if (p?.kind !== "package" || p.prefix !== "") throw condaErrors.method("DELETE", "GET, HEAD", "DELETE takes a package file: /<name>/<subdir>/<name>-<version>-<build>.conda|.tar.bz2");
+  return { subdir: p.subdir, filename: p.file.filename };
 }
 
 /** An empty but valid repodata.json for a subdir nothing was uploaded to (conda needs `noarch/repodata.json` to take a URL as a channel). */

@@ -28,9 +28,9 @@ import type { PackageFormat } from "./paths.ts";
 export type CondaTaskInput =
   | ({ op: "normalize" } & NormalizeInput)
   | ({ op: "derive" } & DeriveInput)
-  | { op: "add"; current?: Uint8Array; subdir: string; add: AddedRecord[] }
+  | { op: "add"; current?: Uint8Array; subdir: string; add: AddedRecord[]; remove?: string[] }
   | { op: "merge"; sources: Uint8Array[]; subdir: string }
-  | { op: "channeldata"; current?: Uint8Array; files: ChannelFileInfo[]; subdirs: string[] }
+  | { op: "channeldata"; current?: Uint8Array; files: ChannelFileInfo[]; subdirs: string[]; recomputed?: string[] }
   | { op: "merge-channeldata"; sources: Uint8Array[] }
   | { op: "shard-index"; body: Uint8Array }
   | { op: "inspect"; path: string; format: PackageFormat; withInfoFiles?: boolean };
@@ -51,7 +51,7 @@ export interface CondaTaskOutput {
  * Runs one conda document operation:
  * - `normalize`: upstream repodata (maybe zstd) → the snapshot to store (repodata.ts `normalizeSnapshot`)
  * - `derive`: snapshot → `.zst`, current_repodata, shards, file lookup (repodata.ts `deriveVariants`)
- * - `add`: a hosted subdir's repodata with records added; `merge`: a group's repodata from its members'
+ * - `add`: a hosted subdir's repodata with records added (and files removed); `merge`: a group's repodata from its members'
  * - `channeldata`: a hosted channel's channeldata.json; `merge-channeldata`: a group's
  * - `shard-index`: the `info` of an upstream `repodata_shards.msgpack.zst`
  * - `inspect`: a package file on disk → its info/index.json, about, run_exports (`problem` when it is not a package)
@@ -66,11 +66,11 @@ export async function condaRepodata(i: CondaTaskInput): Promise<CondaTaskOutput>
     case "derive":
       return { derive: deriveVariants(i) };
     case "add":
-      return { body: addRecords(i.current, i.subdir, i.add) };
+      return { body: addRecords(i.current, i.subdir, i.add, i.remove) };
     case "merge":
       return { body: mergeRepodata(i.sources, i.subdir) };
     case "channeldata":
-      return { body: renderChanneldata(i.current, i.files, i.subdirs) };
+      return { body: renderChanneldata(i.current, i.files, i.subdirs, i.recomputed) };
     case "merge-channeldata":
       return { body: mergeChanneldata(i.sources) };
     case "shard-index":

@@ -10,6 +10,7 @@ import oci from "../../plugins/oci/index.ts";
 import http from "../../plugins/http/index.ts";
 import s3 from "../../plugins/s3/index.ts";
 import apt from "../../plugins/apt/index.ts";
+import conda from "../../plugins/conda/index.ts";
 import { blobPath, catalogPath, manifestPath, referrerPath, tagListPath, tagPath } from "../../plugins/oci/layout.ts";
 import { directoryPackageOf, insecureHostOf, type PluginContext, type VaultPlugin } from "../../core/plugin.ts";
 import { compareVersions, createCatalog, likePattern, normalizePackageName } from "../../core/search.ts";
@@ -80,6 +81,35 @@ describe("packageOf of the built-in plugins", () => {
       "public.gpg",
     ])
       expect([p, of(apt, p)]).toEqual([p, null]);
+  });
+
+  test("conda: package files by name and version (every build, both formats, labels); repodata and its variants, shards, channeldata and info rows are none", () => {
+    expect(of(conda, "linux-64/zlib-1.2.11-h7b6447c_3.conda")).toEqual({ name: "zlib", version: "1.2.11", file: "linux-64/zlib-1.2.11-h7b6447c_3.conda" });
+    expect(of(conda, "linux-64/zlib-1.2.11-h7b6447c_3.tar.bz2")).toEqual({ name: "zlib", version: "1.2.11", file: "linux-64/zlib-1.2.11-h7b6447c_3.tar.bz2" });
+    expect(of(conda, "noarch/_r-mutex-1.0.1-anacondar_1.tar.bz2")).toEqual({ name: "_r-mutex", version: "1.0.1", file: "noarch/_r-mutex-1.0.1-anacondar_1.tar.bz2" });
+    expect(of(conda, "label/dev/osx-arm64/python-dateutil-2.9.0.post0-pyhd8ed1ab_0.conda")).toEqual({
+      name: "python-dateutil",
+      version: "2.9.0.post0",
+      file: "label/dev/osx-arm64/python-dateutil-2.9.0.post0-pyhd8ed1ab_0.conda",
+    });
+    expect(of(conda, "linux-64/pkg-1!2.0+local-0.conda")).toMatchObject({ name: "pkg", version: "1!2.0+local" });
+    const hex = "b".repeat(64);
+    for (const p of [
+      "linux-64/repodata.json",
+      "linux-64/repodata.json.zst",
+      "linux-64/current_repodata.json",
+      "linux-64/repodata.json#records",
+      "linux-64/repodata_shards.msgpack.zst",
+      "linux-64/repodata_shards.msgpack.zst#derived",
+      `linux-64/shards/${hex}.msgpack.zst`,
+      `linux-64/${hex}.msgpack.zst`,
+      "linux-64/run_exports.json",
+      "channeldata.json",
+      "label/dev/channeldata.json",
+      "info/linux-64/zlib-1.2.11-h7b6447c_3.conda",
+      "linux-64/README.txt",
+    ])
+      expect([p, of(conda, p)]).toEqual([p, null]);
   });
 
   test("http and s3 group by directory; s3 keys may hold #", () => {
@@ -159,6 +189,24 @@ describe("clientSetup of the built-in plugins", () => {
     expect(setup(apt, ctx("any", "apt", "proxy"))[1].code).toEndWith("Signed-By: /etc/apt/keyrings/upstream-archive-keyring.gpg");
   });
 
+  test("conda: conda install/config, .condarc, mamba, pixi; --override-channels for proxies and groups; uploads for hosted", () => {
+    const hosted = setup(conda, ctx("conda-local", "conda", "hosted"), { name: "zlib", version: "1.2.11" });
+    expect(hosted.map((s) => [s.client, s.code])).toEqual([
+      ["conda", "conda install -c http://127.0.0.1:8080/conda-local/ zlib==1.2.11"],
+      ["conda config", "conda config --add channels http://127.0.0.1:8080/conda-local/"],
+      [".condarc", "channels:\n  - http://127.0.0.1:8080/conda-local/"],
+      ["mamba", "mamba install -c http://127.0.0.1:8080/conda-local/ zlib==1.2.11"],
+      ["pixi", "pixi workspace channel add http://127.0.0.1:8080/conda-local/\npixi add zlib==1.2.11"],
+      ["pixi.toml", '[workspace]\nchannels = ["http://127.0.0.1:8080/conda-local/"]'],
+      ["curl", "curl -u <user> -T <file>.conda http://127.0.0.1:8080/conda-local/<subdir>/<file>.conda"],
+    ]);
+    const proxy = setup(conda, ctx("conda-forge", "conda", "proxy", {}, "https://vault.example.com/conda-forge"), { name: "pkg", version: "1!2.0" });
+    expect(proxy.map((s) => s.client)).toEqual(["conda", "conda config", ".condarc", "mamba", "pixi", "pixi.toml"]);
+    expect(proxy[0].code).toBe("conda install --override-channels -c https://vault.example.com/conda-forge/ 'pkg==1!2.0'"); // ! quoted for bash
+    expect(setup(conda, ctx("conda", "conda", "group", { writeTo: "conda-local" })).at(-1)!.client).toBe("curl");
+    expect(setup(conda, ctx("conda", "conda", "group"))[0].code).toBe("conda install --override-channels -c http://127.0.0.1:8080/conda/ <package>");
+  });
+
   test("http and s3", () => {
     expect(setup(http, ctx("files", "http", "proxy", { upstream: "https://archive.apache.org/dist/" }), { name: "hadoop/common" })[0]).toEqual({
       client: "curl",
@@ -221,6 +269,30 @@ describe("catalog", () => {
       ]);
       const catalog = createCatalog({ db, repositories });
       expect((await catalog.package("py", "demo"))!.versions.map((v) => v.version)).toEqual(["1.0.0", "1.0.0rc1", "0.9"]);
+      // apt: dpkg order (a ~ pre-release before its release); conda: conda's VersionOrder (rc before the release)
+      await db.insert(artifacts).values([
+        row("deb", "pool/main/d/demo/demo_2.9-1_amd64.deb", 5),
+        row("deb", "pool/main/d/demo/demo_2.10~rc1-1_amd64.deb", 6),
+        row("deb", "pool/main/d/demo/demo_2.10-1_amd64.deb", 7),
+        row("deb", "pool/main/d/demo/demo_2.10-1_arm64.deb", 8),
+        row("deb", "dists/stable/main/binary-amd64/Packages", 9),
+        row("cnd", "noarch/demo-1.0rc1-0.tar.bz2", 10),
+        row("cnd", "linux-64/demo-1.0-h1_0.conda", 11),
+        row("cnd", "noarch/demo-1.0-0.tar.bz2", 12),
+        row("cnd", "noarch/repodata.json", 13),
+      ]);
+      repositories.set("deb", { ctx: ctx("deb", "apt", "hosted"), plugin: apt as VaultPlugin });
+      repositories.set("cnd", { ctx: ctx("cnd", "conda", "hosted"), plugin: conda as VaultPlugin });
+      const deb = (await catalog.package("deb", "demo"))!;
+      expect(deb.versions.map((v) => [v.version, v.files.length])).toEqual([
+        ["2.10-1", 2],
+        ["2.10~rc1-1", 1],
+        ["2.9-1", 1],
+      ]);
+      expect((await catalog.package("cnd", "demo"))!.versions.map((v) => [v.version, v.files.length])).toEqual([
+        ["1.0", 2],
+        ["1.0rc1", 1],
+      ]);
       const found = await catalog.search({ q: "demo", limit: 10, offset: 0 }, ["py", "plain"]);
       expect(found.results.map((r) => [r.repository, r.name, r.latestVersion])).toEqual([
         ["py", "demo", "1.0.0"],
