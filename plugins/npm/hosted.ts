@@ -297,9 +297,26 @@ export function createNpmHosted(ctx: PluginContext<NpmRepoConfig>): NpmService {
     });
   }
 
+  /**
+   * After an import (the plugin's `afterImport`): each package's document reconciled with its version records — made
+   * from them when the archive brought records but no document — so it lists exactly the stored versions; renderings
+   * follow on their next read.
+   */
+  async function afterImport(names: string[]): Promise<void> {
+    for (const name of names)
+      await locked(undefined, name, async () => {
+        if (await freshEntry(ctx, docPath(name))) return;
+        const rows = (await ctx.artifacts.list(recordPrefix(name))).filter((e) => e.blobDigest);
+        if (rows.length === 0) return;
+        const restore = await Promise.all(rows.map(async (e) => JSON.parse(decoder.decode(await ctx.artifacts.read(e))) as VersionRecord));
+        await store(undefined, name, await applyEdit(name, { kind: "reconcile", have: restore.map((r) => r.version), restore }, null));
+      });
+  }
+
   return {
     ctx,
     removeVersion,
+    afterImport,
     servePackument: async (req, name, variant) => respondPackument(ctx, req, name, variant, await packument(req, name, variant)),
     packument,
     async tarball(req, name, file) {

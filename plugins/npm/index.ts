@@ -55,6 +55,31 @@ function npmPackageOf(path: string): PackageRef | null {
 }
 
 /**
+ * The package (and version) of a document row, for `vault export --package`: `<name>#doc` and the renderings
+ * `<name>#full#<tag>` / `<name>#abbrev#<tag>` belong to the package, a hosted version record `<name>#v#<version>` to
+ * that version.
+ */
+function npmOwnerOf(path: string): PackageRef | null {
+  const h = path.indexOf("#");
+  if (h <= 0) return null;
+  const name = path.slice(0, h);
+  const rest = path.slice(h + 1);
+  if (rest.startsWith("v#") && rest.length > 2) return { name, version: rest.slice(2) };
+  if (rest === "doc" || rest.startsWith("full#") || rest.startsWith("abbrev#")) return { name };
+  return null;
+}
+
+/** The package names imported `paths` touch (tarballs and documents). */
+function importedNames(paths: string[]): string[] {
+  const names = new Set<string>();
+  for (const p of paths) {
+    const name = TARBALL_PATH.exec(p)?.[1] ?? npmOwnerOf(p)?.name;
+    if (name) names.add(name);
+  }
+  return [...names];
+}
+
+/**
  * Orders two versions of one package by semver precedence (`1.0.0-rc.1 < 1.0.0 < 1.0.1`; build metadata ignored),
  * for retention's `keepVersions`. A version that is not semver sorts before every valid one; two such compare as 0.
  */
@@ -98,6 +123,8 @@ export default definePlugin<NpmRepoConfig>({
   },
   renderError: (err) => npmError(err),
   packageOf: (path) => npmPackageOf(path),
+  ownerOf: (path) => npmOwnerOf(path),
+  afterImport: async (ctx, o) => serviceOf(ctx).afterImport?.(importedNames(o.paths)),
   compareVersions: compareSemver,
   deleteVersion: async (ctx, v) => (await serviceOf(ctx).removeVersion?.(v.name, v.version)) ?? { paths: [], bytes: 0 },
   clientSetup: npmClientSetup,

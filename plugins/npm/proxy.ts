@@ -60,8 +60,46 @@ export function createNpmProxy(ctx: PluginContext<NpmRepoConfig>): NpmService {
     };
   }
 
+  /**
+   * When upstream fails and nothing is stored for this public URL: the newest stored rendering of the variant for
+   * another public URL (`<name>#<variant>#<other tag>`: the vault was reached under another name, or filled by
+   * `vault import` from another vault, docs/export-import.md). Null when the error is no upstream failure (502–504) or
+   * there is no such rendering; renderings marked `must-revalidate`/`no-cache` upstream are never used.
+   */
+  async function otherRendering(err: unknown, name: string, variant: Variant, vaultBase: string): Promise<ArtifactEntry | null> {
+    if (!(err instanceof VaultError) || err.status < 502 || err.status > 504) return null;
+    const own = packumentSpec(name, variant, vaultBase).key;
+    const bound = (e: ArtifactEntry) => e.cacheFlags.includes("must-revalidate") || e.cacheFlags.includes("no-cache");
+    const rows = (await ctx.artifacts.list(`${name}#${variant}#`)).filter((e) => e.path !== own && e.status === 200 && e.blobDigest && !bound(e));
+    return rows.length === 0 ? null : rows.reduce((a, b) => (b.fetchedAt > a.fetchedAt ? b : a));
+  }
+
+  /** A rendering made for another public URL, its tarball URLs rewritten to `vaultBase`. */
+  async function renderedFor(entry: ArtifactEntry, name: string, vaultBase: string, signal?: AbortSignal): Promise<Uint8Array> {
+    const bytes = await ctx.artifacts.read(entry);
+    // its public URL: what precedes `/<name>/-/` in its first tarball URL (stored documents are compact JSON)
+    const text = new TextDecoder().decode(bytes);
+    const at = text.indexOf('"tarball":"');
+    const url = at === -1 ? "" : text.slice(at + 11, text.indexOf('"', at + 11));
+    const cut = url.indexOf(`/${name}/-/`);
+    if (cut <= 0) return bytes;
+    return (await runTask(ctx, { op: "rewrite", body: bytes, upstreamBase: url.slice(0, cut + 1), vaultBase }, bytes.byteLength, { signal })).body!;
+  }
+
   async function servePackument(req: Request, name: string, variant: Variant): Promise<Response> {
-    const res = await ctx.cache.serve(req, packumentSpec(name, variant, ctx.baseUrl(req)));
+    let res: Response;
+    try {
+      res = await ctx.cache.serve(req, packumentSpec(name, variant, ctx.baseUrl(req)));
+    } catch (e) {
+      const alt = await otherRendering(e, name, variant, ctx.baseUrl(req));
+      if (!alt) throw e;
+      ctx.log.info("upstream failed: serving a stored packument rendered for another public URL", { name, error: (e as Error).message });
+      const age = String(Math.max(0, Math.floor((Date.now() - alt.fetchedAt) / 1000)));
+      const body = req.method === "HEAD" ? null : ((await renderedFor(alt, name, ctx.baseUrl(req), req.signal)) as Uint8Array<ArrayBuffer>);
+      return new Response(body, {
+        headers: { "content-type": VARIANT_CONTENT_TYPE[variant], vary: "Accept", "cache-control": "no-cache", "x-vault-cache": "STALE", warning: '110 - "Response is Stale"', age },
+      });
+    }
     const headers = new Headers(res.headers);
     headers.set("vary", "Accept");
     return new Response(res.body, { status: res.status, headers });
@@ -74,6 +112,9 @@ export function createNpmProxy(ctx: PluginContext<NpmRepoConfig>): NpmService {
       return entry.status === 200 && entry.blobDigest ? entry : null;
     } catch (e) {
       if (e instanceof VaultError && e.status === 404) return null;
+      // upstream down: a rendering for another public URL still answers dist-tags and versions (its tarball URLs are that URL's)
+      const alt = await otherRendering(e, name, variant, ctx.baseUrl(req));
+      if (alt) return alt;
       throw e;
     }
   }

@@ -85,6 +85,8 @@ export interface NpmService {
   start?(): Promise<void>;
   /** Hosted: unpublishes one version for retention (the plugin's `deleteVersion`); paths removed and their bytes. */
   removeVersion?(name: string, version: string): Promise<{ paths: string[]; bytes: number }>;
+  /** Hosted: brings the documents of imported packages in line with their version records (the plugin's `afterImport`). */
+  afterImport?(names: string[]): Promise<void>;
 }
 
 /** Runs the npm task inline, or in the worker pool when `sizeBytes` is over the offload threshold. */
