@@ -378,7 +378,7 @@ export async function importArchive(o: ImportOptions): Promise<ImportReport> {
         action: "import",
         detail: { source: t.source, files: todo.length, bytes: rep.bytes, archiveCreatedAt: plan.manifest.createdAt, sourceHost: plan.manifest.source.host },
       });
-    if (t.target.plugin.afterImport) {
+    if (t.type === "hosted" && t.target.plugin.afterImport) {
       try {
         await t.target.plugin.afterImport(t.target.ctx, { paths: t.entries.map((x) => x.entry.path) });
         rep.afterImport = { ok: true };
