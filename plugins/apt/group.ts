@@ -34,6 +34,7 @@ import {
   PublicKeys,
   SuiteRefresh,
   buildGeneration,
+  dropUnlistedIndexes,
   freshEntry,
   pruneGenerations,
   publishedIndex,
@@ -207,6 +208,7 @@ export function createAptGroup(ctx: PluginContext<AptRepoConfig>, o: AptGroupOpt
       previous,
     });
     await ctx.artifacts.commit([...g.files, { path: POOL_MAP + suite, body: pool, opts: { contentType: "text/tab-separated-values", kind: "metadata" } }]);
+    await dropUnlistedIndexes(ctx, suite, previous, g.files);
     await pruneGenerations(ctx, suite, g.byHash, keep);
   }
 

@@ -49,6 +49,7 @@ import {
   SuiteRefresh,
   buildGeneration,
   digestsOf,
+  dropUnlistedIndexes,
   freshEntry,
   packagesFiles,
   pruneGenerations,
@@ -175,18 +176,21 @@ export function createAptHosted(ctx: PluginContext<AptRepoConfig>): AptService {
   async function publish(suites: string[], extra: CommitFile[] = [], add?: StoredStanza, force = false): Promise<void> {
     let todo = suites;
     for (let i = 0; i < MAX_RECONCILE && todo.length; i++) {
-      const gens: { suite: string; files: CommitFile[]; byHash: string[] }[] = [];
+      const gens: { suite: string; files: CommitFile[]; byHash: string[]; previous: ArtifactEntry | null }[] = [];
       for (const suite of todo) {
         let recs = await records(suite);
         const mine = add && add.path.startsWith(`${RECORDS}${suite}/`) ? add : undefined;
         if (mine) recs = [...recs.filter((r) => r.path !== mine.path), mine];
         const cur = await freshEntry(ctx, `dists/${suite}/Release`);
         if (!force && !mine && cur && cur.headers[RECORDS_HEADER] === fingerprint(recs)) continue;
-        gens.push({ suite, ...(await generation(suite, recs, cur)) });
+        gens.push({ suite, previous: cur, ...(await generation(suite, recs, cur)) });
       }
       if (gens.length === 0 && extra.length === 0) return;
       await ctx.artifacts.commit([...extra, ...gens.flatMap((g) => g.files)]);
-      for (const g of gens) await pruneGenerations(ctx, g.suite, g.byHash, keep);
+      for (const g of gens) {
+        await dropUnlistedIndexes(ctx, g.suite, g.previous, g.files);
+        await pruneGenerations(ctx, g.suite, g.byHash, keep);
+      }
       todo = gens.map((g) => g.suite);
       extra = [];
       add = undefined;

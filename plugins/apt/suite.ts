@@ -14,7 +14,7 @@ import { errors, type ArtifactEntry, type ArtifactPut, type Logger, type PluginC
 import { gzipDeterministic } from "./compress.ts";
 import { Signer } from "./gpg.ts";
 import { dirname } from "./paths.ts";
-import { renderRelease, type ReleaseFile } from "./release.ts";
+import { parseRelease, renderRelease, type ReleaseFile } from "./release.ts";
 import type { AptRepoConfig } from "./service.ts";
 
 /** One file of an `artifacts.commit`. */
@@ -146,6 +146,29 @@ export async function publishedIndex(ctx: PluginContext, path: string, file: Rel
   const e = await freshEntry(ctx, `${dirname(path)}by-hash/SHA256/${file.hashes.SHA256}`);
   if (!e) throw errors.notFound(path);
   return ctx.artifacts.read(e);
+}
+
+/**
+ * After a new generation of `suite` was committed: deletes the indexes by name that the `previous` Release listed and
+ * the new generation (`files`) no longer has — an architecture or component whose last package went — while they still
+ * hold the bytes that Release names (a newer generation of another process is left alone). Their by-hash copies stay
+ * for clients holding the older Release ({@link pruneGenerations}). A previous Release that does not parse is skipped.
+ */
+export async function dropUnlistedIndexes(ctx: PluginContext, suite: string, previous: ArtifactEntry | null, files: CommitFile[]): Promise<void> {
+  if (!previous) return;
+  let listed: Map<string, ReleaseFile>;
+  try {
+    listed = parseRelease(new TextDecoder().decode(await ctx.artifacts.read(previous))).files;
+  } catch {
+    return;
+  }
+  const now = new Set(files.map((f) => f.path));
+  for (const [rel, file] of listed) {
+    const path = `dists/${suite}/${rel}`;
+    if (now.has(path)) continue;
+    const e = await freshEntry(ctx, path);
+    if (e && e.blobDigest === `sha256:${file.hashes.SHA256}`) await ctx.artifacts.delete(path);
+  }
 }
 
 /**
