@@ -125,19 +125,17 @@ export function createCondaGroup(ctx: PluginContext<CondaRepoConfig>, o: GroupOp
     ctx,
     async handle(req, mount) {
       const { rel } = relativePath(req, mount);
-      if (req.method === "PUT" || req.method === "POST") {
-        const target = uploadTarget(req, rel);
+      if (req.method === "PUT" || req.method === "POST" || req.method === "DELETE") {
         const w = ctx.config.writeTo ? ctx.member(ctx.config.writeTo) : undefined;
         const writer = w ? o.serviceOf(w) : undefined;
+        if (req.method === "DELETE") {
+          const target = deleteTarget(rel);
+          if (!writer?.remove) throw condaErrors.method(req.method, "GET, HEAD", "this group has no writeTo member: delete from a hosted conda repository, or set writeTo");
+          return writer.remove(req, await ctx.auth.require(req, "delete"), target, ctx.repo.name);
+        }
+        const target = uploadTarget(req, rel);
         if (!writer?.upload) throw condaErrors.method(req.method, "GET, HEAD", "this group has no writeTo member: upload to a hosted conda repository, or set writeTo");
         return writer.upload(req, await ctx.auth.require(req, "write"), target, ctx.repo.name);
-      }
-      if (req.method === "DELETE") {
-        const target = deleteTarget(rel);
-        const w = ctx.config.writeTo ? ctx.member(ctx.config.writeTo) : undefined;
-        const writer = w ? o.serviceOf(w) : undefined;
-        if (!writer?.remove) throw condaErrors.method(req.method, "GET, HEAD", "this group has no writeTo member: delete from a hosted conda repository, or set writeTo");
-        return writer.remove(req, await ctx.auth.require(req, "delete"), target, ctx.repo.name);
       }
       return serveStoredChannel(req, rel, svc, variants, false);
     },
