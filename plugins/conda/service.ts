@@ -323,7 +323,7 @@ export function uploadTarget(req: Request, rel: string): UploadTarget {
     return { subdir: p.subdir, filename: p.file.filename };
   }
   if (req.method === "POST" && (rel === "" || rel === "upload" || /^api\/channels\/[^/]+\/files\/?$/.test(rel))) return {};
-  throw condaErrors.method(req.method, "GET, HEAD, PUT, POST");
+  throw condaErrors.method(req.method, "GET, HEAD, PUT, POST, DELETE");
 }
 
 /**
@@ -349,7 +349,7 @@ function emptyRepodata(req: Request, subdir: string): Response {
  * @throws VaultError 404 for what the channel does not have, 405 for other methods
  */
 export async function serveStoredChannel(req: Request, rel: string, svc: CondaService, variants: Variants, emptySubdirs: boolean): Promise<Response> {
-  if (req.method !== "GET" && req.method !== "HEAD") throw condaErrors.method(req.method, "GET, HEAD, PUT, POST");
+  if (req.method !== "GET" && req.method !== "HEAD") throw condaErrors.method(req.method, "GET, HEAD, PUT, POST, DELETE");
   const p = condaPath(rel);
   switch (p.kind) {
     case "package":
