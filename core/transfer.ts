@@ -216,7 +216,7 @@ export function parseSelector(text: string): PackageSelector {
   const cut = at > 0 ? at : -1;
   const name = cut === -1 ? s : s.slice(0, cut);
   const version = cut === -1 ? undefined : s.slice(cut + 1);
-  if (name === "" || version === "") throw new TransferError(`package selector ${JSON.stringify(text)}: expected NAME or NAME@VERSION`);
+  if (name === "" || name === "@" || version === "") throw new TransferError(`package selector ${JSON.stringify(text)}: expected NAME or NAME@VERSION`);
   return version === undefined ? { name, text: s } : { name, version, text: s };
 }
 
