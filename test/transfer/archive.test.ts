@@ -9,7 +9,8 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync } from "node:fs";
-import { join } from "node:path";
+import { readdir } from "node:fs/promises";
+import { dirname, join } from "node:path";
 import { and, eq } from "drizzle-orm";
 import { buildWheel, startPypiIndex, type TestPypiIndex } from "../helpers/pypi-index.ts";
 import { startNpmRegistry, NPM_FIXTURES, type TestNpmRegistry } from "../helpers/npm-registry.ts";
@@ -86,7 +87,7 @@ for (const driver of metadataDrivers())
       const r = await vaultCli(["export", "--config", cfgA, "--data", A.dataDir, "--out", archive]);
       expect(r.err).toContain("exported ");
       expect(r.code).toBe(0);
-      expect(existsSync(`${archive}.part`)).toBe(false);
+      expect(await readdir(dirname(archive))).toEqual(["set.tar"]); // the temp file was renamed
       read = await readArchive(archive);
       const m = read.manifest;
       expect(read.names[0]).toBe("manifest.json");
@@ -114,6 +115,15 @@ for (const driver of metadataDrivers())
       expect(m.entries.some((e) => e.repository === "npm" && e.path.startsWith("chalk#abbrev#") && e.mutable === true)).toBe(true);
       // hosted rows are never mutable
       expect(m.entries.filter((e) => e.repository === "pypi-local" && e.mutable)).toEqual([]);
+
+      // through standard output and standard input: the same set (a dry run into A itself finds it all stored)
+      const piped = join(await tmpDataDir("xfer-pipe-"), "piped.tar");
+      const w = await vaultCli(["export", "--config", cfgA, "--data", A.dataDir, "--out", "-"], { stdout: piped });
+      expect(w.code).toBe(0);
+      expect((await readArchive(piped)).manifest.entries).toEqual(m.entries);
+      const dry = await vaultCli(["import", "--config", cfgA, "--data", A.dataDir, "--dry-run", "-"], { stdin: piped });
+      expect(dry.code).toBe(0);
+      expect(dry.out).toMatch(/^  pypi \(pypi proxy\): would record 0 files \(0 B\), \d+ already stored$/m);
     }, 60_000);
 
     test("--package selects a package's files with its documents; one that matches nothing writes nothing", async () => {

@@ -17,10 +17,21 @@ export const ROOT = resolve(import.meta.dir, "..", "..");
 
 export const sha256 = (b: Uint8Array) => new Bun.CryptoHasher("sha256").update(b).digest("hex");
 
-/** Runs `bun core/cli/bin.ts <args>` (at most 120 s). @returns exit code, stdout, stderr */
-export async function vaultCli(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const p = Bun.spawn([process.execPath, join(ROOT, "core/cli/bin.ts"), ...args], { cwd: ROOT, stdout: "pipe", stderr: "pipe", stdin: "ignore", timeout: 120_000, killSignal: "SIGKILL" });
-  const [out, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+/**
+ * Runs `bun core/cli/bin.ts <args>` (at most 120 s), standard input from the file `o.stdin`, standard output to the file
+ * `o.stdout` when given.
+ * @returns exit code, stdout (empty when sent to a file), stderr
+ */
+export async function vaultCli(args: string[], o: { stdin?: string; stdout?: string } = {}): Promise<{ code: number; out: string; err: string }> {
+  const p = Bun.spawn([process.execPath, join(ROOT, "core/cli/bin.ts"), ...args], {
+    cwd: ROOT,
+    stdout: o.stdout ? Bun.file(o.stdout) : "pipe",
+    stderr: "pipe",
+    stdin: o.stdin ? Bun.file(o.stdin) : "ignore",
+    timeout: 120_000,
+    killSignal: "SIGKILL",
+  });
+  const [out, err, code] = await Promise.all([p.stdout instanceof ReadableStream ? new Response(p.stdout).text() : "", new Response(p.stderr).text(), p.exited]);
   return { code, out, err };
 }
 
