@@ -30,7 +30,7 @@ export function formatImportReport(r: ImportReport): string {
   for (const t of r.targets) {
     s += `  ${t.source}${t.target !== t.source ? ` → ${t.target}` : ""} (${t.format} ${t.type}): ${verb} ${t.recorded} file${t.recorded === 1 ? "" : "s"} (${formatBytes(t.bytes)})`;
     if (t.unchanged) s += `, ${t.unchanged} already stored`;
-    if (t.kept) s += `, ${t.kept} kept (this vault's cached copy is as new)`;
+    if (t.kept) s += `, ${t.kept} kept (${t.type === "proxy" ? "this vault's cached copy is as new" : "this vault's own documents"})`;
     if (t.afterImport?.ok) s += ", indexes regenerated";
     if (t.afterImport && !t.afterImport.ok) s += `; regenerating the indexes FAILED: ${t.afterImport.error}`;
     s += "\n";
