@@ -483,7 +483,8 @@ export interface VaultPlugin<C extends RepositoryConfig = RepositoryConfig> {
    * import wrote to it, with the repository-relative paths of every row the archive holds for it (newly recorded or
    * already stored with the same bytes, so a second import repairs what a failed hook left). The plugin regenerates
    * the repository's index documents here (simple pages, packuments) so they list the imported files together with
-   * the files already stored (imported proxy rows need none: they are cache entries). Runs in the importing process,
+   * the files already stored (imported proxy rows need none: they are cache entries); documents (`kind: metadata`)
+   * the repository already had were kept as they were, not replaced by the exporter's. Runs in the importing process,
    * possibly while a server serves the same data: follow the plugin's rules for several processes. Optional: without
    * it the imported rows are served as exported, index documents included (exact for a whole repository imported into
    * an empty one).
