@@ -18,6 +18,7 @@ import { directoryPackageOf } from "./plugin.ts";
 import type { BlobStore } from "./storage/blobs.ts";
 import type { VaultArtifactStore } from "./artifacts.ts";
 import { normalizePackageName } from "./search.ts";
+import { etagForDigest } from "./http/respond.ts";
 
 /** `format` of every manifest. */
 export const ARCHIVE_FORMAT = "artifact-vault-export";
@@ -382,7 +383,7 @@ function toManifestEntry(t: TransferRepository, type: "proxy" | "hosted", e: Art
   if (ref) m.package = ref.version !== undefined ? { name: ref.name, version: ref.version } : { name: ref.name };
   if (e.upstreamEtag) m.upstreamEtag = e.upstreamEtag;
   if (e.upstreamLastModified) m.upstreamLastModified = e.upstreamLastModified;
-  if (e.etag && e.etag !== `"sha256-${hex}"`) m.etag = e.etag;
+  if (e.etag && e.etag !== etagForDigest(hex)) m.etag = e.etag;
   if (Object.keys(e.headers).length > 0) m.headers = e.headers;
   if (e.cacheFlags.length > 0) m.cacheFlags = e.cacheFlags;
   if (type === "proxy" && e.expiresAt !== null) m.mutable = true;
