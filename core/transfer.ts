@@ -454,7 +454,9 @@ export async function writeArchive(manifest: ExportManifest, blobs: BlobStore, o
     await piped;
   } catch (e) {
     p.destroy(e as Error);
-    throw e;
+    if (e instanceof TransferError) throw e;
+    // an entry fails with a generic message when the writer broke the pipe: the writer's error says why
+    throw (await piped.then(() => undefined, (w: unknown) => w)) ?? e;
   }
 }
 

@@ -60,6 +60,7 @@ for (const driver of metadataDrivers())
         { name: "pypi", format: "pypi", type: "proxy", upstream: idx.indexUrl, fileHosts: [idx.url, idx.files.url] },
         { name: "pypi-local", format: "pypi", type: "hosted" },
         { name: "npm", format: "npm", type: "proxy", upstream: reg.url },
+        { name: "python", format: "pypi", type: "group", members: ["pypi-local", "pypi"] },
       ];
       dbA = await md.open();
       A = await startVault({ config: configOn(dbA) });
@@ -148,6 +149,13 @@ for (const driver of metadataDrivers())
       expect(m2.entries.map((e) => e.path)).toContain(files.chalk.path);
       expect(m2.entries.every((e) => e.repository === "npm")).toBe(true);
       expect(m2.entries.some((e) => e.path.startsWith("chalk#abbrev#"))).toBe(true);
+
+      // a group stands for its members
+      const out4 = join(await tmpDataDir("xfer-sub-"), "group.tar");
+      expect((await vaultCli(["export", "--config", cfgA, "--data", A.dataDir, "--out", out4, "--repo", "python", "--package", "example"])).code).toBe(0);
+      const m4 = (await readArchive(out4)).manifest;
+      expect(m4.repositories.map((r) => r.name)).toEqual(["pypi-local", "pypi"]);
+      expect(m4.entries.filter((e) => e.sha256 === files.example.sha256).map((e) => e.repository).sort()).toEqual(["pypi", "pypi-local"]);
 
       const out3 = join(await tmpDataDir("xfer-sub-"), "none.tar");
       const bad = await vaultCli(["export", "--config", cfgA, "--data", A.dataDir, "--out", out3, "--package", "example@99.9", "--package", "no-such-project"]);

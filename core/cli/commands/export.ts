@@ -33,7 +33,7 @@ Writes the selected stored files of this vault as one tar archive: manifest.json
 repository, format, type, path, size, sha256, content type, package and version, upstream validators), then
 each blob once under blobs/sha256/<hex>. "vault import" reads it on another vault (docs/export-import.md).
 
-  --out FILE                 the archive (written to FILE.part-… and renamed when complete); "-" for standard output
+  --out FILE                 the archive (written to FILE.part~… and renamed when complete); "-" for standard output
   --repo NAME                only this repository (repeatable; a group stands for its members). Default: every
                              proxy and hosted repository. A proxy exports its cached files and documents, which the
                              other vault then serves offline as cache hits
@@ -187,8 +187,9 @@ export async function run(args: string[], io: CommandIo = STDIO, progress: Progr
     bar.start(manifest.blobs.bytes);
     if (toStdout) await writeArchive(manifest, blobs, process.stdout, bar.add);
     else {
+      await (await open(part, "wx")).close(); // fails here, with the file system's reason, when FILE cannot be written
       wrote = true;
-      await writeArchive(manifest, blobs, createWriteStream(part, { flags: "wx" }), bar.add);
+      await writeArchive(manifest, blobs, createWriteStream(part, { flags: "w" }), bar.add);
       const fh = await open(part, "r+");
       try {
         await fh.sync();
