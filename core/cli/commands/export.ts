@@ -3,7 +3,7 @@ import { existsSync } from "node:fs";
 import { createWriteStream } from "node:fs";
 import { open, rename, unlink } from "node:fs/promises";
 import { join, resolve } from "node:path";
-import { parseArgs } from "node:util";
+import { parseArgs, type ParseArgsConfig } from "node:util";
 import { SingleBar } from "cli-progress";
 import { applyOverrides, loadConfig } from "../../config/load.ts";
 import { resolveConfig } from "../../config/schema.ts";
@@ -44,6 +44,33 @@ each blob once under blobs/sha256/<hex>. "vault import" reads it on another vaul
 
 A --package that matches no stored file is an error (nothing is written).
 `;
+
+/** Options every transfer command takes besides its own. */
+const TRANSFER_OPTIONS = {
+  config: { type: "string", short: "c" },
+  data: { type: "string" },
+  help: { type: "boolean", short: "h" },
+} as const satisfies ParseArgsConfig["options"];
+
+/**
+ * Parses a transfer command's arguments (`--config`, `--data`, `--help` plus `options`): a bad command line prints the
+ * error and `usage` (exit code 2), `--help` prints `usage` (exit code 0).
+ * @returns the parsed values and positionals, or the exit code to return
+ */
+export function parseTransferArgs<O extends NonNullable<ParseArgsConfig["options"]>>(args: string[], options: O, usage: string, io: CommandIo, allowPositionals: boolean) {
+  let parsed;
+  try {
+    parsed = parseArgs({ args, options: { ...TRANSFER_OPTIONS, ...options }, strict: true, allowPositionals });
+  } catch (e) {
+    io.err(`${(e as Error).message}\n${usage}`);
+    return 2;
+  }
+  if ((parsed.values as { help?: boolean }).help) {
+    io.out(usage);
+    return 0;
+  }
+  return parsed;
+}
 
 /** The repositories of an opened vault as export and import see them. */
 export function transferRepositories(vault: Vault): Map<string, TransferRepository> {
@@ -127,31 +154,15 @@ export function parseSince(s: string): number {
  * @returns exit code: 0 written, 1 failure (nothing written), 2 usage error
  */
 export async function run(args: string[], io: CommandIo = STDIO, progress: ProgressStream = process.stderr): Promise<number> {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args,
-      options: {
-        config: { type: "string", short: "c" },
-        data: { type: "string" },
-        out: { type: "string", short: "o" },
-        repo: { type: "string", multiple: true },
-        package: { type: "string", multiple: true },
-        list: { type: "string" },
-        since: { type: "string" },
-        help: { type: "boolean", short: "h" },
-      },
-      strict: true,
-      allowPositionals: false,
-    }));
-  } catch (e) {
-    io.err(`${(e as Error).message}\n${USAGE}`);
-    return 2;
-  }
-  if (values.help) {
-    io.out(USAGE);
-    return 0;
-  }
+  const parsed = parseTransferArgs(
+    args,
+    { out: { type: "string", short: "o" }, repo: { type: "string", multiple: true }, package: { type: "string", multiple: true }, list: { type: "string" }, since: { type: "string" } },
+    USAGE,
+    io,
+    false,
+  );
+  if (typeof parsed === "number") return parsed;
+  const { values } = parsed;
   if (!values.out) {
     io.err(`vault export: --out FILE is required\n${USAGE}`);
     return 2;

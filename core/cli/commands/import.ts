@@ -1,11 +1,10 @@
 /** `vault import`: reads an archive written by `vault export` into this vault's repositories (docs/export-import.md). */
 import { createReadStream } from "node:fs";
-import { parseArgs } from "node:util";
 import { formatBytes } from "../../ui/html.ts";
 import { TransferError } from "../../transfer.ts";
 import { importArchive, type ImportReport } from "../../transfer-import.ts";
 import type { Vault } from "../../server.ts";
-import { byteProgress, openCliVault, transferRepositories } from "./export.ts";
+import { byteProgress, openCliVault, parseTransferArgs, transferRepositories } from "./export.ts";
 import { STDIO, type CommandIo } from "./gc.ts";
 import type { ProgressStream } from "./prefetch.ts";
 
@@ -51,29 +50,9 @@ export function formatImportReport(r: ImportReport): string {
  *   regeneration failed), 2 usage error
  */
 export async function run(args: string[], io: CommandIo = STDIO, progress: ProgressStream = process.stderr): Promise<number> {
-  let values;
-  let positionals: string[];
-  try {
-    ({ values, positionals } = parseArgs({
-      args,
-      options: {
-        config: { type: "string", short: "c" },
-        data: { type: "string" },
-        map: { type: "string", multiple: true },
-        "dry-run": { type: "boolean" },
-        help: { type: "boolean", short: "h" },
-      },
-      strict: true,
-      allowPositionals: true,
-    }));
-  } catch (e) {
-    io.err(`${(e as Error).message}\n${USAGE}`);
-    return 2;
-  }
-  if (values.help) {
-    io.out(USAGE);
-    return 0;
-  }
+  const parsed = parseTransferArgs(args, { map: { type: "string", multiple: true }, "dry-run": { type: "boolean" } }, USAGE, io, true);
+  if (typeof parsed === "number") return parsed;
+  const { values, positionals } = parsed;
   if (positionals.length !== 1) {
     io.err(`vault import: give exactly one ARCHIVE (or - for standard input)\n${USAGE}`);
     return 2;
