@@ -195,6 +195,11 @@ for (const driver of metadataDrivers())
       expect(snap.fetchedAt).toBe(m.entries.find((e) => e.repository === "pypi" && e.path === "simple/example/")!.fetchedAt);
       const [whl] = await dbB.db.select().from(artifacts).where(and(eq(artifacts.repository, "pypi"), eq(artifacts.path, files.example.path)));
       expect(whl.expiresAt).toBeNull();
+      // one audit record per repository written to
+      const { auditLog } = tablesOf(dbB.db);
+      const audit = await dbB.db.select().from(auditLog).where(eq(auditLog.action, "import"));
+      expect(audit.map((a) => [a.actor, a.repository]).sort()).toEqual([["vault-import", "npm"], ["vault-import", "pypi"], ["vault-import", "pypi-local"]]);
+      expect(JSON.parse(audit.find((a) => a.repository === "npm")!.detail!)).toMatchObject({ source: "npm", files: m.entries.filter((e) => e.repository === "npm").length, archiveCreatedAt: m.createdAt });
 
       const B = await startVault({ config: configOn(dbB), dataDir: dirB });
       try {
