@@ -31,8 +31,8 @@ const BATCH = 500;
 /** Problems listed in one error message before "and N more". */
 const MAX_LISTED = 20;
 
-/** What happens to one entry. */
-type Action =
+/** What an import does with one entry of the archive. */
+export type ImportAction =
   /** recorded: no row yet, or a row the entry replaces */
   | "record"
   /** the target holds the same bytes at that path */
@@ -46,7 +46,7 @@ export interface ImportTarget {
   target: TransferRepository;
   format: string;
   type: "proxy" | "hosted";
-  entries: { entry: ManifestEntry; action: Action }[];
+  entries: { entry: ManifestEntry; action: ImportAction }[];
 }
 
 /** The checked plan of an import (before any blob is read). */
@@ -146,7 +146,7 @@ function listed(items: string[]): string {
 }
 
 /**
- * Checks the manifest against this vault and decides each entry (see {@link Action}): every source repository must map
+ * Checks the manifest against this vault and decides each entry (see {@link ImportAction}): every source repository must map
  * onto a configured repository of the same format and type (not a group); no two entries may land on one target path;
  * a hosted file (`kind: artifact`) may not replace a stored file with other bytes (hosted files are immutable); a
  * hosted document (`kind: metadata`: pages, packuments, records) the target already has is kept when the plugin has
@@ -195,7 +195,7 @@ export async function planImport(manifest: ExportManifest, repositories: Map<str
       if (prev !== undefined) problems.push(`${e.repository}:${e.path} and ${prev}:${e.path} would both land on ${name}:${e.path}`);
       else targetPaths.set(k, e.repository);
     }
-    targets.push({ source: r.name, target: t, format: r.format, type: r.type, entries: entries.map((entry) => ({ entry, action: "record" as Action })) });
+    targets.push({ source: r.name, target: t, format: r.format, type: r.type, entries: entries.map((entry) => ({ entry, action: "record" as ImportAction })) });
   }
   if (problems.length === 0) {
     const conflicts: string[] = [];
