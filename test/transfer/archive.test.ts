@@ -1,7 +1,7 @@
 /**
  * `vault export` / `vault import` through the real CLI, on SQLite and Postgres: a vault filled over HTTP (a pypi proxy of
  * a loopback PEP 503 index, an npm proxy of a loopback registry built from the real fixtures, a pypi hosted repository
- * holding the same wheel as the proxy) is exported; the archive is read back (manifest first, each blob once, digests);
+ * holding the same wheel as the proxy, an http proxy) is exported; the archive is read back (manifest first, each blob once, digests);
  * `--package` selections; an import into a fresh vault with every upstream stopped serves the files (cache hits) and
  * documents (stale, revalidated when online), hosted pages regenerated; a second import records nothing; a tampered
  * blob and truncated archives record nothing and name what is wrong; `--map`, format and type refusals, `--dry-run`.
@@ -15,6 +15,7 @@ import { and, eq } from "drizzle-orm";
 import { buildWheel, startPypiIndex, type TestPypiIndex } from "../helpers/pypi-index.ts";
 import { startNpmRegistry, NPM_FIXTURES, type TestNpmRegistry } from "../helpers/npm-registry.ts";
 import { startVault, type StartedVault } from "../helpers/vault.ts";
+import { startUpstream, type TestUpstream } from "../helpers/upstream.ts";
 import { tmpDataDir } from "../helpers/tmp.ts";
 import { metadataDrivers, useMetadata } from "../helpers/metadata.ts";
 import { tablesOf, type OpenDb } from "../../core/db/index.ts";
@@ -25,12 +26,15 @@ const PW = "pw-xfer-1";
 const ADMIN = { authorization: `Basic ${btoa(`admin:${PW}`)}` };
 const PEP691 = { accept: "application/vnd.pypi.simple.v1+json" };
 const ABBREV = { accept: "application/vnd.npm.install-v1+json" };
+/** A generic file behind the http proxy. */
+const TOOL = new Uint8Array(70_000).map((_, i) => (i * 31) & 0xff);
 
 for (const driver of metadataDrivers())
   describe(`vault export / vault import (${driver})`, () => {
     const md = useMetadata(driver);
     let idx: TestPypiIndex;
     let reg: TestNpmRegistry;
+    let httpUp: TestUpstream;
     let A: StartedVault;
     let dbA: OpenDb;
     let repos: VaultConfig["repositories"];
@@ -56,11 +60,13 @@ for (const driver of metadataDrivers())
     beforeAll(async () => {
       idx = await startPypiIndex();
       reg = startNpmRegistry();
+      httpUp = await startUpstream({ handler: (req) => (new URL(req.url).pathname === "/dist/tool-1.0.tar.gz" ? new Response(TOOL) : undefined) });
       repos = [
         { name: "pypi", format: "pypi", type: "proxy", upstream: idx.indexUrl, fileHosts: [idx.url, idx.files.url] },
         { name: "pypi-local", format: "pypi", type: "hosted" },
         { name: "npm", format: "npm", type: "proxy", upstream: reg.url },
         { name: "python", format: "pypi", type: "group", members: ["pypi-local", "pypi"] },
+        { name: "files", format: "http", type: "proxy", upstream: `${httpUp.url}/dist/` },
       ];
       dbA = await md.open();
       A = await startVault({ config: configOn(dbA) });
@@ -75,6 +81,7 @@ for (const driver of metadataDrivers())
       const tgz = await fetch(pack.versions["4.1.0"].dist.tarball);
       expect(tgz.status).toBe(200);
       files.chalk = { path: "chalk/-/chalk-4.1.0.tgz", sha256: sha256(await tgz.bytes()) };
+      expect(sha256(await (await fetch(`${A.url}/files/tool-1.0.tar.gz`)).bytes())).toBe(sha256(TOOL));
       archive = join(await tmpDataDir("xfer-out-"), "set.tar");
     }, 120_000);
 
@@ -82,6 +89,7 @@ for (const driver of metadataDrivers())
       await A?.stop(1);
       await idx?.stop();
       await reg?.stop();
+      await httpUp?.stop();
     }, 30_000);
 
     test("export writes manifest.json first, then each blob once; entries carry digest, package, upstream state", async () => {
@@ -94,7 +102,7 @@ for (const driver of metadataDrivers())
       expect(read.names[0]).toBe("manifest.json");
       expect(m.format).toBe("artifact-vault-export");
       expect(m.version).toBe(1);
-      expect(m.repositories.map((x) => `${x.name} ${x.format} ${x.type}`)).toEqual(["pypi pypi proxy", "pypi-local pypi hosted", "npm npm proxy"]);
+      expect(m.repositories.map((x) => `${x.name} ${x.format} ${x.type}`)).toEqual(["pypi pypi proxy", "pypi-local pypi hosted", "npm npm proxy", "files http proxy"]);
       expect(m.repositories[0].upstream).toBe(idx.indexUrl);
       // every blob once, named by its digest, bytes matching
       const shas = new Set(m.entries.map((e) => e.sha256));
@@ -175,6 +183,7 @@ for (const driver of metadataDrivers())
       await A.stop();
       await idx.stop();
       await reg.stop();
+      await httpUp.stop();
       const dbB = await md.open();
       const dirB = await tmpDataDir("xfer-b-");
       const cfgB = await writeConfig(configOn(dbB));
@@ -186,7 +195,7 @@ for (const driver of metadataDrivers())
       expect(r.out).toContain("pypi-local (pypi hosted): recorded");
       expect(r.out).toContain("indexes regenerated");
       const m = read.manifest;
-      for (const repo of ["pypi", "npm"]) expect(await storedPaths(dbB.db, repo)).toEqual(m.entries.filter((e) => e.repository === repo).map((e) => e.path).sort());
+      for (const repo of ["pypi", "npm", "files"]) expect(await storedPaths(dbB.db, repo)).toEqual(m.entries.filter((e) => e.repository === repo).map((e) => e.path).sort());
       // imported cached documents expire at the import (revalidated when online); fetchedAt is the exporter's
       const { artifacts } = tablesOf(dbB.db);
       const [snap] = await dbB.db.select().from(artifacts).where(and(eq(artifacts.repository, "pypi"), eq(artifacts.path, "simple/example/")));
@@ -198,7 +207,7 @@ for (const driver of metadataDrivers())
       // one audit record per repository written to
       const { auditLog } = tablesOf(dbB.db);
       const audit = await dbB.db.select().from(auditLog).where(eq(auditLog.action, "import"));
-      expect(audit.map((a) => [a.actor, a.repository]).sort()).toEqual([["vault-import", "npm"], ["vault-import", "pypi"], ["vault-import", "pypi-local"]]);
+      expect(audit.map((a) => [a.actor, a.repository]).sort()).toEqual([["vault-import", "files"], ["vault-import", "npm"], ["vault-import", "pypi"], ["vault-import", "pypi-local"]]);
       expect(JSON.parse(audit.find((a) => a.repository === "npm")!.detail!)).toMatchObject({ source: "npm", files: m.entries.filter((e) => e.repository === "npm").length, archiveCreatedAt: m.createdAt });
 
       const B = await startVault({ config: configOn(dbB), dataDir: dirB });
@@ -221,6 +230,10 @@ for (const driver of metadataDrivers())
         expect(tgz.status).toBe(200);
         expect(tgz.headers.get("x-vault-cache")).toBe("HIT");
         expect(sha256(await tgz.bytes())).toBe(files.chalk.sha256);
+        // http: the generic file is a hit
+        const tool = await fetch(`${B.url}/files/tool-1.0.tar.gz`);
+        expect(tool.headers.get("x-vault-cache")).toBe("HIT");
+        expect(sha256(await tool.bytes())).toBe(sha256(TOOL));
 
         // a second import into the running vault changes nothing
         const again = await vaultCli(["import", "--config", cfgB, "--data", dirB, archive]);
@@ -228,7 +241,7 @@ for (const driver of metadataDrivers())
         expect(again.out).not.toMatch(/recorded [1-9]/);
         expect(again.out).toMatch(/pypi \(pypi proxy\): recorded 0 files \(0 B\), \d+ already stored/);
         expect(again.out).toContain(", 0 written to the blob store");
-        for (const repo of ["pypi", "npm"]) expect(await storedPaths(dbB.db, repo)).toEqual(m.entries.filter((e) => e.repository === repo).map((e) => e.path).sort());
+        for (const repo of ["pypi", "npm", "files"]) expect(await storedPaths(dbB.db, repo)).toEqual(m.entries.filter((e) => e.repository === repo).map((e) => e.path).sort());
       } finally {
         await B.stop();
       }
@@ -277,16 +290,17 @@ for (const driver of metadataDrivers())
           { name: "mirror", format: "pypi", type: "proxy", upstream: repos![0].upstream, fileHosts: repos![0].fileHosts as string[] },
           { name: "team", format: "pypi", type: "hosted" },
           { name: "js", format: "npm", type: "proxy", upstream: repos![2].upstream },
+          { name: "generic", format: "http", type: "proxy", upstream: repos![4].upstream },
         ]),
       );
-      const maps = ["--map", "pypi=mirror", "--map", "pypi-local=team", "--map", "npm=js"];
+      const maps = ["--map", "pypi=mirror", "--map", "pypi-local=team", "--map", "npm=js", "--map", "files=generic"];
       const missing = await vaultCli(["import", "--config", cfgF, "--data", dirF, archive]);
       expect(missing.code).toBe(1);
       expect(missing.err).toContain("pypi (pypi proxy): this vault has no repository pypi; configure one or map it with --map pypi=NAME");
-      const format = await vaultCli(["import", "--config", cfgF, "--data", dirF, ...maps.slice(0, 4), "--map", "npm=team", archive]);
+      const format = await vaultCli(["import", "--config", cfgF, "--data", dirF, ...maps.slice(0, 4), "--map", "npm=team", "--map", "files=generic", archive]);
       expect(format.code).toBe(1);
       expect(format.err).toContain("npm → team: refusing to import npm files into a pypi repository");
-      const type = await vaultCli(["import", "--config", cfgF, "--data", dirF, "--map", "pypi=team", "--map", "pypi-local=mirror", "--map", "npm=js", archive]);
+      const type = await vaultCli(["import", "--config", cfgF, "--data", dirF, "--map", "pypi=team", "--map", "pypi-local=mirror", "--map", "npm=js", "--map", "files=generic", archive]);
       expect(type.code).toBe(1);
       expect(type.err).toContain("pypi → team: refusing to import a proxy repository's files into a hosted repository");
       const typo = await vaultCli(["import", "--config", cfgF, "--data", dirF, ...maps, "--map", "pypy=mirror", archive]);
