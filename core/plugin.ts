@@ -497,6 +497,32 @@ export interface VaultPlugin<C extends RepositoryConfig = RepositoryConfig> {
   stop?(ctx: PluginContext<C>): Promise<void>;
 }
 
+/**
+ * Builds the `serviceOf(ctx)` every format plugin keeps: one service object per repository, made on first use by the
+ * factory of its type and shared by all of the repository's mounts, listeners and the groups that read it. Keyed by the
+ * repository's config object (a WeakMap), so several vaults in one process never share a service.
+ * @param make factories by repository type; `hosted` and `group` also get `serviceOf` itself (to reach members)
+ * @returns `serviceOf(ctx)`
+ * @throws Error when a repository's type has no factory (the host only sets up the types a plugin declares)
+ */
+export function serviceRegistry<S, C extends RepositoryConfig = RepositoryConfig>(make: {
+  proxy?(ctx: PluginContext<C>): S;
+  hosted?(ctx: PluginContext<C>, serviceOf: (ctx: PluginContext) => S): S;
+  group?(ctx: PluginContext<C>, serviceOf: (ctx: PluginContext) => S): S;
+}): (ctx: PluginContext) => S {
+  const services = new WeakMap<object, S>();
+  const serviceOf = (ctx: PluginContext): S => {
+    let s = services.get(ctx.config);
+    if (s !== undefined) return s;
+    const f = make[ctx.repo.type];
+    if (!f) throw new Error(`no ${ctx.repo.type} service for repository ${ctx.repo.name}`);
+    s = f(ctx as PluginContext<C>, serviceOf);
+    services.set(ctx.config, s);
+    return s;
+  };
+  return serviceOf;
+}
+
 /** Identity helper that gives a plugin object its type. */
 export function definePlugin<C extends RepositoryConfig = RepositoryConfig>(p: VaultPlugin<C>): VaultPlugin<C> {
   return p;

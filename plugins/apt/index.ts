@@ -4,7 +4,7 @@
  * merged, signed with the group's key). The archive root is the repository's mount:
  * `deb [signed-by=…] http://host:port/<name> <suite> <component>`.
  */
-import { definePlugin, textError, type PluginContext } from "../../core/plugin.ts";
+import { definePlugin, serviceRegistry, textError, type PluginContext } from "../../core/plugin.ts";
 import { createAptProxy } from "./proxy.ts";
 import { createAptHosted } from "./hosted.ts";
 import { createAptGroup } from "./group.ts";
@@ -54,19 +54,12 @@ export const aptConfigSchema = {
   },
 };
 
-/** Services by repository config object (one per repository, shared by its mounts and by the groups reading it). */
-const services = new WeakMap<object, AptService>();
-
-/** The service of an apt repository (created on first use): proxy, hosted or group by `ctx.repo.type`. */
-function serviceOf(ctx: PluginContext): AptService {
-  let s = services.get(ctx.config);
-  if (!s) {
-    const c = ctx as PluginContext<AptRepoConfig>;
-    s = ctx.repo.type === "proxy" ? createAptProxy(c) : ctx.repo.type === "hosted" ? createAptHosted(c) : createAptGroup(c, { serviceOf });
-    services.set(ctx.config, s);
-  }
-  return s;
-}
+/** The service of an apt repository (one per repository, made on first use): proxy, hosted or group by `ctx.repo.type`. */
+const serviceOf = serviceRegistry<AptService, AptRepoConfig>({
+  proxy: createAptProxy,
+  hosted: createAptHosted,
+  group: (c, serviceOf) => createAptGroup(c, { serviceOf }),
+});
 
 export default definePlugin<AptRepoConfig>({
   format: "apt",

@@ -3,7 +3,7 @@
  * and group (merged channel). Protocol notes: shared/specs/conda.md; behaviour: plugins/conda/README.md.
  * The conda→OCI mirror CLI (`vault conda mirror|pull-cache|push-cache`) lives in plugins/conda/mirror/.
  */
-import { definePlugin, VaultError, type PluginContext } from "../../core/plugin.ts";
+import { definePlugin, serviceRegistry, VaultError, type PluginContext } from "../../core/plugin.ts";
 import { CONDA_DEFAULT_UPSTREAM, createCondaProxy } from "./proxy.ts";
 import { createCondaHosted } from "./hosted.ts";
 import { createCondaGroup } from "./group.ts";
@@ -33,20 +33,12 @@ export const condaConfigSchema = {
   },
 };
 
-/** Services by repository config object (one per repository, shared by its mounts and by the groups reading it). */
-const services = new WeakMap<object, CondaService>();
-
-/** The service of a conda repository (created on first use): proxy, hosted or group by `ctx.repo.type`. */
-export function serviceOf(ctx: PluginContext): CondaService {
-  let s = services.get(ctx.config);
-  if (s) return s;
-  const c = ctx as PluginContext<CondaRepoConfig>;
-  if (ctx.repo.type === "proxy") s = createCondaProxy(c);
-  else if (ctx.repo.type === "hosted") s = createCondaHosted(c);
-  else s = createCondaGroup(c, { serviceOf });
-  services.set(ctx.config, s);
-  return s;
-}
+/** The service of a conda repository (one per repository, made on first use): proxy, hosted or group by `ctx.repo.type`. */
+export const serviceOf = serviceRegistry<CondaService, CondaRepoConfig>({
+  proxy: createCondaProxy,
+  hosted: createCondaHosted,
+  group: (c, serviceOf) => createCondaGroup(c, { serviceOf }),
+});
 
 export default definePlugin<CondaRepoConfig>({
   format: "conda",

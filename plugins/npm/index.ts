@@ -1,5 +1,5 @@
 /** The `npm` plugin: npm registry repositories — proxy, hosted (publish, login, dist-tags) and group (merged packuments). */
-import { definePlugin, type ClientSetup, type PackageRef, type PluginContext } from "../../core/plugin.ts";
+import { definePlugin, serviceRegistry, type ClientSetup, type PackageRef, type PluginContext } from "../../core/plugin.ts";
 import { createNpmProxy } from "./proxy.ts";
 import { createNpmHosted } from "./hosted.ts";
 import { createNpmGroup } from "./group.ts";
@@ -27,20 +27,12 @@ export const npmConfigSchema = {
   },
 };
 
-/** Services by repository config object (one per repository, shared by its mounts and by the groups reading it). */
-const services = new WeakMap<object, NpmService>();
-
-/** The service of an npm repository (created on first use): proxy, hosted or group by `ctx.repo.type`. */
-export function serviceOf(ctx: PluginContext): NpmService {
-  let s = services.get(ctx.config);
-  if (s) return s;
-  const c = ctx as PluginContext<NpmRepoConfig>;
-  if (ctx.repo.type === "proxy") s = createNpmProxy(c);
-  else if (ctx.repo.type === "hosted") s = createNpmHosted(c);
-  else s = createNpmGroup(c, { serviceOf });
-  services.set(ctx.config, s);
-  return s;
-}
+/** The service of an npm repository (one per repository, made on first use): proxy, hosted or group by `ctx.repo.type`. */
+export const serviceOf = serviceRegistry<NpmService, NpmRepoConfig>({
+  proxy: createNpmProxy,
+  hosted: createNpmHosted,
+  group: (c, serviceOf) => createNpmGroup(c, { serviceOf }),
+});
 
 /** Stored tarballs: `<name>/-/<bare name>-<version>.tgz` (scoped `@scope/name/-/…`). */
 const TARBALL_PATH = /^((?:@[^/#]+\/)?[^/#@][^/#]*)\/-\/([^/#]+)\.tgz$/;

@@ -1,5 +1,5 @@
 /** The `oci` plugin: OCI / Docker registry v2 repositories — pull-through proxy, hosted registry, group — with the vault as its own token server. */
-import { definePlugin, insecureHostOf, type ClientSetup, type PackageRef, type PluginApp, type PluginContext } from "../../core/plugin.ts";
+import { definePlugin, serviceRegistry, insecureHostOf, type ClientSetup, type PackageRef, type PluginApp, type PluginContext } from "../../core/plugin.ts";
 import { renderOciError } from "./errors.ts";
 import { createHosted } from "./hosted.ts";
 import { createProxy, DOCKER_HUB_REGISTRY } from "./proxy.ts";
@@ -46,20 +46,12 @@ export const ociConfigSchema = {
   },
 };
 
-/** Services by repository config object (one per repository per vault, shared by its mounts and listeners). */
-const services = new WeakMap<object, RegistryService>();
-
-/** The registry service of a repository (created on first use). */
-export function serviceOf(ctx: PluginContext): RegistryService {
-  let s = services.get(ctx.config);
-  if (s) return s;
-  const c = ctx as PluginContext<OciRepoConfig>;
-  if (ctx.repo.type === "proxy") s = createProxy(c);
-  else if (ctx.repo.type === "hosted") s = createHosted(c, { serviceOf });
-  else s = createGroup(c, { serviceOf });
-  services.set(ctx.config, s);
-  return s;
-}
+/** The registry service of a repository (one per repository per vault, made on first use, shared by its mounts and listeners). */
+export const serviceOf = serviceRegistry<RegistryService, OciRepoConfig>({
+  proxy: createProxy,
+  hosted: (c, serviceOf) => createHosted(c, { serviceOf }),
+  group: (c, serviceOf) => createGroup(c, { serviceOf }),
+});
 
 /** The host addressing built by `hostRoutes`, by the contexts array it was given (several vaults may share this module). */
 const hostAddressings = new WeakMap<object, Addressing>();

@@ -1,5 +1,5 @@
 /** The `pypi` plugin: Python package index repositories — proxy, hosted (twine uploads) and group (merged index). */
-import { definePlugin, insecureHostOf, textError, VaultError, type ClientSetup, type PackageRef, type PluginContext } from "../../core/plugin.ts";
+import { definePlugin, serviceRegistry, insecureHostOf, textError, VaultError, type ClientSetup, type PackageRef, type PluginContext } from "../../core/plugin.ts";
 import { createPypiProxy, PYPI_DEFAULT_UPSTREAM, resolvePypiConfig, type PypiRepoConfig } from "./proxy.ts";
 import { parseDistFilename } from "./dist.ts";
 import { normalizeName } from "./names.ts";
@@ -38,20 +38,12 @@ export const pypiConfigSchema = {
   },
 };
 
-/** Services by repository config object (one per repository, shared by its mounts and by the groups reading it). */
-const services = new WeakMap<object, PypiService>();
-
-/** The service of a pypi repository (created on first use): proxy, hosted or group by `ctx.repo.type`. */
-export function serviceOf(ctx: PluginContext): PypiService {
-  let s = services.get(ctx.config);
-  if (s) return s;
-  const c = ctx as PluginContext<PypiRepoConfig>;
-  if (ctx.repo.type === "proxy") s = createPypiProxy(c);
-  else if (ctx.repo.type === "hosted") s = createPypiHosted(c);
-  else s = createPypiGroup(c, { serviceOf });
-  services.set(ctx.config, s);
-  return s;
-}
+/** The service of a pypi repository (one per repository, made on first use): proxy, hosted or group by `ctx.repo.type`. */
+export const serviceOf = serviceRegistry<PypiService, PypiRepoConfig>({
+  proxy: createPypiProxy,
+  hosted: createPypiHosted,
+  group: (c, serviceOf) => createPypiGroup(c, { serviceOf }),
+});
 
 /**
  * The project and version of a stored distribution (`files/…/<wheel or sdist>`; hosted: `files/<project>/<file>`, whose
