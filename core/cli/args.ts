@@ -85,3 +85,39 @@ export async function loadCliConfig(v: CommonValues, cwd = process.cwd()): Promi
   const loaded = await loadConfig(v.config, { cwd });
   return { ...loaded, config: applyOverrides(loaded.config, overrides) };
 }
+
+/** Where a command prints: stdout/stderr, or a capture in tests. */
+export interface CommandIo {
+  out(s: string): void;
+  err(s: string): void;
+}
+
+/** The process's stdout and stderr. */
+export const STDIO: CommandIo = { out: (s) => void process.stdout.write(s), err: (s) => void process.stderr.write(s) };
+
+/** Options of the commands that work on a vault's data outside the server (gc, cleanup, export, import). */
+const DATA_COMMAND_OPTIONS = {
+  config: { type: "string", short: "c" },
+  data: { type: "string" },
+  help: { type: "boolean", short: "h" },
+} as const satisfies ParseArgsConfig["options"];
+
+/**
+ * Parses the arguments of a data command (`--config`, `--data`, `--help` plus `options`): a bad command line prints
+ * the error and `usage` (exit code 2), `--help` prints `usage` (exit code 0).
+ * @returns the parsed values and positionals, or the exit code the command returns
+ */
+export function parseDataCommandArgs<O extends NonNullable<ParseArgsConfig["options"]>>(args: string[], options: O, usage: string, io: CommandIo, allowPositionals: boolean) {
+  let parsed;
+  try {
+    parsed = parseArgs({ args, options: { ...DATA_COMMAND_OPTIONS, ...options }, strict: true, allowPositionals });
+  } catch (e) {
+    io.err(`${(e as Error).message}\n${usage}`);
+    return 2;
+  }
+  if ((parsed.values as { help?: boolean }).help) {
+    io.out(usage);
+    return 0;
+  }
+  return parsed;
+}

@@ -1,7 +1,6 @@
 /** `vault cleanup`: applies the repositories' retention policies now (or shows what they would remove), then sweeps blobs. */
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { parseArgs } from "node:util";
 import { applyOverrides, loadConfig } from "../../config/load.ts";
 import { resolveConfig } from "../../config/schema.ts";
 import { loadPlugins } from "../../loader.ts";
@@ -10,7 +9,7 @@ import { createVault, type Vault } from "../../server.ts";
 import { createBlobStore } from "../../storage/blobs.ts";
 import { collectGarbage, DEFAULT_GC_MIN_AGE_MINUTES, runRetention, type RetentionReason, type RetentionReport, type RetentionTarget } from "../../retention.ts";
 import { formatBytes } from "../../ui/html.ts";
-import { STDIO, type CommandIo } from "./gc.ts";
+import { parseDataCommandArgs, STDIO, type CommandIo } from "../args.ts";
 
 const USAGE = `usage: vault cleanup [--config FILE] [--data DIR] [--repo NAME]... [--dry-run] [--gc-min-age-minutes N] [--no-gc]
 
@@ -58,30 +57,15 @@ export function formatReport(r: RetentionReport): string {
  * @returns exit code: 0 done, 1 failure (or a removal failed), 2 usage error
  */
 export async function run(args: string[], io: CommandIo = STDIO): Promise<number> {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args,
-      options: {
-        config: { type: "string", short: "c" },
-        data: { type: "string" },
-        repo: { type: "string", multiple: true },
-        "dry-run": { type: "boolean" },
-        "gc-min-age-minutes": { type: "string" },
-        "no-gc": { type: "boolean" },
-        help: { type: "boolean", short: "h" },
-      },
-      strict: true,
-      allowPositionals: false,
-    }));
-  } catch (e) {
-    io.err(`${(e as Error).message}\n${USAGE}`);
-    return 2;
-  }
-  if (values.help) {
-    io.out(USAGE);
-    return 0;
-  }
+  const parsed = parseDataCommandArgs(
+    args,
+    { repo: { type: "string", multiple: true }, "dry-run": { type: "boolean" }, "gc-min-age-minutes": { type: "string" }, "no-gc": { type: "boolean" } },
+    USAGE,
+    io,
+    false,
+  );
+  if (typeof parsed === "number") return parsed;
+  const { values } = parsed;
   const minAgeArg = values["gc-min-age-minutes"];
   if (minAgeArg !== undefined && !(Number.isFinite(Number(minAgeArg)) && Number(minAgeArg) >= 0)) {
     io.err(`--gc-min-age-minutes must be a number of minutes ≥ 0, got ${JSON.stringify(minAgeArg)}\n`);

@@ -3,7 +3,6 @@ import { existsSync } from "node:fs";
 import { createWriteStream } from "node:fs";
 import { open, rename, unlink } from "node:fs/promises";
 import { join, resolve } from "node:path";
-import { parseArgs, type ParseArgsConfig } from "node:util";
 import { SingleBar } from "cli-progress";
 import { applyOverrides, loadConfig } from "../../config/load.ts";
 import { resolveConfig } from "../../config/schema.ts";
@@ -24,7 +23,7 @@ import {
   type PackageSelector,
   type TransferRepository,
 } from "../../transfer.ts";
-import { STDIO, type CommandIo } from "./gc.ts";
+import { parseDataCommandArgs, STDIO, type CommandIo } from "../args.ts";
 import type { ProgressStream } from "./prefetch.ts";
 
 const USAGE = `usage: vault export [--config FILE] [--data DIR] --out FILE [--repo NAME]... [--package NAME[@VERSION]]... [--list FILE] [--since DATE]
@@ -45,32 +44,6 @@ each blob once under blobs/sha256/<hex>. "vault import" reads it on another vaul
 A --package that matches no stored file is an error (nothing is written).
 `;
 
-/** Options every transfer command takes besides its own. */
-const TRANSFER_OPTIONS = {
-  config: { type: "string", short: "c" },
-  data: { type: "string" },
-  help: { type: "boolean", short: "h" },
-} as const satisfies ParseArgsConfig["options"];
-
-/**
- * Parses a transfer command's arguments (`--config`, `--data`, `--help` plus `options`): a bad command line prints the
- * error and `usage` (exit code 2), `--help` prints `usage` (exit code 0).
- * @returns the parsed values and positionals, or the exit code to return
- */
-export function parseTransferArgs<O extends NonNullable<ParseArgsConfig["options"]>>(args: string[], options: O, usage: string, io: CommandIo, allowPositionals: boolean) {
-  let parsed;
-  try {
-    parsed = parseArgs({ args, options: { ...TRANSFER_OPTIONS, ...options }, strict: true, allowPositionals });
-  } catch (e) {
-    io.err(`${(e as Error).message}\n${usage}`);
-    return 2;
-  }
-  if ((parsed.values as { help?: boolean }).help) {
-    io.out(usage);
-    return 0;
-  }
-  return parsed;
-}
 
 /** The repositories of an opened vault as export and import see them. */
 export function transferRepositories(vault: Vault): Map<string, TransferRepository> {
@@ -154,7 +127,7 @@ export function parseSince(s: string): number {
  * @returns exit code: 0 written, 1 failure (nothing written), 2 usage error
  */
 export async function run(args: string[], io: CommandIo = STDIO, progress: ProgressStream = process.stderr): Promise<number> {
-  const parsed = parseTransferArgs(
+  const parsed = parseDataCommandArgs(
     args,
     { out: { type: "string", short: "o" }, repo: { type: "string", multiple: true }, package: { type: "string", multiple: true }, list: { type: "string" }, since: { type: "string" } },
     USAGE,

@@ -1,7 +1,6 @@
 /** `vault gc`: removes orphan temp/spool files and blobs unreferenced for a minimum age. */
 import { existsSync } from "node:fs";
 import { isAbsolute, join, resolve } from "node:path";
-import { parseArgs } from "node:util";
 import { DEFAULT_CONFIG_FILES, loadConfig } from "../../config/load.ts";
 import type { VaultConfig } from "../../config/types.ts";
 import { openMetadata } from "../../db/index.ts";
@@ -13,6 +12,7 @@ import { mountOf, resolveConfig } from "../../config/schema.ts";
 import { createArtifactStore } from "../../artifacts.ts";
 import { createLogger } from "../../log.ts";
 import type { Db, GcContext } from "../../plugin.ts";
+import { parseDataCommandArgs, STDIO, type CommandIo } from "../args.ts";
 
 const USAGE = `usage: vault gc [--config FILE] [--data DIR] [--min-age-minutes N]
 
@@ -25,14 +25,6 @@ referenced; with N = 0 a write racing the sweep may fail with a retryable 503, n
 Retention policies (repositories[].retention) are applied by "vault cleanup".
 `;
 
-/** Where a command prints: stdout/stderr, or a capture in tests. */
-export interface CommandIo {
-  out(s: string): void;
-  err(s: string): void;
-}
-
-/** The process's stdout and stderr. */
-export const STDIO: CommandIo = { out: (s) => void process.stdout.write(s), err: (s) => void process.stderr.write(s) };
 
 /** Where the data lives, resolved like the server does: `--data`, else `server.dataDir` against the config's directory. */
 interface Target {
@@ -73,27 +65,9 @@ async function resolveTarget(configFile: string | undefined, dataArg: string | u
  * @returns exit code: 0 done, 1 failure, 2 usage error
  */
 export async function run(args: string[], io: CommandIo = STDIO): Promise<number> {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args,
-      options: {
-        config: { type: "string", short: "c" },
-        data: { type: "string" },
-        "min-age-minutes": { type: "string" },
-        help: { type: "boolean", short: "h" },
-      },
-      strict: true,
-      allowPositionals: false,
-    }));
-  } catch (e) {
-    io.err(`${(e as Error).message}\n${USAGE}`);
-    return 2;
-  }
-  if (values.help) {
-    io.out(USAGE);
-    return 0;
-  }
+  const parsed = parseDataCommandArgs(args, { "min-age-minutes": { type: "string" } }, USAGE, io, false);
+  if (typeof parsed === "number") return parsed;
+  const { values } = parsed;
   const minutes = values["min-age-minutes"] === undefined ? 60 : Number(values["min-age-minutes"]);
   if (!Number.isFinite(minutes) || minutes < 0) {
     io.err(`--min-age-minutes must be a number of minutes ≥ 0, got ${JSON.stringify(values["min-age-minutes"])}\n`);

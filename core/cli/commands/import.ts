@@ -4,8 +4,8 @@ import { formatBytes } from "../../ui/html.ts";
 import { TransferError } from "../../transfer.ts";
 import { importArchive, type ImportReport } from "../../transfer-import.ts";
 import type { Vault } from "../../server.ts";
-import { byteProgress, openCliVault, parseTransferArgs, transferRepositories } from "./export.ts";
-import { STDIO, type CommandIo } from "./gc.ts";
+import { byteProgress, openCliVault, transferRepositories } from "./export.ts";
+import { parseDataCommandArgs, STDIO, type CommandIo } from "../args.ts";
 import type { ProgressStream } from "./prefetch.ts";
 
 const USAGE = `usage: vault import [--config FILE] [--data DIR] [--map SRC=DST]... [--dry-run] ARCHIVE
@@ -50,7 +50,7 @@ export function formatImportReport(r: ImportReport): string {
  *   regeneration failed), 2 usage error
  */
 export async function run(args: string[], io: CommandIo = STDIO, progress: ProgressStream = process.stderr): Promise<number> {
-  const parsed = parseTransferArgs(args, { map: { type: "string", multiple: true }, "dry-run": { type: "boolean" } }, USAGE, io, true);
+  const parsed = parseDataCommandArgs(args, { map: { type: "string", multiple: true }, "dry-run": { type: "boolean" } }, USAGE, io, true);
   if (typeof parsed === "number") return parsed;
   const { values, positionals } = parsed;
   if (positionals.length !== 1) {
