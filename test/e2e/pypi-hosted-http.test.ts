@@ -13,6 +13,7 @@ import { strToU8, unzipSync, zipSync } from "fflate";
 import { startVault, type StartedVault } from "../helpers/vault.ts";
 import { buildWheel, startPypiIndex, type TestPypiIndex } from "../helpers/pypi-index.ts";
 import { tmpDataDir } from "../helpers/tmp.ts";
+import { twineUploadForm, type TwineUpload } from "../helpers/python.ts";
 import { openDb } from "../../core/db/index.ts";
 import { createAuthCore } from "../../core/auth/index.ts";
 import { silentLogger } from "../../core/log.ts";
@@ -52,32 +53,11 @@ function wheel(dist: string, version: string, o: { requiresPython?: string; padB
 /** A gzip "sdist" (the vault checks the signature; twine's e2e test uploads real ones). */
 const sdist = (text: string) => Bun.gzipSync(strToU8(text));
 
-interface UploadOpts {
-  name: string;
-  version: string;
-  filename: string;
-  bytes: Uint8Array;
-  filetype?: string;
-  fields?: Record<string, string>;
-  /** Leave out the sha256_digest twine always sends. */
-  noDigest?: boolean;
-}
+type UploadOpts = TwineUpload;
 
-/** The multipart form twine posts (field names of the legacy API). */
+/** The multipart form twine posts, with the summary this suite's pages show. */
 function uploadForm(o: UploadOpts): FormData {
-  const f = new FormData();
-  f.set(":action", "file_upload");
-  f.set("protocol_version", "1");
-  f.set("metadata_version", "2.1");
-  f.set("name", o.name);
-  f.set("version", o.version);
-  f.set("filetype", o.filetype ?? (o.filename.endsWith(".whl") ? "bdist_wheel" : "sdist"));
-  f.set("pyversion", o.filename.endsWith(".whl") ? "py3" : "source");
-  f.set("summary", "test package");
-  if (!o.noDigest) f.set("sha256_digest", sha256(o.bytes));
-  for (const [k, v] of Object.entries(o.fields ?? {})) f.set(k, v);
-  f.set("content", new File([o.bytes as BlobPart], o.filename, { type: "application/octet-stream" }));
-  return f;
+  return twineUploadForm({ ...o, fields: { summary: "test package", ...o.fields } });
 }
 
 /** POSTs an upload; never follows redirects (twine aborts on any 3xx). */

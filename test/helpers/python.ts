@@ -63,3 +63,34 @@ export async function installedDists(venvPython: string): Promise<Record<string,
   if (r.code !== 0) throw new Error(`listing the venv's distributions failed: ${r.out}`);
   return JSON.parse(r.out.trim().split("\n").pop()!);
 }
+
+/** What {@link twineUploadForm} puts in the form. */
+export interface TwineUpload {
+  name: string;
+  version: string;
+  filename: string;
+  bytes: Uint8Array;
+  /** Default from the file name: `bdist_wheel` for `.whl`, else `sdist`. */
+  filetype?: string;
+  /** More fields, or overrides (set after the defaults). */
+  fields?: Record<string, string>;
+  /** Leave out the `sha256_digest` twine always sends. */
+  noDigest?: boolean;
+}
+
+/** The multipart form twine posts to the legacy upload API (field names as twine sends them; specs/pypi.md). */
+export function twineUploadForm(o: TwineUpload): FormData {
+  const wheel = o.filename.endsWith(".whl");
+  const f = new FormData();
+  f.set(":action", "file_upload");
+  f.set("protocol_version", "1");
+  f.set("metadata_version", "2.1");
+  f.set("name", o.name);
+  f.set("version", o.version);
+  f.set("filetype", o.filetype ?? (wheel ? "bdist_wheel" : "sdist"));
+  f.set("pyversion", wheel ? "py3" : "source");
+  if (!o.noDigest) f.set("sha256_digest", new Bun.CryptoHasher("sha256").update(o.bytes).digest("hex"));
+  for (const [k, v] of Object.entries(o.fields ?? {})) f.set(k, v);
+  f.set("content", new File([o.bytes as BlobPart], o.filename, { type: "application/octet-stream" }));
+  return f;
+}

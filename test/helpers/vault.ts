@@ -205,3 +205,18 @@ export async function spawnVault(o: SpawnVaultOptions): Promise<SpawnedVault> {
     },
   };
 }
+
+/**
+ * Waits until `url` is answered from the cache (`Cache-Control: only-if-cached` gets a 200), for a file another vault
+ * process just stored: its row lands as that download ends, so a request right after may still be a miss here.
+ * @param timeoutMs how long to keep asking (default 10 s), every 20 ms
+ * @returns the 200 response (body unread), or undefined when the time ran out
+ */
+export async function awaitCachedHit(url: string, timeoutMs = 10_000): Promise<Response | undefined> {
+  for (const t0 = Date.now(); Date.now() - t0 < timeoutMs; await Bun.sleep(20)) {
+    const r = await fetch(url, { headers: { "cache-control": "only-if-cached" } });
+    if (r.status === 200) return r;
+    await r.arrayBuffer();
+  }
+  return undefined;
+}

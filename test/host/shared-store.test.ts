@@ -8,7 +8,7 @@ import { afterAll, expect, test } from "bun:test";
 import { Database } from "bun:sqlite";
 import { readdirSync } from "node:fs";
 import { join } from "node:path";
-import { spawnVault, type SpawnedVault } from "../helpers/vault.ts";
+import { awaitCachedHit, spawnVault, type SpawnedVault } from "../helpers/vault.ts";
 import { startUpstream, type TestUpstream } from "../helpers/upstream.ts";
 import { tmpDataDir } from "../helpers/tmp.ts";
 
@@ -85,15 +85,7 @@ test("a second process sharing the store starts without touching the first one's
   expect(sha(whole)).toBe(sha(big));
 
   // B answers it from the shared store (the row may land just after A's last byte: bounded wait for the HIT)
-  let hit: Response | undefined;
-  for (const t0 = Date.now(); Date.now() - t0 < 10_000; await Bun.sleep(20)) {
-    const r = await fetch(`${b.url}/files/big.bin`, { headers: { "cache-control": "only-if-cached" } });
-    if (r.status === 200) {
-      hit = r;
-      break;
-    }
-    await r.arrayBuffer();
-  }
+  const hit = await awaitCachedHit(`${b.url}/files/big.bin`);
   expect(hit?.headers.get("x-vault-cache")).toBe("HIT");
   expect(sha(new Uint8Array(await hit!.arrayBuffer()))).toBe(sha(big));
   expect(up.count("/big.bin")).toBe(1);

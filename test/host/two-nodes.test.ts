@@ -8,12 +8,13 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { S3Client, CreateBucketCommand, CreateMultipartUploadCommand, UploadPartCommand, CompleteMultipartUploadCommand, GetObjectCommand } from "@aws-sdk/client-s3";
-import { spawnVault, REPO_ROOT, type SpawnedVault } from "../helpers/vault.ts";
+import { awaitCachedHit, spawnVault, REPO_ROOT, type SpawnedVault } from "../helpers/vault.ts";
 import { startUpstream, type TestUpstream } from "../helpers/upstream.ts";
 import { startPostgres, requirePostgres, type TestPostgres } from "../helpers/postgres.ts";
 import { startCeph, cephMissing, type CephRgw } from "../helpers/ceph.ts";
 import { buildWheel } from "../helpers/pypi-index.ts";
 import { tmpDataDir } from "../helpers/tmp.ts";
+import { twineUploadForm } from "../helpers/python.ts";
 import type { VaultConfig } from "../../core/config/types.ts";
 
 const ceph = cephMissing();
@@ -98,16 +99,7 @@ describe.if(run)("two vault nodes on one Postgres and one Ceph RGW bucket", () =
     const r1 = await fetch(`${a.url}/files/big.bin`);
     expect(r1.headers.get("x-vault-cache")).toBe("MISS");
     expect(sha(new Uint8Array(await r1.arrayBuffer()))).toBe(sha(big));
-    let hit: Response | undefined;
-    // the row is written as the download ends; a request right after may still be a miss on the other node
-    for (const t0 = Date.now(); Date.now() - t0 < 10_000; await Bun.sleep(20)) {
-      const r = await fetch(`${b.url}/files/big.bin`, { headers: { "cache-control": "only-if-cached" } });
-      if (r.status === 200) {
-        hit = r;
-        break;
-      }
-      await r.arrayBuffer();
-    }
+    const hit = await awaitCachedHit(`${b.url}/files/big.bin`);
     expect(hit?.headers.get("x-vault-cache")).toBe("HIT");
     expect(sha(new Uint8Array(await hit!.arrayBuffer()))).toBe(sha(big));
     expect(up.count("/big.bin")).toBe(1);
@@ -137,10 +129,7 @@ describe.if(run)("two vault nodes on one Postgres and one Ceph RGW bucket", () =
 
   test("a PyPI upload to one node is listed and served by the other", async () => {
     const whl = buildWheel("nodes_demo", "1.0");
-    const form = new FormData();
-    for (const [k, v] of Object.entries({ ":action": "file_upload", protocol_version: "1", metadata_version: "2.1", name: "nodes-demo", version: "1.0", filetype: "bdist_wheel", pyversion: "py3", sha256_digest: sha(whl) }))
-      form.set(k, v);
-    form.set("content", new File([whl as BlobPart], "nodes_demo-1.0-py3-none-any.whl", { type: "application/octet-stream" }));
+    const form = twineUploadForm({ name: "nodes-demo", version: "1.0", filename: "nodes_demo-1.0-py3-none-any.whl", bytes: whl });
     const put = await fetch(`${a.url}/pypi-local/`, { method: "POST", body: form, headers: basic });
     expect(put.status).toBe(200);
     const page = await fetch(`${b.url}/pypi-local/simple/nodes-demo/`, { headers: { accept: "application/vnd.pypi.simple.v1+json" } });

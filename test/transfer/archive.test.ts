@@ -17,10 +17,11 @@ import { startNpmRegistry, NPM_FIXTURES, type TestNpmRegistry } from "../helpers
 import { startVault, type StartedVault } from "../helpers/vault.ts";
 import { startUpstream, type TestUpstream } from "../helpers/upstream.ts";
 import { tmpDataDir } from "../helpers/tmp.ts";
+import { twineUploadForm } from "../helpers/python.ts";
 import { metadataDrivers, useMetadata } from "../helpers/metadata.ts";
 import { tablesOf, type OpenDb } from "../../core/db/index.ts";
 import type { VaultConfig } from "../../core/config/types.ts";
-import { blobOffset, readArchive, sha256, storedPaths, vaultCli, wheelUploadForm, writeConfig, type ReadArchive } from "./env.ts";
+import { blobOffset, readArchive, sha256, storedPaths, vaultCli, writeConfig, type ReadArchive } from "./env.ts";
 
 const PW = "pw-xfer-1";
 const ADMIN = { authorization: `Basic ${btoa(`admin:${PW}`)}` };
@@ -75,7 +76,7 @@ for (const driver of metadataDrivers())
       files.wheel = await fetchWheel(A.url, "pypi", "wheel", "wheel-0.38.4-py3-none-any.whl");
       // the same wheel uploaded to the hosted repository: one blob in the archive
       const bytes = await Bun.file(join(idx.root, idx.byName.get("example-21.12-py3-none-any.whl")!.path)).bytes();
-      const up = await fetch(`${A.url}/pypi-local/`, { method: "POST", body: wheelUploadForm("example", "21.12", "example-21.12-py3-none-any.whl", bytes), headers: ADMIN });
+      const up = await fetch(`${A.url}/pypi-local/`, { method: "POST", body: twineUploadForm({ name: "example", version: "21.12", filename: "example-21.12-py3-none-any.whl", bytes }), headers: ADMIN });
       expect(up.status).toBe(200);
       const pack = (await (await fetch(`${A.url}/npm/chalk`, { headers: ABBREV })).json()) as { versions: Record<string, { dist: { tarball: string } }> };
       const tgz = await fetch(pack.versions["4.1.0"].dist.tarball);
@@ -326,7 +327,7 @@ for (const driver of metadataDrivers())
       const dbG = await md.open();
       const G = await startVault({ config: configOn(dbG) });
       const other = buildWheel("example", "21.12");
-      const up = await fetch(`${G.url}/pypi-local/`, { method: "POST", body: wheelUploadForm("example", "21.12", "example-21.12-py3-none-any.whl", other), headers: ADMIN });
+      const up = await fetch(`${G.url}/pypi-local/`, { method: "POST", body: twineUploadForm({ name: "example", version: "21.12", filename: "example-21.12-py3-none-any.whl", bytes: other }), headers: ADMIN });
       expect(up.status).toBe(200);
       await G.stop();
       const r = await vaultCli(["import", "--config", await writeConfig(configOn(dbG)), "--data", G.dataDir, archive]);

@@ -81,21 +81,6 @@ export async function storedPaths(db: Db, repository: string, prefix = ""): Prom
     .sort();
 }
 
-/** The multipart form twine posts (legacy upload API), for a wheel. */
-export function wheelUploadForm(name: string, version: string, filename: string, bytes: Uint8Array): FormData {
-  const f = new FormData();
-  f.set(":action", "file_upload");
-  f.set("protocol_version", "1");
-  f.set("metadata_version", "2.1");
-  f.set("name", name);
-  f.set("version", version);
-  f.set("filetype", "bdist_wheel");
-  f.set("pyversion", "py3");
-  f.set("sha256_digest", sha256(bytes));
-  f.set("content", new File([bytes as BlobPart], filename, { type: "application/octet-stream" }));
-  return f;
-}
-
 /** The offset of a blob's bytes inside an uncompressed archive written by `vault export` (header block + 512). */
 export function blobOffset(archive: Uint8Array, hex: string): number {
   const name = new TextEncoder().encode(`blobs/sha256/${hex}`);

@@ -10,8 +10,9 @@ import { buildWheel } from "../helpers/pypi-index.ts";
 import { npmPublishBody } from "../helpers/npm-registry.ts";
 import { startVault, type StartedVault } from "../helpers/vault.ts";
 import { tmpDataDir } from "../helpers/tmp.ts";
+import { twineUploadForm } from "../helpers/python.ts";
 import type { VaultConfig } from "../../core/config/types.ts";
-import { readArchive, sha256, vaultCli, wheelUploadForm, writeConfig } from "./env.ts";
+import { readArchive, sha256, vaultCli, writeConfig } from "./env.ts";
 
 const PW = "pw-xfer-merge";
 const ADMIN = { authorization: `Basic ${btoa(`admin:${PW}`)}` };
@@ -25,7 +26,7 @@ const config: VaultConfig = {
 
 async function uploadWheel(base: string, version: string): Promise<Uint8Array> {
   const bytes = buildWheel("demo", version);
-  const r = await fetch(`${base}/pypi-local/`, { method: "POST", body: wheelUploadForm("demo", version, `demo-${version}-py3-none-any.whl`, bytes), headers: ADMIN });
+  const r = await fetch(`${base}/pypi-local/`, { method: "POST", body: twineUploadForm({ name: "demo", version, filename: `demo-${version}-py3-none-any.whl`, bytes }), headers: ADMIN });
   expect(r.status).toBe(200);
   return bytes;
 }

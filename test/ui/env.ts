@@ -11,6 +11,7 @@ import { startVault, type StartedVault } from "../helpers/vault.ts";
 import { startUpstream, type TestUpstream } from "../helpers/upstream.ts";
 import { buildWheel, startPypiIndex, type IndexFile, type TestPypiIndex } from "../helpers/pypi-index.ts";
 import { tmpDataDir } from "../helpers/tmp.ts";
+import { twineUploadForm } from "../helpers/python.ts";
 import { createAuthCore } from "../../core/auth/index.ts";
 import { silentLogger } from "../../core/log.ts";
 import type { OpenDb } from "../../core/db/index.ts";
@@ -51,21 +52,6 @@ export interface UiEnv {
   /** Bytes of `tools/uitool/2.0/uitool-2.0.tar.gz` on the http upstream. */
   toolBytes: Uint8Array;
   stop(): Promise<void>;
-}
-
-/** The multipart form twine posts (legacy upload API). */
-function uploadForm(name: string, version: string, filename: string, bytes: Uint8Array): FormData {
-  const f = new FormData();
-  f.set(":action", "file_upload");
-  f.set("protocol_version", "1");
-  f.set("metadata_version", "2.1");
-  f.set("name", name);
-  f.set("version", version);
-  f.set("filetype", filename.endsWith(".whl") ? "bdist_wheel" : "sdist");
-  f.set("pyversion", filename.endsWith(".whl") ? "py3" : "source");
-  f.set("sha256_digest", sha256(bytes));
-  f.set("content", new File([bytes as BlobPart], filename, { type: "application/octet-stream" }));
-  return f;
 }
 
 async function ok(r: Response | Promise<Response>, what: string): Promise<Uint8Array> {
@@ -120,7 +106,7 @@ export async function startUiEnv(db?: { open: OpenDb; config: VaultConfig["metad
     // pypi-local: three uploads as twine makes them
     const uploads: Uploaded[] = [];
     const add = async (version: string, filename: string, bytes: Uint8Array) => {
-      const res = await fetch(`${vault.url}/pypi-local/`, { method: "POST", body: uploadForm("ui-demo", version, filename, bytes), headers: basic("admin") });
+      const res = await fetch(`${vault.url}/pypi-local/`, { method: "POST", body: twineUploadForm({ name: "ui-demo", version, filename, bytes }), headers: basic("admin") });
       if (res.status !== 200) throw new Error(`upload ${filename}: ${res.status} ${await res.text()}`);
       uploads.push({ filename, version, bytes, sha256: sha256(bytes) });
     };
