@@ -150,6 +150,13 @@ export function createPypiGroup(ctx: PluginContext<PypiRepoConfig>, o: GroupOpti
       const principal = await ctx.auth.require(req, "write");
       return svc.upload(req, principal, ctx.repo.name);
     },
+    async manage(req, op) {
+      const w = ctx.config.writeTo ? ctx.member(ctx.config.writeTo) : undefined;
+      const svc = w ? o.serviceOf(w) : undefined;
+      if (!svc?.manage) throw uploadsNotAllowed("this group has no writeTo member: delete or yank in a hosted repository, or set writeTo");
+      const principal = await ctx.auth.require(req, "delete");
+      return svc.manage(req, principal, op, ctx.repo.name);
+    },
   };
 
   return { ctx, handle: (req, mount) => routeSite(req, mount, site), projectSnapshot, indexSnapshot, serveFile };

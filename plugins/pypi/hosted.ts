@@ -26,6 +26,7 @@ import { readSnapshot, SNAPSHOT_CONTENT_TYPE, renderIndexHtml, renderIndexJson, 
 import type { UploadDigest } from "./dist.ts";
 import { DEFAULT_MAX_UPLOAD_BYTES, readUploadForm, type UploadForm } from "./upload.ts";
 import { badUpload, fileExists, uploadDigestMismatch } from "./errors.ts";
+import { samePep440 } from "./version-order.ts";
 import type { PypiRepoConfig } from "./proxy.ts";
 import {
   freshEntry,
@@ -35,6 +36,7 @@ import {
   routeSite,
   runTask,
   simplePrefixOf,
+  type ManageOp,
   type PypiService,
   type Site,
 } from "./site.ts";
@@ -84,6 +86,13 @@ function addFiles(page: ProjectPage, infos: FileInfo[]): void {
 
 /** One file of an `artifacts.commit`. */
 type CommitFile = { path: string; body: Uint8Array | string; opts?: ArtifactPut };
+
+/** What a removal took away: the repository-relative paths, their total size in bytes, the distribution file names. */
+export interface Removed {
+  paths: string[];
+  bytes: number;
+  files: string[];
+}
 
 /** The result of publishing one upload. */
 type Published = { identical: true } | { identical: false; newProject: boolean };
@@ -241,6 +250,128 @@ export function createPypiHosted(ctx: PluginContext<PypiRepoConfig>): PypiServic
     return { identical: false, newProject };
   }
 
+  /** The project's `info/` rows with what they say (stored rows only). */
+  async function projectInfos(project: string): Promise<{ path: string; info: FileInfo }[]> {
+    const rows = (await ctx.artifacts.list(infoPrefix(project))).filter((r) => r.blobDigest && r.status === 200);
+    return Promise.all(rows.map(async (r) => ({ path: r.path, info: JSON.parse(decoder.decode(await ctx.artifacts.read(r))) as FileInfo })));
+  }
+
+  /**
+   * Removes the files of a project that `pick` selects (call under the project's lock): their `info/` rows first (so no
+   * reconciliation lists them again), then the rewritten page (one commit), then each file and its PEP 658 `.metadata`.
+   * A project left without files loses its page, snapshot and marker, and the root index drops it.
+   * @returns what was removed (nothing when `pick` selects no file)
+   */
+  async function removeFiles(project: string, pick: (i: FileInfo) => boolean): Promise<Removed> {
+    const infos = await projectInfos(project);
+    const gone = infos.filter((x) => pick(x.info));
+    if (gone.length === 0) return { paths: [], bytes: 0, files: [] };
+    const keep = infos.filter((x) => !gone.includes(x));
+    const names = new Set(gone.map((x) => x.info.file.filename));
+    const victims = [];
+    for (const x of gone) {
+      const f = filePath(project, x.info.file.filename);
+      for (const path of [x.path, f, `${f}.metadata`]) {
+        const e = await freshEntry(ctx, path);
+        if (e) victims.push(e);
+      }
+    }
+    for (const x of gone) await ctx.artifacts.delete(x.path);
+    if (keep.length > 0) {
+      const page = await currentPage(project);
+      page.files = page.files.filter((f) => !names.has(f.filename));
+      page.versions = (page.versions ?? []).filter((v) => keep.some((k) => k.info.version === v));
+      await ctx.artifacts.commit(await projectPages(page));
+    } else {
+      for (const path of [snapshotPath(project), ...REPRESENTATIONS.map((r) => `${snapshotPath(project)}#${r}`), MARKERS + project]) {
+        const e = await freshEntry(ctx, path);
+        if (e) victims.push(e);
+      }
+    }
+    for (const e of victims) if (!e.path.startsWith(infoPrefix(project))) await ctx.artifacts.delete(e.path);
+    return { paths: victims.map((e) => e.path), bytes: victims.reduce((n, e) => n + e.sizeBytes, 0), files: [...names].sort() };
+  }
+
+  /** Drops a project that lost its last file from the root index (under the index lock). */
+  async function dropFromIndex(project: string): Promise<void> {
+    await locks.run("index", async () => {
+      const root = await freshEntry(ctx, INDEX);
+      if (!root) return;
+      const s = readSnapshot(await ctx.artifacts.read(root));
+      if (s.kind !== "index") return;
+      const projects = s.list.projects.filter((p) => normalizeName(p) !== project);
+      if (projects.length !== s.list.projects.length) await ctx.artifacts.commit(indexPages({ ...s.list, projects }));
+    });
+  }
+
+  /**
+   * Removes one version (every file whose upload named it, PEP 440 equality) or one file of a project, with its
+   * `.metadata`, and updates the pages. The retention hook and the DELETE routes both come here.
+   */
+  async function remove(project: string, target: { version: string } | { filename: string }): Promise<Removed> {
+    const pick = "version" in target ? (i: FileInfo) => samePep440(i.version, target.version) : (i: FileInfo) => i.file.filename === target.filename;
+    const r = await locks.run(`project:${project}`, () => removeFiles(project, pick));
+    if (r.paths.includes(MARKERS + project)) await dropFromIndex(project);
+    return r;
+  }
+
+  /**
+   * PEP 592: marks every file of a version yanked (`reason`, or true without one) or not (`yanked` false); the `info/`
+   * rows and the page change in one commit.
+   * @returns the file names changed; empty when the project has no such version
+   */
+  async function setYanked(project: string, version: string, yanked: boolean | string): Promise<string[]> {
+    return locks.run(`project:${project}`, async () => {
+      const hit = (await projectInfos(project)).filter((x) => samePep440(x.info.version, version));
+      if (hit.length === 0) return [];
+      for (const x of hit) x.info.file.yanked = yanked;
+      const page = await currentPage(project);
+      addFiles(page, hit.map((x) => x.info));
+      const files: CommitFile[] = hit.map((x) => ({ path: x.path, body: JSON.stringify(x.info), opts: { contentType: "application/json", kind: "metadata" } }));
+      await ctx.artifacts.commit([...files, ...(await projectPages(page))]);
+      return hit.map((x) => x.info.file.filename).sort();
+    });
+  }
+
+  /** The yank reason of a POST body: form field `reason` or JSON `{ "reason": ... }`; undefined when none is given. */
+  async function yankReason(req: Request): Promise<string | undefined> {
+    const type = (req.headers.get("content-type") ?? "").toLowerCase();
+    let reason: unknown;
+    try {
+      if (type.includes("json")) {
+        const text = await req.text();
+        reason = text.trim() ? (JSON.parse(text) as { reason?: unknown })?.reason : undefined;
+      } else if (type.includes("form")) reason = (await req.formData()).get("reason");
+    } catch {
+      throw badUpload("the yank request body is not valid JSON or form data");
+    }
+    if (reason !== undefined && reason !== null && typeof reason !== "string") throw badUpload("reason must be a string");
+    return typeof reason === "string" && reason.trim() !== "" ? reason.trim() : undefined;
+  }
+
+  /**
+   * Deletes or (un)yanks for a principal whose `delete` permission was already checked; audited as `pypi.delete`,
+   * `pypi.yank`, `pypi.unyank` (`via`: the group it came through).
+   * @throws VaultError 404 when the project has no such version or file
+   */
+  async function manage(req: Request, principal: Principal, op: ManageOp, via?: string): Promise<Response> {
+    const detail: Record<string, unknown> = {};
+    if (via) detail.via = via;
+    const ok = (text: string) => new Response(text, { status: 200, headers: { "content-type": "text/plain; charset=utf-8" } });
+    if (op.kind === "delete") {
+      const r = await remove(op.project, op.filename !== undefined ? { filename: op.filename } : { version: op.version! });
+      if (r.files.length === 0) throw errors.notFound(op.filename !== undefined ? `file ${op.filename}` : `version ${op.version} of project ${op.project}`);
+      const path = op.filename !== undefined ? filePath(op.project, op.filename) : `files/${op.project}/`;
+      ctx.auth.audit({ principal, action: "pypi.delete", path, detail: { ...detail, ...(op.version !== undefined ? { version: op.version } : {}), files: r.files, bytes: r.bytes }, req });
+      return ok(`OK (deleted ${r.files.join(", ")})\n`);
+    }
+    const reason = op.kind === "yank" ? await yankReason(req) : undefined;
+    const files = await setYanked(op.project, op.version, op.kind === "yank" ? (reason ?? true) : false);
+    if (files.length === 0) throw errors.notFound(`version ${op.version} of project ${op.project}`);
+    ctx.auth.audit({ principal, action: `pypi.${op.kind}`, path: `files/${op.project}/`, detail: { ...detail, version: op.version, files, ...(reason ? { reason } : {}) }, req });
+    return ok(`OK (${op.kind === "yank" ? "yanked" : "unyanked"} ${files.join(", ")})\n`);
+  }
+
   async function upload(req: Request, principal: Principal, via?: string): Promise<Response> {
     const form = await readUploadForm(req, maxUpload);
     const bytes = new Uint8Array(await form.file.arrayBuffer());
@@ -281,6 +412,10 @@ export function createPypiHosted(ctx: PluginContext<PypiRepoConfig>): PypiServic
       const principal = await ctx.auth.require(req, "write");
       return upload(req, principal);
     },
+    async manage(req, op) {
+      const principal = await ctx.auth.require(req, "delete");
+      return manage(req, principal, op);
+    },
   };
 
   /** `files/<project>/<filename>[.metadata]` → the stored file (404 for anything else). */
@@ -316,6 +451,8 @@ export function createPypiHosted(ctx: PluginContext<PypiRepoConfig>): PypiServic
     },
     serveFile,
     upload,
+    manage,
+    removeVersion: (project, version) => remove(project, { version }),
     start: () => locks.run("index", reconcileIndex),
     afterImport,
   };

@@ -131,6 +131,10 @@ export default definePlugin<PypiRepoConfig>({
     await serviceOf(ctx).afterImport?.(o.paths);
   },
   compareVersions: comparePep440,
+  async deleteVersion(ctx, v) {
+    const r = await serviceOf(ctx).removeVersion?.(v.name, v.version);
+    return r ? { paths: r.paths, bytes: r.bytes } : { paths: [], bytes: 0 };
+  },
   clientSetup: pypiClientSetup,
   async start(ctx) {
     await serviceOf(ctx).start?.();

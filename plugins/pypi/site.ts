@@ -9,6 +9,10 @@
  * <simplePrefix><project>/     project page           GET/HEAD  (non-normalized name or missing slash → 301)
  * files/<…>                    files and .metadata    GET/HEAD
  * "" (the mount), legacy/      upload (twine)         POST      (also without the trailing slash; never redirected)
+ * <project>/<version>/         delete a version       DELETE    (hosted, and groups with writeTo; `delete` permission)
+ * files/<project>/<filename>   delete one file        DELETE    (with its PEP 658 .metadata)
+ * <project>/<version>/yank     yank (PEP 592)         POST      (optional reason: form field or JSON `reason`)
+ * <project>/<version>/unyank   undo a yank            POST
  * ```
  */
 import { errors, type ArtifactEntry, type PluginContext, type Principal } from "../../core/plugin.ts";
@@ -53,11 +57,32 @@ export interface PypiService {
    * repository (`via` names the group for the audit log). Absent on repositories that take no uploads.
    */
   upload?(req: Request, principal: Principal, via?: string): Promise<Response>;
+  /**
+   * Deletes or (un)yanks ({@link ManageOp}) for a principal whose `delete` permission was already checked, for a group
+   * forwarding to this repository (`via`: the group, for the audit log). Absent on repositories that take no uploads.
+   * @throws VaultError 404 when the project has no such version or file
+   */
+  manage?(req: Request, principal: Principal, op: ManageOp, via?: string): Promise<Response>;
+  /**
+   * Hosted: removes every file of a version with its pages updated (the plugin's `deleteVersion`, retention).
+   * @param project normalized name
+   * @returns the paths removed, their total size in bytes and the distribution file names (none when not stored)
+   */
+  removeVersion?(project: string, version: string): Promise<{ paths: string[]; bytes: number; files: string[] }>;
   /** Called by the plugin's `start` hook. */
   start?(): Promise<void>;
   /** Hosted: brings the pages of the projects of imported `paths` (and the root index) in line with the stored files (the plugin's `afterImport`). */
   afterImport?(paths: string[]): Promise<void>;
 }
+
+/**
+ * A maintainer's change to hosted files: delete a version (every file uploaded with it) or one file, yank or unyank a
+ * version (PEP 592). `project` is the normalized name; versions compare by PEP 440 equality.
+ */
+export type ManageOp =
+  | { kind: "delete"; project: string; version: string; filename?: undefined }
+  | { kind: "delete"; project: string; filename: string; version?: undefined }
+  | { kind: "yank" | "unyank"; project: string; version: string };
 
 /** What a hosted or group repository answers; {@link routeSite} maps requests onto it. */
 export interface Site {
@@ -69,6 +94,8 @@ export interface Site {
   serveFile(req: Request, rel: string): Promise<Response>;
   /** The legacy upload API (POST). Throws 405 where there is none. */
   upload(req: Request): Promise<Response>;
+  /** Deletes, yanks, unyanks ({@link ManageOp}), checking `delete` permission. Throws 405 where files cannot be changed. */
+  manage(req: Request, op: ManageOp): Promise<Response>;
 }
 
 /** 301 to `location` (a path), empty body. */
@@ -106,8 +133,34 @@ function isUploadPath(rest: string): boolean {
 }
 
 /**
+ * The {@link ManageOp} of a DELETE or POST path below the mount (`rest` starts with `/`, still percent-encoded): DELETE
+ * `/<project>/<version>/` (slash optional) or `/files/<project>/<filename>`; POST `/<project>/<version>/yank|unyank`.
+ * Null when the path is none of these or names an invalid project.
+ */
+function manageOpOf(method: "DELETE" | "POST", rest: string): ManageOp | null {
+  let segs: string[];
+  try {
+    segs = rest.slice(1).split("/").map(decodeURIComponent);
+  } catch {
+    return null;
+  }
+  if (!rest.startsWith("/") || segs.some((s, i) => s === "" && i !== segs.length - 1) || segs.some((s) => s === "." || s === ".." || s.includes("/"))) return null;
+  if (segs[segs.length - 1] === "") segs.pop();
+  if (method === "DELETE" && segs.length === 3 && segs[0] === "files") {
+    if (!isValidName(segs[1]) || segs[2].endsWith(".metadata")) return null;
+    return { kind: "delete", project: normalizeName(segs[1]), filename: segs[2] };
+  }
+  if (!isValidName(segs[0] ?? "")) return null;
+  const project = normalizeName(segs[0]);
+  if (method === "DELETE" && segs.length === 2) return { kind: "delete", project, version: segs[1] };
+  if (method === "POST" && segs.length === 3 && (segs[2] === "yank" || segs[2] === "unyank")) return { kind: segs[2], project, version: segs[1] };
+  return null;
+}
+
+/**
  * Routes one request of a hosted or group repository (layout in this file's header): POST to the upload paths, GET/HEAD
- * to pages and files; other methods 405. Throws VaultError: 400 bad path, 404, 405, 406.
+ * to pages and files, DELETE and POST yank/unyank to {@link Site.manage}; other methods 405. Throws VaultError: 400 bad
+ * path, 404, 405, 406.
  */
 export async function routeSite(req: Request, mount: string, site: Site): Promise<Response> {
   const url = new URL(req.url);
@@ -116,7 +169,14 @@ export async function routeSite(req: Request, mount: string, site: Site): Promis
   const rest = pathname.slice(mount.length);
   if (req.method === "POST") {
     if (isUploadPath(rest)) return site.upload(req);
+    const op = manageOpOf("POST", rest);
+    if (op) return site.manage(req, op);
     throw methodNotAllowed(req.method);
+  }
+  if (req.method === "DELETE") {
+    const op = manageOpOf("DELETE", rest);
+    if (op) return site.manage(req, op);
+    throw noRoute(pathname);
   }
   if (req.method !== "GET" && req.method !== "HEAD") {
     const e = methodNotAllowed(req.method);

@@ -13,3 +13,8 @@ export function comparePep440(a: string, b: string): number {
   if (va && vb) return compare(a, b);
   return va === vb ? 0 : va ? 1 : -1;
 }
+
+/** Whether two version strings name the same PEP 440 version (`1.0 == 1.0.0`); strings that are not PEP 440 only when equal. */
+export function samePep440(a: string, b: string): boolean {
+  return a === b || (valid(a) !== null && valid(b) !== null && compare(a, b) === 0);
+}

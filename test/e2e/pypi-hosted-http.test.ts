@@ -534,3 +534,139 @@ describe("group repositories", () => {
     await put.text();
   });
 });
+
+describe("deleting and yanking hosted files", () => {
+  const maint = () => basic("maintainer");
+  const del = (path: string, headers: Record<string, string> = maint()) => fetch(`${base}${path}`, { method: "DELETE", headers });
+  const auditRows = (action: string) => {
+    const db = new Database(join(vault.dataDir, "vault.db"), { readonly: true });
+    try {
+      return db.query("SELECT actor, repository, path, detail FROM audit_log WHERE action = ? ORDER BY id").all(action) as { actor: string; repository: string; path: string; detail: string }[];
+    } finally {
+      db.close();
+    }
+  };
+
+  test("DELETE of one file and of a version: delete permission, pages (JSON, HTML, root index) rewritten, .metadata gone, 404 for unknown; audited", async () => {
+    await addUser(vault.dataDir, "maintainer", [
+      { repository: "local", actions: "delete" },
+      { repository: "all", actions: "delete" },
+      { repository: "readonly-group", actions: "delete" },
+    ]);
+    const ups = [
+      { name: "doomed", version: "1.0", filename: "doomed-1.0-py3-none-any.whl", bytes: wheel("doomed", "1.0") },
+      { name: "doomed", version: "1.0", filename: "doomed-1.0.tar.gz", bytes: sdist("doomed 1.0") },
+      { name: "doomed", version: "2.0", filename: "doomed-2.0-py3-none-any.whl", bytes: wheel("doomed", "2.0") },
+      { name: "solo", version: "1.0", filename: "solo-1.0-py3-none-any.whl", bytes: wheel("solo", "1.0") },
+    ];
+    for (const o of ups) expect((await upload(`${base}/local/`, o)).status).toBe(200);
+
+    const anon = await del("/local/files/doomed/doomed-1.0.tar.gz", {});
+    expect(anon.status).toBe(401);
+    await anon.text();
+    const writer = await del("/local/doomed/1.0/", basic("writer"));
+    expect(writer.status).toBe(403);
+    await writer.text();
+    expect(await expectAllDownloadable(base, "/local/simple/doomed/")).toBe(3);
+
+    const one = await del("/local/files/doomed/doomed-1.0.tar.gz");
+    expect([one.status, await one.text()]).toEqual([200, "OK (deleted doomed-1.0.tar.gz)\n"]);
+    expect((await fetch(`${base}/local/files/doomed/doomed-1.0.tar.gz`)).status).toBe(404);
+    let p = await page(base, "/local/simple/doomed/");
+    expect(p.doc.files.map((f: { filename: string }) => f.filename)).toEqual(["doomed-1.0-py3-none-any.whl", "doomed-2.0-py3-none-any.whl"]);
+    expect(p.doc.versions).toEqual(["1.0", "2.0"]);
+
+    const ver = await del("/local/doomed/1.0.0"); // PEP 440: 1.0.0 == 1.0; the trailing slash is optional
+    expect([ver.status, await ver.text()]).toEqual([200, "OK (deleted doomed-1.0-py3-none-any.whl)\n"]);
+    p = await page(base, "/local/simple/doomed/");
+    expect(p.doc.files.map((f: { filename: string }) => f.filename)).toEqual(["doomed-2.0-py3-none-any.whl"]);
+    expect(p.doc.versions).toEqual(["2.0"]);
+    const html = await (await fetch(`${base}/local/simple/doomed/`, { headers: { accept: "text/html" } })).text();
+    expect(html).toContain("doomed-2.0-py3-none-any.whl");
+    expect(html).not.toContain("doomed-1.0");
+    for (const f of ["doomed-1.0-py3-none-any.whl", "doomed-1.0-py3-none-any.whl.metadata"]) expect((await fetch(`${base}/local/files/doomed/${f}`)).status).toBe(404);
+    expect(await expectAllDownloadable(base, "/local/simple/doomed/")).toBe(1);
+
+    for (const path of ["/local/doomed/1.0/", "/local/nope/1.0/", "/local/files/doomed/doomed-9.whl"]) {
+      const r = await del(path);
+      expect(r.status).toBe(404);
+      await r.text();
+    }
+
+    // through the group's writeTo: the project's last file goes, so do its page and its root index entry
+    expect((await page(base, "/local/simple/")).doc.projects.map((x: { name: string }) => x.name)).toContain("solo");
+    const viaGroup = await del("/all/solo/1.0/");
+    expect(viaGroup.status).toBe(200);
+    await viaGroup.text();
+    expect((await page(base, "/local/simple/solo/")).status).toBe(404);
+    expect((await page(base, "/local/simple/")).doc.projects.map((x: { name: string }) => x.name)).not.toContain("solo");
+    expect((await page(base, "/all/simple/solo/")).status).toBe(404);
+    const ro = await del("/readonly-group/doomed/2.0/");
+    expect(ro.status).toBe(405);
+    await ro.text();
+
+    const rows = auditRows("pypi.delete");
+    expect(rows.map((r) => [r.actor, r.repository, r.path])).toEqual([
+      ["maintainer", "local", "files/doomed/doomed-1.0.tar.gz"],
+      ["maintainer", "local", "files/doomed/"],
+      ["maintainer", "local", "files/solo/"],
+    ]);
+    expect(JSON.parse(rows[1].detail)).toMatchObject({ version: "1.0.0", files: ["doomed-1.0-py3-none-any.whl"] });
+    expect(JSON.parse(rows[2].detail)).toMatchObject({ via: "all", files: ["solo-1.0-py3-none-any.whl"] });
+  });
+
+  test("PEP 592 yank with a reason (JSON or form) or none, and unyank: data-yanked and \"yanked\" on the pages; 404 for an unknown version", async () => {
+    const o = { name: "yanky", version: "3.0", filename: "yanky-3.0-py3-none-any.whl", bytes: wheel("yanky", "3.0") };
+    expect((await upload(`${base}/local/`, o)).status).toBe(200);
+    const post = (path: string, init: RequestInit = {}) => fetch(`${base}${path}`, { method: "POST", ...init, headers: { ...maint(), ...(init.headers as Record<string, string>) } });
+    const state = async () => {
+      const j = (await page(base, "/local/simple/yanky/")).doc.files[0].yanked;
+      const html = await (await fetch(`${base}/local/simple/yanky/`, { headers: { accept: "text/html" } })).text();
+      return { j, html };
+    };
+    expect((await state()).j).toBe(false);
+
+    const forbidden = await fetch(`${base}/local/yanky/3.0/yank`, { method: "POST", headers: basic("writer") });
+    expect(forbidden.status).toBe(403);
+    await forbidden.text();
+
+    let r = await post("/local/yanky/3.0/yank", { body: JSON.stringify({ reason: "broken <build>" }), headers: { "content-type": "application/json" } });
+    expect([r.status, await r.text()]).toEqual([200, "OK (yanked yanky-3.0-py3-none-any.whl)\n"]);
+    let s = await state();
+    expect(s.j).toBe("broken <build>");
+    expect(s.html).toContain('data-yanked="broken &lt;build&gt;"');
+
+    r = await post("/local/yanky/3.0/unyank");
+    expect(r.status).toBe(200);
+    await r.text();
+    s = await state();
+    expect(s.j).toBe(false);
+    expect(s.html).not.toContain("data-yanked");
+
+    const form = new FormData();
+    form.set("reason", "superseded");
+    r = await post("/all/yanky/3.0/yank/", { body: form });
+    expect(r.status).toBe(200);
+    await r.text();
+    expect((await state()).j).toBe("superseded");
+
+    r = await post("/local/yanky/3.0/yank");
+    expect(r.status).toBe(200);
+    await r.text();
+    s = await state();
+    expect(s.j).toBe(true);
+    expect(s.html).toContain('data-yanked=""');
+    expect(await expectAllDownloadable(base, "/local/simple/yanky/")).toBe(1);
+
+    r = await post("/local/yanky/9.9/yank");
+    expect(r.status).toBe(404);
+    await r.text();
+    const rows = auditRows("pypi.yank");
+    expect(rows.map((x) => JSON.parse(x.detail))).toEqual([
+      { version: "3.0", files: ["yanky-3.0-py3-none-any.whl"], reason: "broken <build>" },
+      { via: "all", version: "3.0", files: ["yanky-3.0-py3-none-any.whl"], reason: "superseded" },
+      { version: "3.0", files: ["yanky-3.0-py3-none-any.whl"] },
+    ]);
+    expect(auditRows("pypi.unyank").length).toBe(1);
+  });
+});
