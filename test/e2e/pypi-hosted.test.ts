@@ -209,4 +209,49 @@ describe("twine uploads, pip installs: hosted and group repositories", () => {
     expect(b.code).not.toBe(0);
     expect(b.out).toContain("THESE PACKAGES DO NOT MATCH THE HASHES");
   }, CLIENT_TIMEOUT_MS);
+
+  clientTest("PEP 592: pip skips a yanked version unless pinned with ==, and no longer finds a deleted one (twine uploads, HTTP yank/delete)", async () => {
+    const { twine, py } = requireClients();
+    const db = openDb(join(vault.dataDir, "vault.db"));
+    try {
+      await createAuthCore({ db: db.db, log: silentLogger }).addUser({ name: "maint", password: PW, grants: [{ repository: "team", actions: "delete" }] });
+    } finally {
+      db.close();
+    }
+    const auth = { authorization: "Basic " + btoa(`maint:${PW}`) };
+    const wheels = [];
+    for (const v of ["1.0", "1.1", "2.0"]) {
+      const f = join(dist, `yank_demo-${v}-py3-none-any.whl`);
+      await Bun.write(f, buildWheel("yank_demo", v));
+      wheels.push(f);
+    }
+    const up = await run([twine, "upload", "--repository-url", `${vault.url}/team/`, "-u", "ci", "-p", PW, "--non-interactive", "--disable-progress-bar", ...wheels]);
+    expect({ code: up.code, out: up.out }).toMatchObject({ code: 0 });
+    const yank = await fetch(`${vault.url}/team/yank_demo/2.0/yank`, { method: "POST", body: JSON.stringify({ reason: "broken build" }), headers: { ...auth, "content-type": "application/json" } });
+    expect([yank.status, await yank.text()]).toEqual([200, "OK (yanked yank_demo-2.0-py3-none-any.whl)\n"]);
+    const del = await fetch(`${vault.url}/team/yank-demo/1.1/`, { method: "DELETE", headers: auth });
+    expect(del.status).toBe(200);
+    await del.text();
+
+    const out = await tmpDataDir("pip-yank-");
+    const download = (spec: string, dest: string) =>
+      run([py.venvPython, "-m", "pip", "download", "--no-cache-dir", "--no-deps", "--index-url", `${vault.url}/team/simple/`, "-d", join(out, dest), spec]);
+    const newest = await download("yank-demo", "a");
+    expect({ code: newest.code, out: newest.out }).toMatchObject({ code: 0 });
+    expect(await readdir(join(out, "a"))).toEqual(["yank_demo-1.0-py3-none-any.whl"]); // 2.0 is yanked, 1.1 deleted
+    const pinned = await download("yank-demo==2.0", "b");
+    expect({ code: pinned.code, out: pinned.out }).toMatchObject({ code: 0 });
+    expect(pinned.out).toContain("broken build"); // pip warns with the yank reason
+    expect(await readdir(join(out, "b"))).toEqual(["yank_demo-2.0-py3-none-any.whl"]);
+    const gone = await download("yank-demo==1.1", "c");
+    expect(gone.code).not.toBe(0);
+    expect(gone.out).toContain("No matching distribution found for yank-demo==1.1");
+
+    const unyank = await fetch(`${vault.url}/team/yank-demo/2.0/unyank`, { method: "POST", headers: auth });
+    expect(unyank.status).toBe(200);
+    await unyank.text();
+    const again = await download("yank-demo", "d");
+    expect(again.code).toBe(0);
+    expect(await readdir(join(out, "d"))).toEqual(["yank_demo-2.0-py3-none-any.whl"]);
+  }, CLIENT_TIMEOUT_MS);
 });
