@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { eq } from "drizzle-orm";
 import { buildWheel } from "../helpers/pypi-index.ts";
 import { npmPublishBody } from "../helpers/npm-registry.ts";
-import { runClient } from "../helpers/python.ts";
+import { makeVenv, runClient } from "../helpers/python.ts";
 import { requireTools } from "../helpers/registry.ts";
 import { startVault } from "../helpers/vault.ts";
 import { tmpDataDir } from "../helpers/tmp.ts";
@@ -210,4 +210,68 @@ describe("hosted retention through the format's delete path", () => {
     }
     expect((await retentionAudit(dataDir)).map((a) => a.path).sort()).toEqual(["app@v1.0.0", "app@v1.1.0"]);
   }, 120_000);
+});
+
+describe.skipIf(!requireTools(["twine"]))("hosted pypi retention with twine and pip", () => {
+  test("pypi: keepVersions removes the oldest versions by PEP 440 (files, .metadata, page entries); pip no longer sees them; audited", async () => {
+    const base = await tmpDataDir("vault-pypi-retention-");
+    const dataDir = join(base, "data");
+    const config: VaultConfig = {
+      server: { dataDir: "./data" },
+      auth: { admin: { user: "admin", password: PW } },
+      repositories: [{ name: "pypi-local", format: "pypi", type: "hosted", retention: { keepVersions: 2 } }],
+    };
+    const configFile = join(base, "vault.config.json");
+    await Bun.write(configFile, JSON.stringify(config));
+    const wheels: string[] = [];
+    for (const version of ["1.0", "1.9", "1.10"]) {
+      const f = join(base, `keep_demo-${version}-py3-none-any.whl`);
+      await Bun.write(f, buildWheel("keep_demo", version));
+      wheels.push(f);
+    }
+    const JSON_PAGE = { accept: "application/vnd.pypi.simple.v1+json" };
+
+    let v = await startVault({ config, dataDir });
+    try {
+      const up = await runClient(["twine", "upload", "--repository-url", `${v.url}/pypi-local/`, "-u", "admin", "-p", PW, "--non-interactive", "--disable-progress-bar", ...wheels]);
+      expect({ code: up.code, out: up.out }).toMatchObject({ code: 0 });
+    } finally {
+      await v.stop();
+    }
+
+    const c = capture();
+    expect(await cleanup(["--config", configFile, "--gc-min-age-minutes", "0"], c.io)).toBe(0);
+    expect(c.out.join("")).toContain("keep_versions keep-demo 1.0 (1 file)");
+
+    v = await startVault({ config, dataDir });
+    try {
+      const page = (await (await fetch(`${v.url}/pypi-local/simple/keep-demo/`, { headers: JSON_PAGE })).json()) as { files: { filename: string }[]; versions: string[] };
+      expect(page.files.map((f) => f.filename)).toEqual(["keep_demo-1.10-py3-none-any.whl", "keep_demo-1.9-py3-none-any.whl"]);
+      expect(page.versions.sort()).toEqual(["1.10", "1.9"]);
+      const html = await (await fetch(`${v.url}/pypi-local/simple/keep-demo/`, { headers: { accept: "text/html" } })).text();
+      expect(html).not.toContain("keep_demo-1.0-");
+      for (const f of ["keep_demo-1.0-py3-none-any.whl", "keep_demo-1.0-py3-none-any.whl.metadata"]) expect((await fetch(`${v.url}/pypi-local/files/keep-demo/${f}`)).status).toBe(404);
+      expect((await fetch(`${v.url}/pypi-local/files/keep-demo/keep_demo-1.10-py3-none-any.whl`)).status).toBe(200);
+
+      const venv = await makeVenv(join(base, "venv"));
+      if ("error" in venv) {
+        if (process.env.CI === "true") throw new Error(venv.error);
+        console.warn(`pypi retention: pip part skipped: ${venv.error}`);
+      } else {
+        const pip = (spec: string, dest: string) =>
+          runClient([venv.venvPython, "-m", "pip", "download", "--no-cache-dir", "--no-deps", "--index-url", `${v.url}/pypi-local/simple/`, "-d", join(base, dest), spec]);
+        const gone = await pip("keep-demo==1.0", "a");
+        expect(gone.code).not.toBe(0);
+        expect(gone.out).toContain("No matching distribution found for keep-demo==1.0");
+        const kept = await pip("keep-demo", "b");
+        expect({ code: kept.code, out: kept.out }).toMatchObject({ code: 0 });
+        expect(kept.out).toContain("keep_demo-1.10-py3-none-any.whl");
+      }
+    } finally {
+      await v.stop();
+    }
+    const audit = await retentionAudit(dataDir);
+    expect(audit.map((a) => [a.actor, a.repository, a.path, a.detail.reason])).toEqual([["vault-retention", "pypi-local", "keep-demo@1.0", "keep_versions"]]);
+    expect(audit[0].detail.files.sort()).toEqual(["files/keep-demo/keep_demo-1.0-py3-none-any.whl", "files/keep-demo/keep_demo-1.0-py3-none-any.whl.metadata", "info/keep-demo/keep_demo-1.0-py3-none-any.whl"]);
+  }, 180_000);
 });
