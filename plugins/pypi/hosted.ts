@@ -17,7 +17,8 @@
  * several processes sharing the data directory may still race on a page, so after its commit each upload compares the
  * page with the project's `info/` rows (read from the database) and rewrites the page until it lists every one of them.
  * The root index is brought up to date the same way from the `projects/` markers (after a new project's first upload,
- * and at start).
+ * and at start). Deletes (a version or one file; retention's `deleteVersion`) and PEP 592 yanks take the same lock; a
+ * delete removes the `info/` rows first, commits the rewritten page, then removes the files (README "Delete and yank").
  */
 import { errors, KeyedLock, type ArtifactPut, type PluginContext, type Principal } from "../../core/plugin.ts";
 import { CONTENT_TYPES } from "./negotiate.ts";
