@@ -176,7 +176,7 @@ export async function routeSite(req: Request, mount: string, site: Site): Promis
   if (req.method === "DELETE") {
     const op = manageOpOf("DELETE", rest);
     if (op) return site.manage(req, op);
-    throw noRoute(pathname);
+    throw methodNotAllowed(req.method);
   }
   if (req.method !== "GET" && req.method !== "HEAD") {
     const e = methodNotAllowed(req.method);

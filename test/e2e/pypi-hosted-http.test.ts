@@ -604,6 +604,9 @@ describe("deleting and yanking hosted files", () => {
     const ro = await del("/readonly-group/doomed/2.0/");
     expect(ro.status).toBe(405);
     await ro.text();
+    const page405 = await del("/local/simple/doomed/extra/more/"); // not a delete path: as before, 405
+    expect(page405.status).toBe(405);
+    await page405.text();
 
     const rows = auditRows("pypi.delete");
     expect(rows.map((r) => [r.actor, r.repository, r.path])).toEqual([
